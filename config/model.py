@@ -1,0 +1,343 @@
+"""The one validated settings model: parsed once, frozen, shared by ``run`` and ``check-config``."""
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from config.arrays import ROLE_BITS, ROLE_CONVERSION, JourneyArrays
+from config.tables import Table
+from journey.errors import ConfigError
+
+DORMANT = "dormant"
+OTHER_CHANNEL = "other"
+DEFAULT_PATH = Path(__file__).with_name("journey.toml")
+DEFAULT_INPUTS = ("clickstream", "touchpoints")
+# Property names whose literal values would be secrets: these must come from the environment.
+_SECRET_MARKERS = ("password", "secret", "oauthbearer.config", "sasl.jaas")
+
+
+@dataclass(frozen=True)
+class Touchpoint:
+    """One touchpoint type of the catalogue."""
+
+    name: str
+    weight: float
+    stages: Mapping[str, float]
+    roles: frozenset[str]
+    conversion: bool
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One journey stage and the rule that admits a customer to it."""
+
+    name: str
+    threshold: float | None
+    requires: Mapping[str, int]
+    min_sentiment: float | None
+
+
+@dataclass(frozen=True)
+class JourneyMap:
+    """Stages, catalogue, channels and timings, in milliseconds where they are durations."""
+
+    stages: tuple[Stage, ...]
+    touchpoints: Mapping[str, Touchpoint]
+    channels: Mapping[str, float]
+    half_life_ms: int
+    saturation: float
+    dedup_window_ms: int
+    dedup_slots: int
+    dormant_after_ms: int
+    allowed_lateness_ms: int
+    idle_timeout_ms: int
+    session_gap_ms: int
+    metrics_window_ms: int
+    max_event_bytes: int
+    max_future_ms: int
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """Stage names in journey order."""
+        return tuple(s.name for s in self.stages)
+
+    @cached_property
+    def type_index(self) -> dict[str, int]:
+        """Touchpoint type -> row of the type arrays."""
+        return {name: i for i, name in enumerate(self.touchpoints)}
+
+    @cached_property
+    def channel_index(self) -> dict[str, int]:
+        """Channel -> index of the multiplier array; unlisted channels are 0 (``other``)."""
+        return {name: i + 1 for i, name in enumerate(self.channels)}
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Channel names by index, ``other`` first."""
+        return (OTHER_CHANNEL, *self.channels)
+
+    @cached_property
+    def arrays(self) -> JourneyArrays:
+        """The map turned once into the arrays the kernels use."""
+        names = self.stage_names
+        stage_pos = {name: k for k, name in enumerate(names)}
+        req_types = sorted({t for s in self.stages for t in s.requires})
+        req_slot = {t: i for i, t in enumerate(req_types)}
+        n_types, n_stages = len(self.touchpoints), len(names)
+        factor = np.zeros((n_types, n_stages), dtype=np.float64)
+        roles = np.zeros(n_types, dtype=np.int32)
+        for i, tp in enumerate(self.touchpoints.values()):
+            for stage, f in tp.stages.items():
+                factor[i, stage_pos[stage]] = f
+            roles[i] = sum(ROLE_BITS[r] for r in tp.roles) | (ROLE_CONVERSION if tp.conversion else 0)
+        requires = np.zeros((n_stages, len(req_types)), dtype=np.int64)
+        for k, stage in enumerate(self.stages):
+            for t, n in stage.requires.items():
+                requires[k, req_slot[t]] = n
+        return JourneyArrays(
+            type_weight=np.array([t.weight for t in self.touchpoints.values()], dtype=np.float64),
+            type_factor=factor,
+            type_req_slot=np.array([req_slot.get(t, -1) for t in self.touchpoints], dtype=np.int32),
+            type_roles=roles,
+            channel_mult=np.array([1.0, *self.channels.values()], dtype=np.float64),
+            stage_threshold=np.array(
+                [-np.inf if s.threshold is None else s.threshold for s in self.stages]),
+            stage_min_sentiment=np.array(
+                [np.nan if s.min_sentiment is None else s.min_sentiment for s in self.stages]),
+            stage_requires=requires,
+            half_life_ms=float(self.half_life_ms),
+            saturation=self.saturation,
+            dedup_window_ms=self.dedup_window_ms,
+            dedup_slots=self.dedup_slots,
+        )
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes per-customer state: a changed layout changes it."""
+        a = self.arrays
+        h = hashlib.sha256()
+        h.update("\0".join((*self.stage_names, "|", *self.touchpoints)).encode())
+        for arr in (a.type_req_slot, a.stage_requires):
+            h.update(arr.tobytes())
+        h.update(str(a.dedup_slots).encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """Brokers and librdkafka properties; secret values never appear in ``repr``."""
+
+    brokers: str = "127.0.0.1:9092"
+    properties: Mapping[str, str] = field(default_factory=dict)
+    secret_keys: frozenset[str] = frozenset()
+
+    def client_config(self, **extra: object) -> dict[str, object]:
+        """A confluent-kafka config dict: brokers, the file's properties, then ``extra``."""
+        return {"bootstrap.servers": self.brokers, **self.properties, **extra}
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in self.secret_keys else v) for k, v in self.properties.items()}
+        return f"KafkaSettings(brokers={self.brokers!r}, properties={shown!r})"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Input and output topic names."""
+
+    inputs: tuple[str, ...] = DEFAULT_INPUTS
+    scores: str = "journey.scores"
+    transitions: str = "journey.transitions"
+    sessions: str = "journey.sessions"
+    metrics: str = "journey.metrics"
+    late: str = "journey.late"
+    dlq: str = "journey.dlq"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every output topic, for creating them at start."""
+        return (self.scores, self.transitions, self.sessions, self.metrics, self.late, self.dlq)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs, from one file."""
+
+    path: str
+    journey: JourneyMap
+    kafka: KafkaSettings
+    topics: Topics
+
+    def with_brokers(self, brokers: str | None) -> "Settings":
+        """The same settings with ``--brokers`` applied (None keeps the file's)."""
+        if not brokers:
+            return self
+        kafka = KafkaSettings(brokers, self.kafka.properties, self.kafka.secret_keys)
+        return Settings(self.path, self.journey, kafka, self.topics)
+
+
+def load_settings(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a settings file; every problem raises ConfigError naming file and key."""
+    name = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as err:
+        msg = f"{name}: no such file (pass --config with the path of a journey map)"
+        raise ConfigError(msg) from err
+    except OSError as err:
+        msg = f"{name}: cannot read: {err.strerror}"
+        raise ConfigError(msg) from err
+    except tomllib.TOMLDecodeError as err:
+        msg = f"{name}: not valid TOML: {err}"
+        raise ConfigError(msg) from err
+    return parse_settings(name, data, os.environ if environ is None else environ)
+
+
+def parse_settings(path: str, data: dict[str, object], environ: Mapping[str, str]) -> Settings:
+    """Validate an already-parsed TOML document (the single code path behind every command)."""
+    top = Table(path, "", data)
+    journey = _journey(top)
+    kafka = _kafka(top.sub("kafka"), environ)
+    topics = _topics(top.sub("topics"))
+    top.done("known sections: journey, stages, channels, touchpoints, kafka, topics")
+    return Settings(path, journey, kafka, topics)
+
+
+def _journey(top: Table) -> JourneyMap:
+    j = top.sub("journey", required=True)
+    names = j.raw("stages")
+    if (not isinstance(names, list) or len(names) < 2
+            or not all(isinstance(n, str) and n for n in names)):
+        j.fail("stages", "an array of at least two stage names", names)
+    if len(set(names)) != len(names):
+        j.fail("stages", "stage names without repeats", names)
+    if DORMANT in names:
+        j.fail("stages", f"stage names other than {DORMANT!r} (reserved for inactive customers)",
+               names)
+    touchpoints = _touchpoints(top.sub("touchpoints", required=True), names)
+    stages = _stages(top.sub("stages"), names, touchpoints)
+    channels_table = top.sub("channels")
+    channels: dict[str, float] = {}
+    for ch in channels_table.keys():
+        if ch == OTHER_CHANNEL:
+            channels_table.fail(ch, f"a channel name other than {OTHER_CHANNEL!r} (reserved)")
+        channels[ch] = channels_table.number(ch, minimum=0.0)
+    jmap = JourneyMap(
+        stages=stages,
+        touchpoints=touchpoints,
+        channels=channels,
+        half_life_ms=j.duration("half_life", "14d"),
+        saturation=j.number("saturation", 25.0, minimum=1e-9),
+        dedup_window_ms=j.duration("dedup_window", "24h", positive=False),
+        dedup_slots=j.integer("dedup_slots", 32, minimum=1),
+        dormant_after_ms=j.duration("dormant_after", "45d"),
+        allowed_lateness_ms=j.duration("allowed_lateness", "5m", positive=False),
+        idle_timeout_ms=j.duration("idle_timeout", "10s"),
+        session_gap_ms=j.duration("session_gap", "30m"),
+        metrics_window_ms=j.duration("metrics_window", "1m"),
+        max_event_bytes=j.integer("max_event_bytes", 65_536, minimum=64),
+        max_future_ms=j.duration("max_future", "5m", positive=False),
+    )
+    j.done()
+    return jmap
+
+
+def _touchpoints(table: Table, stage_names: list[str]) -> dict[str, Touchpoint]:
+    result: dict[str, Touchpoint] = {}
+    for name in table.keys():
+        t = table.sub(name)
+        stages_raw = t.raw("stages", {})
+        if isinstance(stages_raw, list):  # ["awareness"] means factor 1.0 each
+            if not all(isinstance(s, str) for s in stages_raw):
+                t.fail("stages", "a table of stage = factor or an array of stage names", stages_raw)
+            stages_raw = dict.fromkeys(stages_raw, 1.0)
+        st = Table(t.path, f"{t.where}.stages", stages_raw)
+        stages: dict[str, float] = {}
+        for stage in st.keys():
+            if stage not in stage_names:
+                st.fail(stage, f"a stage of [journey].stages ({', '.join(stage_names)})", stage)
+            stages[stage] = st.number(stage, minimum=0.0)
+        roles = t.raw("roles", [])
+        if not isinstance(roles, list) or not all(r in ROLE_BITS for r in roles):
+            t.fail("roles", f"an array of roles from {', '.join(ROLE_BITS)}", roles)
+        conversion = t.raw("conversion", False)
+        if not isinstance(conversion, bool):
+            t.fail("conversion", "true or false", conversion)
+        result[name] = Touchpoint(name, t.number("weight"), stages, frozenset(roles), conversion)
+        t.done()
+    if not result:
+        table.fail("", "at least one [touchpoints.<type>] table")
+    return result
+
+
+def _stages(table: Table, names: list[str], touchpoints: Mapping[str, Touchpoint]) -> tuple[Stage, ...]:
+    for name in table.keys():
+        if name not in names:
+            table.fail(name, f"a stage of [journey].stages ({', '.join(names)})", name)
+    if names[0] in table.keys():
+        table.fail(names[0], "no entry rule for the first stage (every customer starts there)", {})
+    stages = [Stage(names[0], None, {}, None)]
+    for name in names[1:]:
+        s = table.sub(name, required=True)
+        req_table = s.sub("requires")
+        requires: dict[str, int] = {}
+        for tp in req_table.keys():
+            if tp not in touchpoints:
+                req_table.fail(tp, "a touchpoint type of the [touchpoints] catalogue", tp)
+            requires[tp] = req_table.integer(tp, minimum=1)
+        stages.append(Stage(
+            name,
+            s.number("threshold"),
+            requires,
+            s.number("min_sentiment", None, minimum=-1.0, maximum=1.0),
+        ))
+        s.done()
+    return tuple(stages)
+
+
+def _kafka(table: Table, environ: Mapping[str, str]) -> KafkaSettings:
+    brokers = table.string("brokers", KafkaSettings.brokers)
+    props_table = table.sub("properties")
+    properties: dict[str, str] = {}
+    for key in props_table.keys():
+        value = props_table.raw(key)
+        if any(marker in key for marker in _SECRET_MARKERS):
+            props_table.fail(key, "no secret in the file: name an environment variable in "
+                                  f"[kafka.secrets] instead ('{key}' = 'ENV_VAR')")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, str | int | float):
+            props_table.fail(key, "a string, number or boolean librdkafka property", value)
+        properties[key] = str(value)
+    secrets_table = table.sub("secrets")
+    secret_keys: set[str] = set()
+    for key in secrets_table.keys():
+        env_name = secrets_table.string(key)
+        if env_name not in environ:
+            secrets_table.fail(key, f"the environment variable {env_name} to be set")
+        properties[key] = environ[env_name]
+        secret_keys.add(key)
+    table.done()
+    return KafkaSettings(brokers, properties, frozenset(secret_keys))
+
+
+def _topics(table: Table) -> Topics:
+    defaults = Topics()
+    inputs = table.raw("inputs", list(defaults.inputs))
+    if (not isinstance(inputs, list) or not inputs
+            or not all(isinstance(t, str) and t for t in inputs) or len(set(inputs)) != len(inputs)):
+        table.fail("inputs", "a non-empty array of distinct topic names", inputs)
+    outputs = {name: table.string(name, getattr(defaults, name))
+               for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq")}
+    table.done()
+    topics = Topics(inputs=tuple(inputs), **outputs)
+    clash = set(topics.inputs) & set(topics.outputs)
+    if len(set(topics.outputs)) != len(topics.outputs) or clash:
+        table.fail("", "distinct topic names for every input and output", sorted(clash) or outputs)
+    return topics

@@ -1,0 +1,1 @@
+"""Per-batch operators: validation, routing, Numba scoring and output records."""
