@@ -29,7 +29,5 @@ def split_by_shard(batch: EventBatch, shards: int) -> list[tuple[str, EventBatch
     of = np.fromiter((crc(c.encode("utf-8", "surrogatepass")) for c in batch.customer_ids),
                      dtype=np.int64, count=len(batch)) % shards
     order = np.argsort(of, kind="stable")
-    sorted_shards = of[order]
-    cuts = np.flatnonzero(np.diff(sorted_shards)) + 1
-    return [(shard_key(int(sorted_shards[idx[0]])), batch.take(idx))
-            for idx in np.split(order, cuts)]
+    cuts = np.flatnonzero(np.diff(of[order])) + 1
+    return [(shard_key(int(of[idx[0]])), batch.take(idx)) for idx in np.split(order, cuts)]

@@ -1,0 +1,89 @@
+"""The real embedded broker for the whole session, plus factories for topics and runs."""
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from config import DEFAULT_PATH, Settings, Topics, load_settings
+from journey.broker import EmbeddedBroker
+from journey.kafka_io import cluster_metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture
+def make_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
+    """Settings on the session broker with topic names unique to the calling test."""
+
+    def make(inputs: tuple[str, ...] = ("clickstream", "touchpoints"), outputs: str = "",
+             prefix: str | None = None) -> Settings:
+        tag = prefix or uuid.uuid4().hex[:10]
+        out = f"{tag}.{outputs}" if outputs else tag
+        base = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
+        topics = Topics(
+            inputs=tuple(f"{tag}.{t}" for t in inputs),
+            **{name: f"{out}.journey.{name}" for name in
+               ("scores", "transitions", "sessions", "metrics", "late", "dlq")},
+        )
+        return replace(base, topics=topics)
+
+    return make
+
+
+def write_config(settings: Settings, path: Path) -> Path:
+    """A TOML file with the default map and ``settings``' brokers and topics."""
+    t = settings.topics
+    text = DEFAULT_PATH.read_text()
+    text += f'\n[kafka]\nbrokers = "{settings.kafka.brokers}"\n\n[topics]\n'
+    text += "inputs = [" + ", ".join(f'"{i}"' for i in t.inputs) + "]\n"
+    for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq"):
+        text += f'{name} = "{getattr(t, name)}"\n'
+    path.write_text(text)
+    return path
+
+
+def journey_cli(*args: str, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run the ``journey`` command line in a fresh interpreter, as a user would."""
+    return subprocess.run([sys.executable, "-m", "journey.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, **kw)  # type: ignore[call-overload]
+
+
+def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Every message of ``topic`` as (key, value, partition), partition by partition."""
+    meta = cluster_metadata(settings.kafka)
+    if topic not in meta.topics:
+        return []
+    out = []
+    for p in meta.topics[topic].partitions:
+        c = Consumer({"bootstrap.servers": settings.kafka.brokers, "group.id": "tests",
+                      "enable.partition.eof": True, "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
+        done = False
+        while not done:
+            for m in c.consume(10_000, 5.0):
+                if m.error() is None:
+                    out.append((m.key(), m.value(), p))
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    done = True
+                else:
+                    raise AssertionError(m.error())
+        c.close()
+    return out
+
+
+def read_json(settings: Settings, topic: str) -> list[dict]:
+    return [orjson.loads(v) for _, v, _ in read_topic(settings, topic)]

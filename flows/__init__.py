@@ -1,0 +1,1 @@
+"""Dataflows: they only wire the steps that operators/ implements."""

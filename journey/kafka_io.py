@@ -1,0 +1,204 @@
+"""Kafka around the dataflow: a source of whole batches, a sink that never loses a message.
+
+The source keeps each partition's next offset in Bytewax's recovery snapshots (not
+in consumer groups), so a restart resumes exactly where the last snapshot was taken.
+The sink produces whole lists and waits for every delivery report before it returns:
+a write that cannot be delivered raises, which stops the flow before the epoch that
+read its input is committed.
+"""
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from config.model import KafkaSettings
+from journey.errors import BrokerError, DeliveryError
+from operators.events import RawMessage
+from operators.records import OutRecord
+
+log = logging.getLogger(__name__)
+kafka_log = logging.getLogger("journey.librdkafka")
+
+PART_SEP = "#"
+
+
+def client_config(kafka: KafkaSettings, **extra: object) -> dict[str, object]:
+    """Client config with librdkafka's own log lines routed to Python logging."""
+    return kafka.client_config(logger=kafka_log, **extra)
+
+
+def cluster_metadata(kafka: KafkaSettings, timeout_s: float = 10.0) -> ClusterMetadata:
+    """Topic metadata, or a BrokerError that says which brokers did not answer."""
+    admin = AdminClient(client_config(kafka))
+    try:
+        return admin.list_topics(timeout=timeout_s)
+    except Exception as err:
+        msg = (f"cannot reach Kafka at {kafka.brokers} within {timeout_s:g} s ({err}); "
+               "start a broker (`journey broker`) or pass --brokers")
+        raise BrokerError(msg) from err
+
+
+def partition_counts(metadata: ClusterMetadata, topics: Iterable[str]) -> dict[str, int]:
+    """Partitions of each topic; a BrokerError lists the topics that do not exist."""
+    missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error]
+    if missing:
+        msg = (f"input topic(s) {', '.join(missing)} do not exist; create them "
+               "(`journey simulate` does) or set [topics].inputs in the config")
+        raise BrokerError(msg)
+    return {t: len(metadata.topics[t].partitions) for t in topics}
+
+
+def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
+                  metadata: ClusterMetadata | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created."""
+    metadata = metadata or cluster_metadata(kafka)
+    wanted = [t for t in dict.fromkeys(topics) if t not in metadata.topics]
+    if not wanted:
+        return []
+    admin = AdminClient(client_config(kafka))
+    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in wanted], request_timeout=15)
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=15)
+        except Exception as err:
+            code = err.args[0].code() if err.args and hasattr(err.args[0], "code") else None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
+                msg = f"cannot create topic {topic!r} at {kafka.brokers}: {err}"
+                raise BrokerError(msg) from err
+    return wanted
+
+
+class _SourcePartition(StatefulSourcePartition[list[RawMessage], int]):
+    def __init__(self, kafka: KafkaSettings, topic: str, partition: int, start: int,
+                 bounded: bool, batch_size: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.next_offset = start
+        self.bounded = bounded
+        self.batch_size = batch_size
+        self.done = False
+        self.consumer = Consumer(client_config(
+            kafka,
+            **{"group.id": "journey-stream", "enable.auto.commit": False,
+               "enable.partition.eof": True, "auto.offset.reset": "earliest"},
+        ))
+        self.consumer.assign([TopicPartition(topic, partition, start)])
+
+    def next_batch(self) -> list[list[RawMessage]]:
+        if self.done:
+            raise StopIteration
+        out: list[RawMessage] = []
+        topic, partition = self.topic, self.partition
+        for m in self.consumer.consume(self.batch_size, 0.001):
+            err = m.error()
+            if err is None:
+                out.append(RawMessage(topic, partition, m.offset(), m.key(), m.value(),
+                                      m.timestamp()[1]))
+            elif err.code() == KafkaError._PARTITION_EOF:
+                self.done = self.bounded
+            elif err.fatal() or not err.retriable():
+                msg = f"reading {topic}[{partition}] failed: {err.str()}"
+                raise BrokerError(msg)
+            else:
+                log.warning("reading %s[%d]: %s (retrying)", topic, partition, err.str())
+        if not out:
+            return []
+        self.next_offset = out[-1].offset + 1
+        return [out]
+
+    def snapshot(self) -> int:
+        return self.next_offset
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
+    """Every partition of the input topics; each item is a list of up to ``batch_size`` messages.
+
+    ``bounded`` stops each partition at its end (``--until-end``).
+    """
+
+    def __init__(self, kafka: KafkaSettings, partitions: dict[str, int], *, bounded: bool,
+                 batch_size: int = 10_000) -> None:
+        self.kafka = kafka
+        self.partitions = partitions
+        self.bounded = bounded
+        self.batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return [f"{t}{PART_SEP}{p}" for t, n in self.partitions.items() for p in range(n)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
+        topic, _, partition = for_part.rpartition(PART_SEP)
+        start = OFFSET_BEGINNING if resume_state is None else resume_state
+        return _SourcePartition(self.kafka, topic, int(partition), start, self.bounded,
+                                self.batch_size)
+
+
+class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):
+    def __init__(self, producer: Producer, delivery_timeout_s: float) -> None:
+        self.producer = producer
+        self.delivery_timeout_s = delivery_timeout_s
+        self.failed: list[tuple[OutRecord, Any]] = []
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.failed.append(((msg.topic(), msg.key(), msg.value()), err))
+
+    def _produce(self, records: Iterable[OutRecord]) -> None:
+        produce, on_delivery = self.producer.produce, self._on_delivery
+        for topic, key, value in records:
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=on_delivery)
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    self.producer.poll(0.05)
+
+    def write_batch(self, items: list[Sequence[OutRecord]]) -> None:
+        for records in items:
+            self._produce(records)
+        self._wait_for_deliveries()
+
+    def _wait_for_deliveries(self) -> None:
+        deadline = time.monotonic() + self.delivery_timeout_s
+        while True:
+            left = self.producer.flush(max(0.1, deadline - time.monotonic()))
+            failed, self.failed = self.failed, []
+            if left == 0 and not failed:
+                return
+            fatal = [err for _, err in failed if err.fatal() or not err.retriable()]
+            if fatal or time.monotonic() >= deadline:
+                first = fatal[0] if fatal else (failed[0][1] if failed else "no delivery report")
+                count = len(failed) + left
+                msg = (f"{count} output message(s) not delivered within "
+                       f"{self.delivery_timeout_s:g} s: {first}; stopping before input advances")
+                raise DeliveryError(msg)
+            log.warning("re-sending %d output message(s) after: %s", len(failed), failed[0][1])
+            self._produce(record for record, _ in failed)
+
+    def close(self) -> None:
+        self._wait_for_deliveries()
+
+
+class KafkaBatchSink(DynamicSink[Sequence[OutRecord]]):
+    """Produces lists of (topic, key, value); keys partition with murmur2 like JVM clients."""
+
+    def __init__(self, kafka: KafkaSettings, delivery_timeout_s: float = 120.0) -> None:
+        self.kafka = kafka
+        self.delivery_timeout_s = delivery_timeout_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
+        producer = Producer(client_config(
+            self.kafka,
+            **{"partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
+               "queue.buffering.max.messages": 500_000},
+        ))
+        return _SinkPartition(producer, self.delivery_timeout_s)

@@ -1,0 +1,104 @@
+"""``journey run``: check Kafka, prepare topics and recovery, then hand the flow to Bytewax."""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax._bytewax import cli_main
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from prometheus_client import start_http_server
+
+from config.model import Settings
+from flows.journey_flow import DEFAULT_SHARDS, build_flow
+from journey.errors import ConfigError, JourneyError
+from journey.kafka_io import (
+    KafkaBatchSink,
+    KafkaBatchSource,
+    cluster_metadata,
+    ensure_topics,
+    partition_counts,
+)
+from operators.metrics import EngineMetrics
+from operators.scoring import warm_up
+
+log = logging.getLogger(__name__)
+
+RECOVERY_PARTITIONS = 4
+"""Recovery store partitions created for a new --recovery-dir (Bytewax spreads state over them)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one process of the flow runs."""
+
+    until_end: bool = False
+    workers: int = 1
+    process_id: int | None = None
+    addresses: list[str] | None = None
+    recovery_dir: Path | None = None
+    snapshot_interval_s: float = 10.0
+    metrics_port: int | None = None
+    shards: int = DEFAULT_SHARDS
+
+
+def prepare_recovery(directory: Path) -> RecoveryConfig:
+    """Create and initialise the store when missing; reuse it when it holds partitions."""
+    if directory.exists() and not directory.is_dir():
+        msg = f"--recovery-dir {directory} exists and is not a directory"
+        raise ConfigError(msg)
+    if not directory.exists() or not any(directory.glob("part-*.sqlite3")):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        init_db_dir(directory, RECOVERY_PARTITIONS)
+        log.info("initialised recovery store %s with %d partitions", directory, RECOVERY_PARTITIONS)
+    return RecoveryConfig(str(directory))
+
+
+def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
+    """Run the flow until the input ends (``until_end``) or the process is stopped."""
+    metadata = cluster_metadata(settings.kafka)
+    partitions = partition_counts(metadata, settings.topics.inputs)
+    created = ensure_topics(settings.kafka, settings.topics.outputs,
+                            max(partitions.values()), metadata)
+    if created:
+        log.info("created output topics: %s", ", ".join(created))
+    warm_up(settings.journey.arrays)
+    metrics = metrics or EngineMetrics()
+    if options.metrics_port is not None:
+        start_http_server(options.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    flow = build_flow(
+        settings,
+        KafkaBatchSource(settings.kafka, partitions, bounded=options.until_end),
+        KafkaBatchSink(settings.kafka),
+        metrics=metrics,
+        shards=options.shards,
+    )
+    recovery = prepare_recovery(options.recovery_dir) if options.recovery_dir else None
+    try:
+        cli_main(
+            flow,
+            workers_per_process=options.workers,
+            process_id=options.process_id,
+            addresses=options.addresses,
+            epoch_interval=timedelta(seconds=options.snapshot_interval_s),
+            recovery_config=recovery,
+        )
+    except JourneyError:
+        raise
+    except Exception as err:
+        cause = find_journey_error(err)
+        if cause is not None:
+            raise cause from err
+        raise
+
+
+def find_journey_error(err: BaseException) -> JourneyError | None:
+    """Our own error inside the exception Bytewax wraps around a failed step, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, JourneyError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

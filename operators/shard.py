@@ -1,0 +1,55 @@
+"""The scoring step: one Bytewax state per customer shard, holding numpy arrays."""
+
+from collections import Counter
+from collections.abc import Iterable
+
+from bytewax.operators import StatefulBatchLogic
+
+from config.model import JourneyMap
+from operators.events import EventBatch
+from operators.metrics import EngineMetrics
+from operators.records import OutRecord, RecordBuilder
+from operators.scoring import score_batch
+from operators.state import ShardState
+
+Snapshot = dict[str, object]
+
+
+class ShardScorer(StatefulBatchLogic[EventBatch, list[OutRecord], Snapshot]):
+    """Scores every sub-batch that reaches one shard in one kernel call.
+
+    Emits coalesced scores (one per changed customer per batch) and every transition.
+    """
+
+    def __init__(self, journey: JourneyMap, records: RecordBuilder, metrics: EngineMetrics,
+                 resume: Snapshot | None) -> None:
+        self.arrays = journey.arrays
+        self.records = records
+        self.metrics = metrics
+        self.state = (ShardState(self.arrays) if resume is None
+                      else ShardState.from_snapshot(self.arrays, resume))
+        metrics.tracked.inc(self.state.size)
+
+    def on_batch(self, values: list[EventBatch]) -> tuple[Iterable[list[OutRecord]], bool]:
+        batch = EventBatch.concat(values)
+        size_before = self.state.size
+        result = score_batch(self.state, batch, self.arrays)
+        out = self.records.scores(self.state, result.changed_rows)
+        tr = result.transitions
+        pairs: Counter[tuple[int, int]] = Counter()
+        for i, f, t, v in zip(tr.event.tolist(), tr.from_stage.tolist(), tr.to_stage.tolist(),
+                              tr.version.tolist(), strict=True):
+            out.append(self.records.transition(batch.customer_ids[i], f, t, int(batch.ts[i]),
+                                               batch.event_ids[i], v))
+            pairs[f, t] += 1
+        m = self.metrics
+        m.events.inc(len(batch) - result.duplicates)
+        m.duplicates.inc(result.duplicates)
+        for (f, t), count in pairs.items():
+            m.transitions.labels(self.records.stage_name(f) or "none",
+                                 self.records.stage_name(t) or "none").inc(count)
+        m.tracked.inc(self.state.size - size_before)
+        return ([out], StatefulBatchLogic.RETAIN)
+
+    def snapshot(self) -> Snapshot:
+        return self.state.snapshot()
