@@ -22,6 +22,7 @@ from config.model import Settings
 from journey.errors import DeliveryError
 from journey.kafka_io import client_config, ensure_topics
 from journey.poison import catalogue
+from operators.events import wall_clock_ms
 
 # (type, channel, weight) per step of the journey
 _MENUS: list[list[tuple[str, str, int]]] = [
@@ -124,7 +125,7 @@ def journeys(opts: SimOptions) -> list[dict[str, object]]:
         elif rng.random() < 0.1:
             c.step = max(0, c.step - 2)  # journeys loop back
     raw.sort(key=lambda r: (r[0], r[1]))
-    end = opts.end_ms if opts.end_ms is not None else _now_ms()
+    end = opts.end_ms if opts.end_ms is not None else wall_clock_ms()
     lo, hi = raw[0][0], raw[-1][0]
     scale = opts.span_ms / max(1, hi - lo)
     events = []
@@ -157,7 +158,7 @@ def messages(settings: Settings, opts: SimOptions) -> list[SimMessage]:
     held: list[tuple[int, SimMessage]] = []  # (release index, message): out of order / dupes
     late_pool: list[tuple[int, SimMessage]] = []  # (release once stream ts passes, message)
     poisons = 0
-    now = _now_ms()
+    now = wall_clock_ms()
     for event in journeys(opts):
         kind = str(event["type"])
         topic = inputs[0] if len(inputs) == 1 or kind in _CLICKSTREAM else inputs[1]
@@ -244,10 +245,6 @@ def _report(out: TextIO, done: int, total: int, elapsed: float, end: str) -> Non
     rate = done / elapsed if elapsed > 0 else 0.0
     out.write(f"simulate: {done:,}/{total:,} messages ({rate:,.0f}/s){' ' * 8}{end}")
     out.flush()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _iso(ts_ms: int) -> str:

@@ -63,25 +63,26 @@ def journey_cli(*args: str, timeout: float = 300, **kw: object) -> subprocess.Co
 
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None, int]]:
-    """Every message of ``topic`` as (key, value, partition), partition by partition."""
+    """Every message of ``topic`` as (key, value, partition), each partition in offset order."""
     meta = cluster_metadata(settings.kafka)
     if topic not in meta.topics:
         return []
-    out = []
-    for p in meta.topics[topic].partitions:
-        c = Consumer({"bootstrap.servers": settings.kafka.brokers, "group.id": "tests",
-                      "enable.partition.eof": True, "enable.auto.commit": False})
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
-        done = False
-        while not done:
-            for m in c.consume(10_000, 5.0):
-                if m.error() is None:
-                    out.append((m.key(), m.value(), p))
-                elif m.error().code() == KafkaError._PARTITION_EOF:
-                    done = True
-                else:
-                    raise AssertionError(m.error())
-        c.close()
+    parts = list(meta.topics[topic].partitions)
+    c = Consumer({"bootstrap.servers": settings.kafka.brokers, "group.id": "tests",
+                  "enable.partition.eof": True, "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out: list[tuple[bytes | None, bytes | None, int]] = []
+    at_end: set[int] = set()
+    while len(at_end) < len(parts):
+        for m in c.consume(10_000, 0.2):
+            if m.error() is None:
+                out.append((m.key(), m.value(), m.partition()))
+            elif m.error().code() == KafkaError._PARTITION_EOF:
+                at_end.add(m.partition())
+            else:
+                raise AssertionError(m.error())
+    c.close()
+    out.sort(key=lambda kvp: kvp[2])  # stable: keeps offset order inside each partition
     return out
 
 

@@ -1,0 +1,50 @@
+"""The command line as a user meets it: exit codes and messages, against the real broker."""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from config import Settings
+from journey.broker import free_port
+from tests.broker_fixtures import journey_cli, write_config
+
+
+def test_check_config_default_passes() -> None:
+    done = journey_cli("check-config", "config/journey.toml")
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout and "advocacy" in done.stdout and "purchase >= 1" in done.stdout
+
+
+def test_check_config_rejects_unknown_stage_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(Path("config/journey.toml").read_text().replace(
+        "stages = { decision = 1.0, retention = 0.3 }", "stages = { decison = 1.0 }"))
+    done = journey_cli("check-config", str(bad))
+    assert done.returncode == 2
+    assert str(bad) in done.stderr and "touchpoints.purchase.stages.decison" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_fails_fast_when_broker_is_down(tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = journey_cli("run", "--brokers", f"127.0.0.1:{free_port()}", "--until-end", timeout=60)
+    assert time.monotonic() - started < 15
+    assert done.returncode == 3 and "cannot reach Kafka" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_run_names_missing_input_topics(make_settings: Callable[..., Settings],
+                                        tmp_path: Path) -> None:
+    settings = make_settings()
+    config = write_config(settings, tmp_path / "c.toml")
+    done = journey_cli("run", "--config", str(config), "--until-end", timeout=60)
+    assert done.returncode == 3
+    assert settings.topics.inputs[0] in done.stderr and "do not exist" in done.stderr
+
+
+def test_simulate_reports_what_it_produced(broker) -> None:
+    done = journey_cli("simulate", "--brokers", broker.bootstrap, "--customers", "50",
+                       "--events", "500", "--malformed", "0.1", "--seed", "9")
+    assert done.returncode == 0, done.stderr
+    assert "produced" in done.stdout and "event 500" in done.stdout
+    assert "500/" in done.stderr or "messages" in done.stderr  # progress line

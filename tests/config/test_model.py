@@ -1,0 +1,86 @@
+"""The journey-map loader: the default file, and every kind of mistake named precisely."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config import DEFAULT_PATH, load_settings
+from config.durations import format_duration_ms, parse_duration_ms
+from journey.errors import ConfigError
+
+MINIMAL = """
+[journey]
+stages = ["a", "b"]
+[stages.b]
+threshold = 2.0
+[touchpoints.x]
+weight = 1.0
+stages = { b = 1.0 }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "map.toml"
+    path.write_text(text)
+    return path
+
+
+def test_default_map_matches_the_catalogue() -> None:
+    s = load_settings(DEFAULT_PATH)
+    j = s.journey
+    assert j.stage_names == ("awareness", "consideration", "decision", "retention", "advocacy")
+    assert len(j.touchpoints) == 26 and j.touchpoints["purchase"].conversion
+    assert dict(j.touchpoints["purchase"].stages) == {"decision": 1.0, "retention": 0.3}
+    assert j.touchpoints["unsubscribe"].weight == -5.0 and j.channels["store"] == 1.5
+    assert j.half_life_ms == 14 * 86_400_000 and j.allowed_lateness_ms == 300_000
+    a = j.arrays
+    assert a.stage_threshold.tolist()[1:] == [3.0, 5.0, 4.0, 6.0]
+    assert np.isnan(a.stage_min_sentiment[:4]).all() and a.stage_min_sentiment[4] == 0.2
+    assert a.stage_requires[:, 0].tolist() == [0, 0, 0, 1, 1]
+    assert s.topics.inputs == ("clickstream", "touchpoints") and s.kafka.brokers
+
+
+def test_minimal_map_runs_with_defaults(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, MINIMAL))
+    assert s.topics.dlq == "journey.dlq" and s.journey.dedup_window_ms == 86_400_000
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (MINIMAL + "\n[extra]\n", "unknown key 'extra'"),
+    (MINIMAL.replace('weight = 1.0', 'weight = 1.0\ncolour = "red"'), "[touchpoints.x]: unknown key 'colour'"),
+    (MINIMAL.replace("{ b = 1.0 }", "{ zz = 1.0 }"), "[touchpoints.x.stages.zz]"),
+    (MINIMAL.replace("threshold = 2.0", "threshold = 2.0\nrequires = { nope = 1 }"),
+     "[stages.b.requires.nope]"),
+    (MINIMAL.replace("[journey]", '[journey]\nhalf_life = "-3d"'), "[journey.half_life]"),
+    (MINIMAL.replace("[journey]", '[journey]\nhalf_life = "14"'), "a duration"),
+    (MINIMAL.replace("[journey]", "[journey]\nsaturation = \"lots\""), "[journey.saturation]"),
+    (MINIMAL.replace("threshold = 2.0", "threshold = true"), "[stages.b.threshold]"),
+    (MINIMAL.replace("[stages.b]\nthreshold = 2.0", ""), "[stages.b]"),
+    (MINIMAL.replace('"b"]', '"b", "dormant"]'), "reserved"),
+    (MINIMAL + '\n[kafka.properties]\n"sasl.password" = "hunter2"\n', "environment variable"),
+    (MINIMAL + '\n[topics]\ninputs = []\n', "[topics.inputs]"),
+    ("[journey\n", "not valid TOML"),
+])
+def test_mistakes_name_file_key_and_expectation(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(path) in str(info.value) and expected in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_secrets_come_from_the_environment_and_stay_out_of_repr(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[kafka.secrets]\n"sasl.password" = "KAFKA_PW"\n')
+    with pytest.raises(ConfigError, match="KAFKA_PW"):
+        load_settings(path, environ={})
+    s = load_settings(path, environ={"KAFKA_PW": "canary-s3cret"})
+    assert s.kafka.client_config()["sasl.password"] == "canary-s3cret"
+    assert "canary-s3cret" not in repr(s) and "canary-s3cret" not in repr(s.kafka)
+
+
+def test_durations() -> None:
+    assert parse_duration_ms("250ms") == 250 and parse_duration_ms("1.5h") == 5_400_000
+    assert format_duration_ms(86_400_000) == "1d" and format_duration_ms(1500) == "1500ms"
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration_ms("5 fortnights")
