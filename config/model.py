@@ -97,8 +97,8 @@ class JourneyMap:
                 factor[i, stage_pos[stage]] = f
             roles[i] = sum(ROLE_BITS[r] for r in tp.roles) | (ROLE_CONVERSION if tp.conversion else 0)
         requires = np.zeros((n_stages, len(req_types)), dtype=np.int64)
-        for k, stage in enumerate(self.stages):
-            for t, n in stage.requires.items():
+        for k, rule in enumerate(self.stages):
+            for t, n in rule.requires.items():
                 requires[k, req_slot[t]] = n
         return JourneyArrays(
             type_weight=np.array([t.weight for t in self.touchpoints.values()], dtype=np.float64),
@@ -224,7 +224,7 @@ def _journey(top: Table) -> JourneyMap:
     stages = _stages(top.sub("stages"), names, touchpoints)
     channels_table = top.sub("channels")
     channels: dict[str, float] = {}
-    for ch in channels_table.keys():
+    for ch in channels_table.names():
         if ch == OTHER_CHANNEL:
             channels_table.fail(ch, f"a channel name other than {OTHER_CHANNEL!r} (reserved)")
         channels[ch] = channels_table.number(ch, minimum=0.0)
@@ -250,7 +250,7 @@ def _journey(top: Table) -> JourneyMap:
 
 def _touchpoints(table: Table, stage_names: list[str]) -> dict[str, Touchpoint]:
     result: dict[str, Touchpoint] = {}
-    for name in table.keys():
+    for name in table.names():
         t = table.sub(name)
         stages_raw = t.raw("stages", {})
         if isinstance(stages_raw, list):  # ["awareness"] means factor 1.0 each
@@ -259,7 +259,7 @@ def _touchpoints(table: Table, stage_names: list[str]) -> dict[str, Touchpoint]:
             stages_raw = dict.fromkeys(stages_raw, 1.0)
         st = Table(t.path, f"{t.where}.stages", stages_raw)
         stages: dict[str, float] = {}
-        for stage in st.keys():
+        for stage in st.names():
             if stage not in stage_names:
                 st.fail(stage, f"a stage of [journey].stages ({', '.join(stage_names)})", stage)
             stages[stage] = st.number(stage, minimum=0.0)
@@ -277,17 +277,17 @@ def _touchpoints(table: Table, stage_names: list[str]) -> dict[str, Touchpoint]:
 
 
 def _stages(table: Table, names: list[str], touchpoints: Mapping[str, Touchpoint]) -> tuple[Stage, ...]:
-    for name in table.keys():
+    for name in table.names():
         if name not in names:
             table.fail(name, f"a stage of [journey].stages ({', '.join(names)})", name)
-    if names[0] in table.keys():
+    if names[0] in table.names():
         table.fail(names[0], "no entry rule for the first stage (every customer starts there)", {})
     stages = [Stage(names[0], None, {}, None)]
     for name in names[1:]:
         s = table.sub(name, required=True)
         req_table = s.sub("requires")
         requires: dict[str, int] = {}
-        for tp in req_table.keys():
+        for tp in req_table.names():
             if tp not in touchpoints:
                 req_table.fail(tp, "a touchpoint type of the [touchpoints] catalogue", tp)
             requires[tp] = req_table.integer(tp, minimum=1)
@@ -305,7 +305,7 @@ def _kafka(table: Table, environ: Mapping[str, str]) -> KafkaSettings:
     brokers = table.string("brokers", KafkaSettings.brokers)
     props_table = table.sub("properties")
     properties: dict[str, str] = {}
-    for key in props_table.keys():
+    for key in props_table.names():
         value = props_table.raw(key)
         if any(marker in key for marker in _SECRET_MARKERS):
             props_table.fail(key, "no secret in the file: name an environment variable in "
@@ -317,7 +317,7 @@ def _kafka(table: Table, environ: Mapping[str, str]) -> KafkaSettings:
         properties[key] = str(value)
     secrets_table = table.sub("secrets")
     secret_keys: set[str] = set()
-    for key in secrets_table.keys():
+    for key in secrets_table.names():
         env_name = secrets_table.string(key)
         if env_name not in environ:
             secrets_table.fail(key, f"the environment variable {env_name} to be set")

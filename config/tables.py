@@ -1,7 +1,7 @@
 """Strict reading of one TOML table: every key typed, every unknown key an error that names it."""
 
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 from config.durations import parse_duration_ms
 from journey.errors import ConfigError
@@ -33,14 +33,14 @@ class Table:
         self._data: dict[str, Any] = data
         self._taken: set[str] = set()
 
-    def fail(self, key: str, expected: str, got: object = _MISSING) -> None:
+    def fail(self, key: str, expected: str, got: object = _MISSING) -> NoReturn:
         """Raise a ConfigError naming file, table, key and expectation."""
         place = f"{self.where}.{key}" if key else self.where
         found = "it is missing" if got is _MISSING else f"got {describe(got)}"
         msg = f"{self.path}: [{place}]: expected {expected}; {found}"
         raise ConfigError(msg)
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         """All keys of the table, marked as taken (for tables whose keys are names)."""
         self._taken.update(self._data)
         return list(self._data)

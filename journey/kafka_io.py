@@ -133,9 +133,11 @@ class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
         self.batch_size = batch_size
 
     def list_parts(self) -> list[str]:
+        """Every partition of every input topic; Bytewax assigns each to one worker."""
         return [f"{t}{PART_SEP}{p}" for t, n in self.partitions.items() for p in range(n)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
+        """Open one partition at its snapshotted offset, or at the beginning on a fresh start."""
         topic, _, partition = for_part.rpartition(PART_SEP)
         start = OFFSET_BEGINNING if resume_state is None else resume_state
         return _SourcePartition(self.kafka, topic, int(partition), start, self.bounded,
@@ -196,6 +198,7 @@ class KafkaBatchSink(DynamicSink[Sequence[OutRecord]]):
         self.delivery_timeout_s = delivery_timeout_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
+        """One producer per worker."""
         producer = Producer(client_config(
             self.kafka,
             **{"partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",

@@ -6,7 +6,7 @@ output is columnar so that routing and scoring work on whole arrays.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,7 +18,20 @@ from operators.records import OutRecord, dead_letter
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_ID_BYTES = 128
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# Dead-letter reasons (machine-readable; the README lists them with examples).
+EMPTY_MESSAGE = "empty_message"
+TOO_LARGE = "too_large"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+NON_FINITE_NUMBER = "non_finite_number"
+TOO_DEEP = "too_deep"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+INVALID_FIELD = "invalid_field"
+UNKNOWN_TYPE = "unknown_type"
+TS_IN_FUTURE = "ts_in_future"
+TS_BEFORE_2000 = "ts_before_2000"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 Clock = Callable[[], int]
@@ -27,7 +40,7 @@ Clock = Callable[[], int]
 
 def wall_clock_ms() -> int:
     """The real wall clock in epoch milliseconds."""
-    return int(datetime.now(timezone.utc).timestamp() * 1000)
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 class RawMessage(NamedTuple):
@@ -100,29 +113,29 @@ class Rejected(Exception):
 def _text_id(doc: dict[str, Any], name: str) -> str:
     value = doc.get(name)
     if value is None:
-        raise Rejected("missing_field", f"'{name}' is required")
+        raise Rejected(MISSING_FIELD, f"'{name}' is required")
     if not isinstance(value, str):
-        raise Rejected("invalid_field", f"'{name}' must be a string, got {type(value).__name__}")
+        raise Rejected(INVALID_FIELD, f"'{name}' must be a string, got {type(value).__name__}")
     size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if not 1 <= size <= MAX_ID_BYTES:
-        raise Rejected("invalid_field", f"'{name}' must be 1-{MAX_ID_BYTES} bytes, got {size}")
+        raise Rejected(INVALID_FIELD, f"'{name}' must be 1-{MAX_ID_BYTES} bytes, got {size}")
     return value
 
 
 def _timestamp_ms(value: object) -> int:
     if value is None:
-        raise Rejected("missing_field", "'ts' is required")
+        raise Rejected(MISSING_FIELD, "'ts' is required")
     if type(value) is int:
         return value
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError as err:
-            raise Rejected("invalid_field", f"'ts' is not an RFC 3339 timestamp: {value[:64]!r}") from err
+            raise Rejected(INVALID_FIELD, f"'ts' is not an RFC 3339 timestamp: {value[:64]!r}") from err
         if parsed.tzinfo is None:
-            raise Rejected("invalid_field", f"'ts' needs a UTC offset (e.g. 'Z'): {value[:64]!r}")
+            raise Rejected(INVALID_FIELD, f"'ts' needs a UTC offset (e.g. 'Z'): {value[:64]!r}")
         return (parsed - _EPOCH) // _MS
-    raise Rejected("invalid_field",
+    raise Rejected(INVALID_FIELD,
                    f"'ts' must be integer epoch milliseconds or an RFC 3339 string, got "
                    f"{type(value).__name__}")
 
@@ -132,9 +145,9 @@ def _number(doc: dict[str, Any], name: str, low: float, high: float) -> float | 
     if value is None:
         return None
     if type(value) is not int and type(value) is not float:
-        raise Rejected("invalid_field", f"'{name}' must be a number, got {type(value).__name__}")
+        raise Rejected(INVALID_FIELD, f"'{name}' must be a number, got {type(value).__name__}")
     if not low <= value <= high:
-        raise Rejected("invalid_field", f"'{name}' must be in [{low:g}, {high:g}], got {value!r}")
+        raise Rejected(INVALID_FIELD, f"'{name}' must be in [{low:g}, {high:g}], got {value!r}")
     return float(value)
 
 
@@ -143,12 +156,12 @@ def _json_reason(raw: bytes, err: orjson.JSONDecodeError) -> Rejected:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as uerr:
-        return Rejected("invalid_utf8", f"not valid UTF-8 at byte {uerr.start}")
+        return Rejected(INVALID_UTF8, f"not valid UTF-8 at byte {uerr.start}")
     if "infinity" in text or (text.startswith("unexpected character") and b"NaN" in raw):
-        return Rejected("non_finite_number", f"NaN and Infinity are not JSON numbers: {text}")
+        return Rejected(NON_FINITE_NUMBER, f"NaN and Infinity are not JSON numbers: {text}")
     if "depth limit" in text or "recursion" in text:
-        return Rejected("too_deep", f"nesting deeper than orjson's limit: {text}")
-    return Rejected("invalid_json", text)
+        return Rejected(TOO_DEEP, f"nesting deeper than orjson's limit: {text}")
+    return Rejected(INVALID_JSON, text)
 
 
 class EventParser:
@@ -197,41 +210,41 @@ class EventParser:
 
     def _validate(self, raw: bytes | None, latest: int) -> tuple[str, str, int, int, int, float]:
         if raw is None or not raw:
-            raise Rejected("empty_message", "the message has no value")
+            raise Rejected(EMPTY_MESSAGE, "the message has no value")
         if len(raw) > self.max_bytes:
-            raise Rejected("too_large", f"{len(raw)} bytes exceeds max_event_bytes {self.max_bytes}")
+            raise Rejected(TOO_LARGE, f"{len(raw)} bytes exceeds max_event_bytes {self.max_bytes}")
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
             raise _json_reason(raw, err) from None
         if type(doc) is not dict:
-            raise Rejected("not_an_object", f"the event must be a JSON object, got {type(doc).__name__}")
+            raise Rejected(NOT_AN_OBJECT, f"the event must be a JSON object, got {type(doc).__name__}")
         eid = _text_id(doc, "event_id")
         cid = _text_id(doc, "customer_id")
         t = _timestamp_ms(doc.get("ts"))
         if t < MIN_TS_MS:
-            raise Rejected("ts_before_2000", f"'ts' {t} is before 2000-01-01")
+            raise Rejected(TS_BEFORE_2000, f"'ts' {t} is before 2000-01-01")
         if t > latest:
-            raise Rejected("ts_in_future", f"'ts' {t} is more than max_future ahead of the clock")
+            raise Rejected(TS_IN_FUTURE, f"'ts' {t} is more than max_future ahead of the clock")
         kind = doc.get("type")
         if kind is None:
-            raise Rejected("missing_field", "'type' is required")
+            raise Rejected(MISSING_FIELD, "'type' is required")
         if not isinstance(kind, str):
-            raise Rejected("invalid_field", f"'type' must be a string, got {type(kind).__name__}")
+            raise Rejected(INVALID_FIELD, f"'type' must be a string, got {type(kind).__name__}")
         tp = self.type_index.get(kind)
         if tp is None:
-            raise Rejected("unknown_type", f"'type' {kind[:64]!r} is not in the journey map")
+            raise Rejected(UNKNOWN_TYPE, f"'type' {kind[:64]!r} is not in the journey map")
         channel = doc.get("channel")
         if channel is not None and not isinstance(channel, str):
-            raise Rejected("invalid_field", f"'channel' must be a string, got {type(channel).__name__}")
+            raise Rejected(INVALID_FIELD, f"'channel' must be a string, got {type(channel).__name__}")
         _number(doc, "value", 0.0, float("inf"))
         sentiment = _number(doc, "sentiment", -1.0, 1.0)
         for name in ("session_id", "campaign_id"):
             extra = doc.get(name)
             if extra is not None and not isinstance(extra, str):
-                raise Rejected("invalid_field", f"'{name}' must be a string, got {type(extra).__name__}")
+                raise Rejected(INVALID_FIELD, f"'{name}' must be a string, got {type(extra).__name__}")
         props = doc.get("properties")
         if props is not None and type(props) is not dict:
-            raise Rejected("invalid_field", f"'properties' must be an object, got {type(props).__name__}")
+            raise Rejected(INVALID_FIELD, f"'properties' must be an object, got {type(props).__name__}")
         return (cid, eid, t, tp, self.channel_index.get(channel, 0) if channel else 0,
                 np.nan if sentiment is None else sentiment)

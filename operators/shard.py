@@ -31,6 +31,7 @@ class ShardScorer(StatefulBatchLogic[EventBatch, list[OutRecord], Snapshot]):
         metrics.tracked.inc(self.state.size)
 
     def on_batch(self, values: list[EventBatch]) -> tuple[Iterable[list[OutRecord]], bool]:
+        """Score everything that reached this shard in this activation, in one kernel call."""
         batch = EventBatch.concat(values)
         size_before = self.state.size
         result = score_batch(self.state, batch, self.arrays)
@@ -52,4 +53,5 @@ class ShardScorer(StatefulBatchLogic[EventBatch, list[OutRecord], Snapshot]):
         return ([out], StatefulBatchLogic.RETAIN)
 
     def snapshot(self) -> Snapshot:
+        """Copies of the shard's arrays (Bytewax may pickle them after we change the state)."""
         return self.state.snapshot()

@@ -5,7 +5,7 @@ every event id it has accepted, so it is the exact semantics without memory boun
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from config.model import JourneyMap
 
@@ -15,7 +15,7 @@ def event_time_ms(ts: object) -> int:
         return ts
     assert isinstance(ts, str)
     parsed = datetime.fromisoformat(ts)
-    delta = parsed - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = parsed - datetime(1970, 1, 1, tzinfo=UTC)
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 

@@ -48,7 +48,8 @@ def test_minimal_map_runs_with_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     (MINIMAL + "\n[extra]\n", "unknown key 'extra'"),
-    (MINIMAL.replace('weight = 1.0', 'weight = 1.0\ncolour = "red"'), "[touchpoints.x]: unknown key 'colour'"),
+    (MINIMAL.replace('weight = 1.0', 'weight = 1.0\ncolour = "red"'),
+     "[touchpoints.x]: unknown key 'colour'"),
     (MINIMAL.replace("{ b = 1.0 }", "{ zz = 1.0 }"), "[touchpoints.x.stages.zz]"),
     (MINIMAL.replace("threshold = 2.0", "threshold = 2.0\nrequires = { nope = 1 }"),
      "[stages.b.requires.nope]"),

@@ -1,9 +1,9 @@
 """Simulated journeys → ``journey run --until-end`` → score topics, checked against the reference."""
 
-from collections.abc import Callable
-from dataclasses import replace
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import orjson

@@ -1,10 +1,13 @@
 """The Numba scoring kernel against the plain-Python reference (tests/reference.py)."""
 
+import itertools
 import random
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from config import Settings
 from config.model import JourneyMap
@@ -34,7 +37,7 @@ def run_kernel(events: list[dict], jmap: JourneyMap, cuts: list[int] | None = No
     state = ShardState(jmap.arrays, capacity=2)  # small, so growth is exercised
     bounds = [0, *sorted(cuts or []), len(events)]
     transitions, duplicates = [], 0
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         if lo == hi:
             continue
         part = events[lo:hi]
