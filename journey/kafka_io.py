@@ -95,7 +95,7 @@ class _SourcePartition(StatefulSourcePartition[list[RawMessage], int]):
             raise StopIteration
         out: list[RawMessage] = []
         topic, partition = self.topic, self.partition
-        for m in self.consumer.consume(self.batch_size, 0.001):
+        for m in self.consumer.consume(self.batch_size, 0):  # never block the worker
             err = m.error()
             if err is None:
                 out.append(RawMessage(topic, partition, m.offset(), m.key(), m.value(),

@@ -188,7 +188,7 @@ class EventParser:
         latest = self.clock() + self.max_future_ms
         for msg in messages:
             try:
-                cid, eid, t, tp, ch, sent = self._validate(msg.value, latest)
+                cid, eid, t, tp, ch, sent = self.validate(msg.value, latest)
             except Rejected as rej:
                 dead.append(dead_letter(self.dlq_topic, msg, rej.reason, rej.detail))
                 reasons[rej.reason] = reasons.get(rej.reason, 0) + 1
@@ -208,7 +208,8 @@ class EventParser:
         )
         return ParsedBatch(events, dead, reasons)
 
-    def _validate(self, raw: bytes | None, latest: int) -> tuple[str, str, int, int, int, float]:
+    def validate(self, raw: bytes | None, latest: int) -> tuple[str, str, int, int, int, float]:
+        """One message's fields, or Rejected with the first rule it breaks."""
         if raw is None or not raw:
             raise Rejected(EMPTY_MESSAGE, "the message has no value")
         if len(raw) > self.max_bytes:

@@ -51,72 +51,83 @@ class Reference:
 
     def apply(self, event: dict) -> bool:
         """Apply one valid event; False when it was a duplicate."""
-        j = self.journey
-        cid, eid = event["customer_id"], event["event_id"]
-        t = event_time_ms(event["ts"])
+        cid = event["customer_id"]
         c = self.customers.get(cid)
         if c is None:
-            c = self.customers[cid] = Customer(E={s: 0.0 for s in j.stage_names})
-        if c.n > 0 and eid in c.seen and abs(c.T - t) <= j.dedup_window_ms:
+            c = self.customers[cid] = Customer(E={s: 0.0 for s in self.journey.stage_names})
+        old_stage = c.stage
+        if not apply_event(self.journey, c, event):
             self.duplicates += 1
             return False
-        tp = j.touchpoints[event["type"]]
-        w = tp.weight * j.channels.get(event.get("channel") or "", 1.0)
-        sentiment = event.get("sentiment")
-        if c.n == 0 or t >= c.T:
-            d = 2.0 ** (-(t - c.T) / j.half_life_ms) if c.n > 0 else 0.0
-            c.S = c.S * d + w
-            for s in c.E:
-                c.E[s] = c.E[s] * d + w * tp.stages.get(s, 0.0)
-            c.Sn *= d
-            c.Sd *= d
-            if sentiment is not None:
-                c.Sn += sentiment
-                c.Sd += 1.0
-            c.T = t
-        else:
-            d = 2.0 ** (-(c.T - t) / j.half_life_ms)
-            c.S += w * d
-            for s in c.E:
-                c.E[s] += w * tp.stages.get(s, 0.0) * d
-            if sentiment is not None:
-                c.Sn += sentiment * d
-                c.Sd += d
-        c.counts[event["type"]] = c.counts.get(event["type"], 0) + 1
-        c.n += 1
-        c.seen.add(eid)
-        new = self.stage_of(c)
-        if new != c.stage:
-            self.transitions.append(Transition(cid, c.stage, new, t, eid, c.n))
-            c.stage = new
+        if c.stage != old_stage:
+            self.transitions.append(Transition(cid, old_stage, c.stage, event_time_ms(event["ts"]),
+                                               event["event_id"], c.n))
         return True
 
-    def stage_of(self, c: Customer) -> str:
-        stages = self.journey.stages
-        for stage in reversed(stages[1:]):
-            if c.E[stage.name] < stage.threshold:
-                continue
-            if any(c.counts.get(tp, 0) < need for tp, need in stage.requires.items()):
-                continue
-            if stage.min_sentiment is not None and not (
-                    c.Sd > 0 and c.Sn / c.Sd >= stage.min_sentiment):
-                continue
-            return stage.name
-        return stages[0].name
-
     def score_record(self, cid: str) -> dict:
-        c = self.customers[cid]
-        pos = max(c.S, 0.0)
-        return {
-            "customer_id": cid,
-            "stage": c.stage,
-            "score": c.S,
-            "engagement": 100.0 * pos / (pos + self.journey.saturation),
-            "sentiment": c.Sn / c.Sd if c.Sd > 0 else None,
-            "evidence": dict(c.E),
-            "events": c.n,
-            "last_event_ts": c.T,
-        }
+        return score_record(self.journey, cid, self.customers[cid])
+
+
+def apply_event(j: JourneyMap, c: Customer, event: dict) -> bool:
+    """PRODUCT §4 for one event and one customer; False when it was a duplicate."""
+    eid = event["event_id"]
+    t = event_time_ms(event["ts"])
+    if c.n > 0 and eid in c.seen and abs(c.T - t) <= j.dedup_window_ms:
+        return False
+    tp = j.touchpoints[event["type"]]
+    w = tp.weight * j.channels.get(event.get("channel") or "", 1.0)
+    sentiment = event.get("sentiment")
+    if c.n == 0 or t >= c.T:
+        d = 2.0 ** (-(t - c.T) / j.half_life_ms) if c.n > 0 else 0.0
+        c.S = c.S * d + w
+        for s in c.E:
+            c.E[s] = c.E[s] * d + w * tp.stages.get(s, 0.0)
+        c.Sn *= d
+        c.Sd *= d
+        if sentiment is not None:
+            c.Sn += sentiment
+            c.Sd += 1.0
+        c.T = t
+    else:
+        d = 2.0 ** (-(c.T - t) / j.half_life_ms)
+        c.S += w * d
+        for s in c.E:
+            c.E[s] += w * tp.stages.get(s, 0.0) * d
+        if sentiment is not None:
+            c.Sn += sentiment * d
+            c.Sd += d
+    c.counts[event["type"]] = c.counts.get(event["type"], 0) + 1
+    c.n += 1
+    c.seen.add(eid)
+    c.stage = stage_of(j, c)
+    return True
+
+def stage_of(j: JourneyMap, c: Customer) -> str:
+    stages = j.stages
+    for stage in reversed(stages[1:]):
+        if c.E[stage.name] < stage.threshold:
+            continue
+        if any(c.counts.get(tp, 0) < need for tp, need in stage.requires.items()):
+            continue
+        if stage.min_sentiment is not None and not (
+                c.Sd > 0 and c.Sn / c.Sd >= stage.min_sentiment):
+            continue
+        return stage.name
+    return stages[0].name
+
+
+def score_record(j: JourneyMap, cid: str, c: Customer) -> dict:
+    pos = max(c.S, 0.0)
+    return {
+        "customer_id": cid,
+        "stage": c.stage,
+        "score": c.S,
+        "engagement": 100.0 * pos / (pos + j.saturation),
+        "sentiment": c.Sn / c.Sd if c.Sd > 0 else None,
+        "evidence": dict(c.E),
+        "events": c.n,
+        "last_event_ts": c.T,
+    }
 
 
 def close(a: float | None, b: float | None, scale: float = 1.0) -> bool:

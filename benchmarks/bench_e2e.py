@@ -1,0 +1,138 @@
+"""End-to-end throughput: Kafka in → scores out, ours against the per-event baseline, in one run.
+
+    python -m benchmarks.bench_e2e [--events N] [--customers C] [--runs R]
+
+Produces N simulated events to the embedded broker once, then alternates runs of
+``journey run --until-end``'s dataflow and of the same job done per event in plain
+Python on Bytewax (stock KafkaSource → stateful_map with dict state → stock
+KafkaSink). Each run reads all input and returns only after its last output was
+delivered; it writes to fresh output topics. Prints events/s per run, the medians
+and their ratio. The machine is shared: trust the ratio more than the absolutes.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import orjson
+from bytewax import operators as op
+from bytewax._bytewax import cli_main
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from bytewax.dataflow import Dataflow
+
+from config import DEFAULT_PATH, Settings, Topics, load_settings
+from flows.journey_flow import build_flow
+from journey.broker import EmbeddedBroker
+from journey.kafka_io import (
+    KafkaBatchSink,
+    KafkaBatchSource,
+    cluster_metadata,
+    ensure_topics,
+    partition_counts,
+)
+from journey.simulate import SimOptions, messages, produce
+from operators.events import EventParser, RawMessage, Rejected
+from operators.metrics import EngineMetrics
+from operators.records import dead_letter
+from operators.scoring import warm_up
+from tests.reference import Customer, apply_event, score_record
+
+
+def outputs(settings: Settings, tag: str) -> Settings:
+    t = settings.topics
+    topics = replace(t, **{name: f"{tag}.{getattr(t, name)}" for name in
+                           ("scores", "transitions", "sessions", "metrics", "late", "dlq")})
+    ensure_topics(settings.kafka, topics.outputs, 4)
+    return replace(settings, topics=topics)
+
+
+def ours(settings: Settings) -> Dataflow:
+    partitions = partition_counts(cluster_metadata(settings.kafka), settings.topics.inputs)
+    return build_flow(settings, KafkaBatchSource(settings.kafka, partitions, bounded=True),
+                      KafkaBatchSink(settings.kafka), metrics=EngineMetrics())
+
+
+def baseline(settings: Settings) -> Dataflow:
+    """The same job per event: validate, de-duplicate, score, one score message per event."""
+    j, topics = settings.journey, settings.topics
+    parser = EventParser(j, topics.dlq)
+    type_names = list(j.touchpoints)
+    channel_names = ["", *j.channels]
+
+    def parse(msg):  # -> (customer_id, event) or a dead letter
+        raw = RawMessage(msg.topic, msg.partition, msg.offset, msg.key, msg.value, 0)
+        try:
+            cid, eid, t, tp, ch, sent = parser.validate(msg.value, parser.clock() + j.max_future_ms)
+        except Rejected as rej:
+            topic, key, value = dead_letter(topics.dlq, raw, rej.reason, rej.detail)
+            return ("", KafkaSinkMessage(key, value, topic=topic))
+        return (cid, {"customer_id": cid, "event_id": eid, "ts": t, "type": type_names[tp],
+                      "channel": channel_names[ch], "sentiment": None if sent != sent else sent})
+
+    def score(customer, item):
+        if isinstance(item, KafkaSinkMessage):
+            return customer, [item]
+        c = customer or Customer(E={s: 0.0 for s in j.stage_names})
+        before = c.stage
+        if not apply_event(j, c, item):
+            return c, []
+        cid = item["customer_id"]
+        out = [KafkaSinkMessage(cid.encode(), orjson.dumps(score_record(j, cid, c)),
+                                topic=topics.scores)]
+        if c.stage != before:
+            out.append(KafkaSinkMessage(cid.encode(), orjson.dumps(
+                {"customer_id": cid, "from": before, "to": c.stage, "ts": item["ts"],
+                 "event_id": item["event_id"], "version": c.n}), topic=topics.transitions))
+        return c, out
+
+    flow = Dataflow("baseline")
+    msgs = op.input("in", flow, KafkaSource([settings.kafka.brokers], list(topics.inputs),
+                                            tail=False))
+    keyed = op.map("parse", msgs, parse)
+    scored = op.stateful_map("score", keyed, score)
+    flat = op.flat_map("flatten", scored, lambda kv: kv[1])
+    op.output("out", flat, KafkaSink([settings.kafka.brokers], topic=None,
+                                     add_config={"partitioner": "murmur2_random"}))
+    return flow
+
+
+def timed(flow: Dataflow) -> float:
+    started = time.perf_counter()
+    cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    with EmbeddedBroker() as broker:
+        base = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
+        base = replace(base, topics=Topics(inputs=("bench.clickstream", "bench.touchpoints")))
+        produced = messages(base, SimOptions(customers=args.customers, events=args.events,
+                                             seed=42, duplicates=0.01, malformed=0.001))
+        produce(base, produced, progress=sys.stderr)
+        n = len(produced)
+        warm_up(base.journey.arrays)
+        rates: dict[str, list[float]] = {"ours": [], "baseline": []}
+        for run in range(args.runs):
+            for name, build in (("ours", ours), ("baseline", baseline)):
+                seconds = timed(build(outputs(base, f"bench-{run}-{name}")))
+                rates[name].append(n / seconds)
+                print(f"run {run + 1} {name:>8}: {n:,} messages in {seconds:6.2f} s = "
+                      f"{n / seconds:>9,.0f} events/s", flush=True)
+        ours_rate = statistics.median(rates["ours"])
+        base_rate = statistics.median(rates["baseline"])
+        print(f"median ours     : {ours_rate:>9,.0f} events/s")
+        print(f"median baseline : {base_rate:>9,.0f} events/s")
+        print(f"ratio           : {ours_rate / base_rate:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
