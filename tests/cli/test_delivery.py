@@ -8,7 +8,7 @@ from journey.errors import DeliveryError
 from journey.kafka_io import KafkaBatchSink, ensure_topics
 
 
-def test_sink_raises_when_broker_is_gone(tmp_path) -> None:
+def test_sink_raises_when_broker_is_gone() -> None:
     broker = EmbeddedBroker().start()
     settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
     ensure_topics(settings.kafka, ["out"], 1)
