@@ -22,7 +22,7 @@ from config.model import Settings
 from journey.errors import DeliveryError
 from journey.kafka_io import client_config, ensure_topics
 from journey.poison import catalogue
-from operators.events import wall_clock_ms
+from operators.events import event_time_ms, wall_clock_ms
 
 # (type, channel, weight) per step of the journey
 _MENUS: list[list[tuple[str, str, int]]] = [
@@ -164,7 +164,7 @@ def messages(settings: Settings, opts: SimOptions) -> list[SimMessage]:
         topic = inputs[0] if len(inputs) == 1 or kind in _CLICKSTREAM else inputs[1]
         key = str(event["customer_id"]).encode()
         msg = SimMessage(topic, key, orjson.dumps(event), "event")
-        ts = _ts_ms(event["ts"])
+        ts = event_time_ms(event["ts"])
         r = rng.random()
         if r < opts.late:
             late_pool.append((ts + 2 * opts.lateness_ms + _MINUTE, msg._replace(late=True)))
@@ -250,9 +250,3 @@ def _report(out: TextIO, done: int, total: int, elapsed: float, end: str) -> Non
 def _iso(ts_ms: int) -> str:
     dt = _EPOCH + timedelta(milliseconds=ts_ms)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _ts_ms(ts: object) -> int:
-    if isinstance(ts, int):
-        return ts
-    return (datetime.fromisoformat(str(ts)) - _EPOCH) // timedelta(milliseconds=1)

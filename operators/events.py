@@ -122,7 +122,8 @@ def _text_id(doc: dict[str, Any], name: str) -> str:
     return value
 
 
-def _timestamp_ms(value: object) -> int:
+def event_time_ms(value: object) -> int:
+    """Event time in epoch ms from integer ms or an RFC 3339 string; Rejected otherwise."""
     if value is None:
         raise Rejected(MISSING_FIELD, "'ts' is required")
     if type(value) is int:
@@ -222,7 +223,7 @@ class EventParser:
             raise Rejected(NOT_AN_OBJECT, f"the event must be a JSON object, got {type(doc).__name__}")
         eid = _text_id(doc, "event_id")
         cid = _text_id(doc, "customer_id")
-        t = _timestamp_ms(doc.get("ts"))
+        t = event_time_ms(doc.get("ts"))
         if t < MIN_TS_MS:
             raise Rejected(TS_BEFORE_2000, f"'ts' {t} is before 2000-01-01")
         if t > latest:
