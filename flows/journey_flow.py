@@ -4,9 +4,10 @@ from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
+from confluent_kafka import Message
 
 from config.model import Settings
-from operators.events import Clock, EventParser, ParsedBatch, RawMessage, wall_clock_ms
+from operators.events import Clock, EventParser, ParsedBatch, wall_clock_ms
 from operators.metrics import EngineMetrics
 from operators.records import OutRecord, RecordBuilder
 from operators.routing import split_by_shard
@@ -18,7 +19,7 @@ DEFAULT_SHARDS = 32
 
 def build_flow(
     settings: Settings,
-    source: Source[list[RawMessage]],
+    source: Source[list[Message]],
     sink: Sink[list[OutRecord]],
     *,
     metrics: EngineMetrics,
@@ -30,7 +31,7 @@ def build_flow(
     parser = EventParser(journey, topics.dlq, clock)
     records = RecordBuilder(journey, topics.scores, topics.transitions)
 
-    def parse(raw: list[RawMessage]) -> ParsedBatch:
+    def parse(raw: list[Message]) -> ParsedBatch:
         parsed = parser.parse(raw)
         for reason, count in parsed.reasons.items():
             metrics.rejected.labels(reason).inc(count)

@@ -14,12 +14,11 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.model import KafkaSettings
 from journey.errors import BrokerError, DeliveryError
-from operators.events import RawMessage
 from operators.records import OutRecord
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
     return wanted
 
 
-class _SourcePartition(StatefulSourcePartition[list[RawMessage], int]):
+class _SourcePartition(StatefulSourcePartition[list[Message], int]):
     def __init__(self, kafka: KafkaSettings, topic: str, partition: int, start: int,
                  bounded: bool, batch_size: int) -> None:
         self.topic = topic
@@ -90,27 +89,27 @@ class _SourcePartition(StatefulSourcePartition[list[RawMessage], int]):
         ))
         self.consumer.assign([TopicPartition(topic, partition, start)])
 
-    def next_batch(self) -> list[list[RawMessage]]:
+    def next_batch(self) -> list[list[Message]]:
         if self.done:
             raise StopIteration
-        out: list[RawMessage] = []
-        topic, partition = self.topic, self.partition
-        for m in self.consumer.consume(self.batch_size, 0):  # never block the worker
-            err = m.error()
-            if err is None:
-                out.append(RawMessage(topic, partition, m.offset(), m.key(), m.value(),
-                                      m.timestamp()[1]))
-            elif err.code() == KafkaError._PARTITION_EOF:
-                self.done = self.bounded
-            elif err.fatal() or not err.retriable():
-                msg = f"reading {topic}[{partition}] failed: {err.str()}"
-                raise BrokerError(msg)
-            else:
-                log.warning("reading %s[%d]: %s (retrying)", topic, partition, err.str())
+        read = self.consumer.consume(self.batch_size, 0)  # never block the worker
+        out = [m for m in read if m.error() is None]
+        if len(out) < len(read):
+            self._read_errors(m.error() for m in read if m.error() is not None)
         if not out:
             return []
-        self.next_offset = out[-1].offset + 1
+        self.next_offset = out[-1].offset() + 1
         return [out]
+
+    def _read_errors(self, errors: Iterable[KafkaError]) -> None:
+        for err in errors:
+            if err.code() == KafkaError._PARTITION_EOF:
+                self.done = self.bounded
+            elif err.fatal() or not err.retriable():
+                msg = f"reading {self.topic}[{self.partition}] failed: {err.str()}"
+                raise BrokerError(msg)
+            else:
+                log.warning("reading %s[%d]: %s (retrying)", self.topic, self.partition, err.str())
 
     def snapshot(self) -> int:
         return self.next_offset
@@ -119,7 +118,7 @@ class _SourcePartition(StatefulSourcePartition[list[RawMessage], int]):
         self.consumer.close()
 
 
-class KafkaBatchSource(FixedPartitionedSource[list[RawMessage], int]):
+class KafkaBatchSource(FixedPartitionedSource[list[Message], int]):
     """Every partition of the input topics; each item is a list of up to ``batch_size`` messages.
 
     ``bounded`` stops each partition at its end (``--until-end``).

@@ -7,11 +7,12 @@ output is columnar so that routing and scoring work on whole arrays.
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
+from confluent_kafka import Message
 
 from config.model import JourneyMap
 from operators.records import OutRecord, dead_letter
@@ -41,17 +42,6 @@ Clock = Callable[[], int]
 def wall_clock_ms() -> int:
     """The real wall clock in epoch milliseconds."""
     return int(datetime.now(UTC).timestamp() * 1000)
-
-
-class RawMessage(NamedTuple):
-    """One Kafka message as read, with where it came from (for dead letters and lateness)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp_ms: int
 
 
 @dataclass(frozen=True)
@@ -176,7 +166,7 @@ class EventParser:
         self.dlq_topic = dlq_topic
         self.clock = clock
 
-    def parse(self, messages: Sequence[RawMessage]) -> ParsedBatch:
+    def parse(self, messages: Sequence[Message]) -> ParsedBatch:
         """Split ``messages`` into valid events (columns) and dead-letter records."""
         cids: list[str] = []
         eids: list[str] = []
@@ -189,7 +179,7 @@ class EventParser:
         latest = self.clock() + self.max_future_ms
         for msg in messages:
             try:
-                cid, eid, t, tp, ch, sent = self.validate(msg.value, latest)
+                cid, eid, t, tp, ch, sent = self.validate(msg.value(), latest)
             except Rejected as rej:
                 dead.append(dead_letter(self.dlq_topic, msg, rej.reason, rej.detail))
                 reasons[rej.reason] = reasons.get(rej.reason, 0) + 1

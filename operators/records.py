@@ -5,17 +5,16 @@ Records carry no wall-clock time: a replay after a crash produces identical mess
 
 import base64
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
+from confluent_kafka import Message
 
 from config.model import DORMANT, JourneyMap
-
-if TYPE_CHECKING:
-    from operators.events import RawMessage
-    from operators.state import ShardState
+from operators.state import ShardState
 
 OutRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the sink produces it."""
@@ -36,32 +35,34 @@ def _bytes_field(data: bytes | None, limit: int) -> dict[str, Any]:
     return {"text": text, "encoding": encoding, "bytes": len(data), "truncated": len(data) > limit}
 
 
-def dead_letter(topic: str, msg: "RawMessage", reason: str, detail: str) -> OutRecord:
+def dead_letter(topic: str, msg: Message, reason: str, detail: str) -> OutRecord:
     """The dead-letter record of PRODUCT §2 for a rejected message."""
-    raw = _bytes_field(msg.value, RAW_LIMIT)
-    key = _bytes_field(msg.key, RAW_LIMIT)
+    value, msg_key = msg.value(), msg.key()
+    raw = _bytes_field(value, RAW_LIMIT)
+    key = _bytes_field(msg_key, RAW_LIMIT)
     record = {
         "reason": reason,
         "detail": detail,
-        "topic": msg.topic,
-        "partition": msg.partition,
-        "offset": msg.offset,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
         "key": key["text"],
         "key_encoding": key["encoding"],
         "raw": raw["text"],
         "raw_encoding": raw["encoding"],
         "raw_bytes": raw["bytes"],
         "raw_truncated": raw["truncated"],
-        "raw_sha256": hashlib.sha256(msg.value).hexdigest() if msg.value is not None else None,
+        "raw_sha256": hashlib.sha256(value).hexdigest() if value is not None else None,
     }
-    return (topic, msg.key, orjson.dumps(record))
+    return (topic, msg_key, orjson.dumps(record))
 
 
 class RecordBuilder:
     """Renders scores and transitions of one journey map."""
 
     def __init__(self, journey: JourneyMap, scores_topic: str, transitions_topic: str) -> None:
-        self.stage_names: tuple[str | None, ...] = (*journey.stage_names, DORMANT)
+        # index + 1 -> name, so that NO_STAGE (-1) renders as None without a branch
+        self.names_by_index: tuple[str | None, ...] = (None, *journey.stage_names, DORMANT)
         self.evidence_names = journey.stage_names
         self.saturation = journey.saturation
         self.scores_topic = scores_topic
@@ -69,9 +70,9 @@ class RecordBuilder:
 
     def stage_name(self, index: int) -> str | None:
         """Name of a stage index; -1 (no stage yet) is None."""
-        return None if index < 0 else self.stage_names[index]
+        return self.names_by_index[index + 1]
 
-    def scores(self, state: "ShardState", rows: npt.NDArray[np.int64]) -> list[OutRecord]:
+    def scores(self, state: ShardState, rows: npt.NDArray[np.int64]) -> list[OutRecord]:
         """One score message per row, values derived as PRODUCT §4 says."""
         S = state.S[rows]
         pos = np.maximum(S, 0.0)
@@ -80,19 +81,19 @@ class RecordBuilder:
         with np.errstate(divide="ignore", invalid="ignore"):
             sentiment = np.where(Sd > 0.0, state.Sn[rows] / Sd, np.nan).tolist()
         evidence = state.E[rows].tolist()
-        names = self.evidence_names
+        names, stage_names = self.evidence_names, self.names_by_index
         ids = state.ids
         out = []
         dumps = orjson.dumps
         topic = self.scores_topic
         for i, (r, stage, score, n, t) in enumerate(zip(
-                rows.tolist(), state.stage[rows].tolist(), S.tolist(),
+                rows.tolist(), (state.stage[rows] + 1).tolist(), S.tolist(),
                 state.n[rows].tolist(), state.T[rows].tolist(), strict=True)):
             cid = ids[r]
             sent = sentiment[i]
             out.append((topic, cid.encode(), dumps({
                 "customer_id": cid,
-                "stage": self.stage_name(stage),
+                "stage": stage_names[stage],
                 "score": score,
                 "engagement": engagement[i],
                 "sentiment": None if sent != sent else sent,
@@ -102,14 +103,14 @@ class RecordBuilder:
             })))
         return out
 
-    def transition(self, customer_id: str, from_stage: int, to_stage: int, ts: int,
-                   event_id: str | None, version: int) -> OutRecord:
-        """One stage change of one customer."""
-        return (self.transitions_topic, customer_id.encode(), orjson.dumps({
-            "customer_id": customer_id,
-            "from": self.stage_name(from_stage),
-            "to": self.stage_name(to_stage),
-            "ts": ts,
-            "event_id": event_id,
+    def transitions(self, customer_ids: Sequence[str], from_stage: npt.NDArray[np.int16],
+                    to_stage: npt.NDArray[np.int16], ts: Sequence[int],
+                    event_ids: Sequence[str | None], versions: Sequence[int]) -> list[OutRecord]:
+        """One record per stage change, in the order given."""
+        names, topic, dumps = self.names_by_index, self.transitions_topic, orjson.dumps
+        return [(topic, cid.encode(), dumps({
+            "customer_id": cid, "from": names[f], "to": names[t], "ts": when, "event_id": eid,
             "version": version,
-        }))
+        })) for cid, f, t, when, eid, version in zip(
+            customer_ids, (from_stage + 1).tolist(), (to_stage + 1).tolist(), ts, event_ids, versions,
+            strict=True)]

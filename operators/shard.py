@@ -37,18 +37,18 @@ class ShardScorer(StatefulBatchLogic[EventBatch, list[OutRecord], Snapshot]):
         result = score_batch(self.state, batch, self.arrays)
         out = self.records.scores(self.state, result.changed_rows)
         tr = result.transitions
-        pairs: Counter[tuple[int, int]] = Counter()
-        for i, f, t, v in zip(tr.event.tolist(), tr.from_stage.tolist(), tr.to_stage.tolist(),
-                              tr.version.tolist(), strict=True):
-            out.append(self.records.transition(batch.customer_ids[i], f, t, int(batch.ts[i]),
-                                               batch.event_ids[i], v))
-            pairs[f, t] += 1
+        events = tr.event.tolist()
+        cids, eids = batch.customer_ids, batch.event_ids
+        out += self.records.transitions([cids[i] for i in events], tr.from_stage, tr.to_stage,
+                                        batch.ts[tr.event].tolist(), [eids[i] for i in events],
+                                        tr.version.tolist())
         m = self.metrics
         m.events.inc(len(batch) - result.duplicates)
         m.duplicates.inc(result.duplicates)
-        for (f, t), count in pairs.items():
-            m.transitions.labels(self.records.stage_name(f) or "none",
-                                 self.records.stage_name(t) or "none").inc(count)
+        name = self.records.stage_name
+        for (f, t), count in Counter(zip(tr.from_stage.tolist(), tr.to_stage.tolist(),
+                                             strict=True)).items():
+            m.transitions.labels(name(f) or "none", name(t) or "none").inc(count)
         m.tracked.inc(self.state.size - size_before)
         return ([out], StatefulBatchLogic.RETAIN)
 

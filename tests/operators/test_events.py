@@ -2,17 +2,19 @@
 
 import orjson
 import pytest
+from confluent_kafka import Message
 
 from config import Settings
 from journey.poison import catalogue
-from operators.events import EventParser, RawMessage
+from operators.events import EventParser
 
 NOW = 1_800_000_000_000
 
 
 def parse(settings: Settings, *values: bytes | None):
     parser = EventParser(settings.journey, "dlq", clock=lambda: NOW)
-    return parser.parse([RawMessage("in", 0, i, b"k", v, 0) for i, v in enumerate(values)])
+    return parser.parse([Message(topic="in", partition=0, offset=i, key=b"k", value=v)
+                         for i, v in enumerate(values)])
 
 
 def event(**fields) -> bytes:
