@@ -3,20 +3,23 @@
     python -m benchmarks.bench_e2e [--events N] [--customers C] [--runs R]
 
 Produces N simulated events to the embedded broker once, then alternates runs of
-``journey run --until-end``'s dataflow and of the same job done per event in plain
-Python on Bytewax (stock KafkaSource → stateful_map with dict state → stock
-KafkaSink). Each run is timed from its first consumed message until its last output
+``journey run --until-end``'s dataflow with windows (sessions, channel and funnel
+metrics), the same without windows (``--no-windows``), and the scoring job done per
+event in plain Python on Bytewax (stock KafkaSource → stateful_map with dict state →
+stock KafkaSink). Each run is timed from its first consumed message until its last output
 was delivered (process start-up, consumer creation and compilation are not counted);
-it writes to fresh output topics. Prints events/s per run, the medians
-and their ratio. The machine is shared: trust the ratio more than the absolutes.
+it writes to fresh output topics. Prints events/s per run, the medians, the ratio
+to the baseline and what windows cost. The machine is shared: trust the ratio more than the absolutes.
 """
 
 import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 import orjson
@@ -40,6 +43,7 @@ from journey.kafka_io import (
 from journey.simulate import SimOptions, messages, produce
 from operators.events import EventParser, Rejected
 from operators.metrics import EngineMetrics
+from operators.reading import Readers
 from operators.records import dead_letter
 from operators.scoring import warm_up
 from tests.reference import Customer, apply_event, score_record
@@ -82,10 +86,14 @@ class FirstRead(FixedPartitionedSource[X, S]):
         return part
 
 
-def ours(settings: Settings) -> tuple[Dataflow, FirstRead]:
+def ours(settings: Settings, *, windows: bool) -> tuple[Dataflow, FirstRead]:
     partitions = partition_counts(cluster_metadata(settings.kafka), settings.topics.inputs)
-    source = FirstRead(KafkaBatchSource(settings.kafka, partitions, bounded=True))
-    return build_flow(settings, source, KafkaBatchSink(settings.kafka), metrics=EngineMetrics()), source
+    t = settings.topics
+    source = FirstRead(KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, t.dlq, t.late),
+                                        bounded=True))
+    flow = build_flow(settings, source, len(source.list_parts()), KafkaBatchSink(settings.kafka),
+                      metrics=EngineMetrics(), windows=windows)
+    return flow, source
 
 
 def baseline(settings: Settings) -> tuple[Dataflow, FirstRead]:
@@ -155,18 +163,24 @@ def main() -> int:
         produce(base, produced, progress=sys.stderr)
         n = len(produced)
         warm_up(base.journey.arrays)
-        rates: dict[str, list[float]] = {"ours": [], "baseline": []}
+        flows: dict[str, Callable[[Settings], tuple[Dataflow, FirstRead]]] = {
+            "windows": partial(ours, windows=True),
+            "no-windows": partial(ours, windows=False),
+            "baseline": baseline,
+        }
+        rates: dict[str, list[float]] = {name: [] for name in flows}
         for run in range(args.runs):
-            for name, build in (("ours", ours), ("baseline", baseline)):
+            for name, build in flows.items():
                 seconds = timed(build(outputs(base, f"bench-{run}-{name}")))
                 rates[name].append(n / seconds)
-                print(f"run {run + 1} {name:>8}: {n:,} messages in {seconds:6.2f} s = "
+                print(f"run {run + 1} {name:>10}: {n:,} messages in {seconds:6.2f} s = "
                       f"{n / seconds:>9,.0f} events/s", flush=True)
-        ours_rate = statistics.median(rates["ours"])
-        base_rate = statistics.median(rates["baseline"])
-        print(f"median ours     : {ours_rate:>9,.0f} events/s")
-        print(f"median baseline : {base_rate:>9,.0f} events/s")
-        print(f"ratio           : {ours_rate / base_rate:.1f}x")
+        median = {name: statistics.median(r) for name, r in rates.items()}
+        for name, rate in median.items():
+            print(f"median {name:>10}: {rate:>9,.0f} events/s")
+        print(f"ratio windows / baseline    : {median['windows'] / median['baseline']:.1f}x")
+        print(f"ratio no-windows / baseline : {median['no-windows'] / median['baseline']:.1f}x")
+        print(f"cost of windows             : {1 - median['windows'] / median['no-windows']:.0%}")
     return 0
 
 

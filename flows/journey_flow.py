@@ -1,17 +1,17 @@
-"""input → parse/validate → route by customer shard → score → outputs."""
+"""read (parse, align, mark late) → route by customer shard → score and window → totals → outputs."""
 
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
-from confluent_kafka import Message
 
 from config.model import Settings
-from operators.events import Clock, EventParser, ParsedBatch, wall_clock_ms
+from operators.aggregate import AGGREGATE_KEY, ShardProgress, WindowAggregator
 from operators.metrics import EngineMetrics
+from operators.reading import SourceRead
 from operators.records import OutRecord, RecordBuilder
-from operators.routing import split_by_shard
-from operators.shard import ShardScorer, Snapshot
+from operators.routing import route
+from operators.shard import ShardOutput, ShardScorer, Snapshot
 
 DEFAULT_SHARDS = 32
 """Fixed for the life of a recovery store: shard keys name the saved state."""
@@ -19,32 +19,47 @@ DEFAULT_SHARDS = 32
 
 def build_flow(
     settings: Settings,
-    source: Source[list[Message]],
+    source: Source[SourceRead],
+    partitions: int,
     sink: Sink[list[OutRecord]],
     *,
     metrics: EngineMetrics,
     shards: int = DEFAULT_SHARDS,
-    clock: Clock = wall_clock_ms,
+    windows: bool = True,
 ) -> Dataflow:
-    """The journey dataflow over any source of raw-message batches and any sink of records."""
-    journey, topics = settings.journey, settings.topics
-    parser = EventParser(journey, topics.dlq, clock)
-    records = RecordBuilder(journey, topics.scores, topics.transitions)
+    """The journey dataflow over a source of ``partitions`` input partitions and any record sink.
 
-    def parse(raw: list[Message]) -> ParsedBatch:
-        parsed = parser.parse(raw)
-        for reason, count in parsed.reasons.items():
+    ``windows=False`` leaves out sessions and channel/funnel windows (scores, transitions,
+    dormancy, dead letters and late events stay).
+    """
+    journey = settings.journey
+    records = RecordBuilder(journey, settings.topics)
+
+    def read_out(read: SourceRead) -> list[OutRecord] | None:
+        for reason, count in read.rejected.items():
             metrics.rejected.labels(reason).inc(count)
-        return parsed
+        return (read.dead_letters + read.late) or None
 
     def scorer(resume: Snapshot | None) -> ShardScorer:
-        return ShardScorer(journey, records, metrics, resume)
+        return ShardScorer(journey, records, metrics, partitions, resume, windows=windows)
+
+    def progress(item: tuple[str, ShardOutput]) -> tuple[str, ShardProgress] | None:
+        shard, out = item
+        if not out.partials and out.watermark is None:
+            return None
+        return AGGREGATE_KEY, ShardProgress(shard, out.partials, out.watermark)
+
+    def aggregator(resume: dict[str, object] | None) -> WindowAggregator:
+        return WindowAggregator(records, journey.metrics_window_ms, shards, resume)
 
     flow = Dataflow("journey")
-    raw = op.input("kafka_in", flow, source)
-    parsed = op.map("parse", raw, parse)
-    dead = op.filter_map("dead_letters", parsed, lambda p: p.dead_letters or None)
-    routed = op.flat_map("route", parsed, lambda p: split_by_shard(p.events, shards))
-    scored = op.key_rm("unkey", op.stateful_batch("score", routed, scorer))
-    op.output("kafka_out", op.merge("outputs", dead, scored), sink)
+    reads = op.input("kafka_in", flow, source)
+    rejected = op.filter_map("dead_letters_and_late", reads, read_out)
+    routed = op.flat_map("route", reads, lambda read: route(read, shards))
+    scored = op.stateful_batch("score", routed, scorer)
+    outputs = [rejected, op.map("records", scored, lambda item: item[1].records)]
+    if windows:
+        totals = op.stateful_batch("windows", op.filter_map("progress", scored, progress), aggregator)
+        outputs.append(op.key_rm("window_records", totals))
+    op.output("kafka_out", op.merge("outputs", *outputs), sink)
     return flow

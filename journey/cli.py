@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="S",
                      help="seconds between snapshots (and output flush epochs); default 10")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:P")
+    run.add_argument("--no-windows", action="store_true",
+                     help="leave out sessions and channel/funnel windows (scores, transitions, "
+                          "dormancy, dead letters and late events stay)")
 
     check = sub.add_parser("check-config", help="validate and summarize a journey map")
     check.add_argument("file", type=Path)
@@ -120,6 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         until_end=args.until_end, workers=args.workers, process_id=args.process_id,
         addresses=addresses, recovery_dir=args.recovery_dir,
         snapshot_interval_s=args.snapshot_interval, metrics_port=args.metrics_port,
+        windows=not args.no_windows,
     ))
     return 0
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.model import KafkaSettings
 from journey.errors import BrokerError, DeliveryError
+from operators.reading import PartitionReader, Readers, SourceRead
 from operators.records import OutRecord
 
 log = logging.getLogger(__name__)
@@ -73,14 +74,16 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
     return wanted
 
 
-class _SourcePartition(StatefulSourcePartition[list[Message], int]):
+class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
     def __init__(self, kafka: KafkaSettings, topic: str, partition: int, start: int,
-                 bounded: bool, batch_size: int) -> None:
+                 bounded: bool, batch_size: int, reader: PartitionReader) -> None:
         self.topic = topic
         self.partition = partition
         self.next_offset = start
         self.bounded = bounded
         self.batch_size = batch_size
+        self.reader = reader
+        self.at_end = False
         self.done = False
         self.consumer = Consumer(client_config(
             kafka,
@@ -89,22 +92,28 @@ class _SourcePartition(StatefulSourcePartition[list[Message], int]):
         ))
         self.consumer.assign([TopicPartition(topic, partition, start)])
 
-    def next_batch(self) -> list[list[Message]]:
+    def next_batch(self) -> list[SourceRead]:
         if self.done:
             raise StopIteration
-        read = self.consumer.consume(self.batch_size, 0)  # never block the worker
-        out = [m for m in read if m.error() is None]
-        if len(out) < len(read):
-            self._read_errors(m.error() for m in read if m.error() is not None)
-        if not out:
-            return []
-        self.next_offset = out[-1].offset() + 1
-        return [out]
+        reader = self.reader
+        if not reader.pending and not self.at_end:
+            read = self.consumer.consume(self.batch_size, 0)  # never block the worker
+            messages = [m for m in read if m.error() is None]
+            if len(messages) < len(read):
+                self._read_errors(m.error() for m in read if m.error() is not None)
+            if messages:
+                reader.add(messages)
+                self.next_offset = messages[-1].offset() + 1
+        out = [r for r in (reader.take(),) if r is not None]
+        if self.at_end and not reader.pending:
+            self.done = True
+            out.append(reader.finish())
+        return out
 
     def _read_errors(self, errors: Iterable[KafkaError]) -> None:
         for err in errors:
             if err.code() == KafkaError._PARTITION_EOF:
-                self.done = self.bounded
+                self.at_end = self.bounded
             elif err.fatal() or not err.retriable():
                 msg = f"reading {self.topic}[{self.partition}] failed: {err.str()}"
                 raise BrokerError(msg)
@@ -112,22 +121,25 @@ class _SourcePartition(StatefulSourcePartition[list[Message], int]):
                 log.warning("reading %s[%d]: %s (retrying)", self.topic, self.partition, err.str())
 
     def snapshot(self) -> int:
-        return self.next_offset
+        pending = self.reader.pending_offset()
+        return self.next_offset if pending is None else pending
 
     def close(self) -> None:
         self.consumer.close()
 
 
-class KafkaBatchSource(FixedPartitionedSource[list[Message], int]):
-    """Every partition of the input topics; each item is a list of up to ``batch_size`` messages.
+class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
+    """Every partition of the input topics, read in batches of up to ``batch_size`` messages.
 
-    ``bounded`` stops each partition at its end (``--until-end``).
+    Each partition's reader (from ``readers``) parses, aligns and classifies what was
+    read; ``bounded`` stops each partition at its end (``--until-end``).
     """
 
-    def __init__(self, kafka: KafkaSettings, partitions: dict[str, int], *, bounded: bool,
-                 batch_size: int = 10_000) -> None:
+    def __init__(self, kafka: KafkaSettings, partitions: dict[str, int], readers: Readers, *,
+                 bounded: bool, batch_size: int = 10_000) -> None:
         self.kafka = kafka
         self.partitions = partitions
+        self.readers = readers
         self.bounded = bounded
         self.batch_size = batch_size
 
@@ -140,7 +152,7 @@ class KafkaBatchSource(FixedPartitionedSource[list[Message], int]):
         topic, _, partition = for_part.rpartition(PART_SEP)
         start = OFFSET_BEGINNING if resume_state is None else resume_state
         return _SourcePartition(self.kafka, topic, int(partition), start, self.bounded,
-                                self.batch_size)
+                                self.batch_size, self.readers.reader(for_part))
 
 
 class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):

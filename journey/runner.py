@@ -20,6 +20,7 @@ from journey.kafka_io import (
     partition_counts,
 )
 from operators.metrics import EngineMetrics
+from operators.reading import Readers
 from operators.scoring import warm_up
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class RunOptions:
     snapshot_interval_s: float = 10.0
     metrics_port: int | None = None
     shards: int = DEFAULT_SHARDS
+    windows: bool = True
 
 
 def prepare_recovery(directory: Path) -> RecoveryConfig:
@@ -66,13 +68,11 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     metrics = metrics or EngineMetrics()
     if options.metrics_port is not None:
         start_http_server(options.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    flow = build_flow(
-        settings,
-        KafkaBatchSource(settings.kafka, partitions, bounded=options.until_end),
-        KafkaBatchSink(settings.kafka),
-        metrics=metrics,
-        shards=options.shards,
-    )
+    topics = settings.topics
+    source = KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, topics.dlq, topics.late),
+                              bounded=options.until_end)
+    flow = build_flow(settings, source, len(source.list_parts()), KafkaBatchSink(settings.kafka),
+                      metrics=metrics, shards=options.shards, windows=options.windows)
     recovery = prepare_recovery(options.recovery_dir) if options.recovery_dir else None
     try:
         cli_main(

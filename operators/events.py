@@ -4,6 +4,7 @@ Validation is per message by nature (orjson, then field rules of PRODUCT §2); i
 output is columnar so that routing and scoring work on whole arrays.
 """
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,7 @@ class EventBatch:
     type_idx: npt.NDArray[np.int32]
     chan_idx: npt.NDArray[np.int32]
     sentiment: npt.NDArray[np.float64]  # NaN where the event carries none
+    late: npt.NDArray[np.bool_]  # older than the watermark when read: scored, but in no window
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -64,7 +66,15 @@ class EventBatch:
         return EventBatch(
             [cids[i] for i in idx.tolist()],
             [eids[i] for i in idx.tolist()],
-            self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx],
+            self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx], self.late[idx],
+        )
+
+    def slice(self, start: int, stop: int) -> "EventBatch":
+        """Events ``start`` to ``stop`` (views, no copies of the arrays)."""
+        return EventBatch(
+            self.customer_ids[start:stop], self.event_ids[start:stop], self.ts[start:stop],
+            self.type_idx[start:stop], self.chan_idx[start:stop], self.sentiment[start:stop],
+            self.late[start:stop],
         )
 
     @staticmethod
@@ -79,16 +89,32 @@ class EventBatch:
             np.concatenate([b.type_idx for b in batches]),
             np.concatenate([b.chan_idx for b in batches]),
             np.concatenate([b.sentiment for b in batches]),
+            np.concatenate([b.late for b in batches]),
         )
+
+
+EMPTY_BATCH = EventBatch([], [], np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32),
+                         np.empty(0, np.float64), np.empty(0, np.bool_))
 
 
 @dataclass(frozen=True)
 class ParsedBatch:
-    """What one batch of raw messages became: valid events and dead letters."""
+    """What one batch of raw messages became: valid events and dead letters.
+
+    ``event_index`` and ``dead_index`` give the position of each in the input, so that
+    a reader can hand over any prefix of the messages.
+    """
 
     events: EventBatch
+    event_index: npt.NDArray[np.int64]
     dead_letters: list[OutRecord]
-    reasons: dict[str, int]
+    dead_index: list[int]
+    dead_reasons: list[str]
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Dead letters counted by reason."""
+        return dict(Counter(self.dead_reasons))
 
 
 class Rejected(Exception):
@@ -174,16 +200,20 @@ class EventParser:
         types: list[int] = []
         chans: list[int] = []
         sents: list[float] = []
+        index: list[int] = []
         dead: list[OutRecord] = []
-        reasons: dict[str, int] = {}
+        dead_index: list[int] = []
+        dead_reasons: list[str] = []
         latest = self.clock() + self.max_future_ms
-        for msg in messages:
+        for i, msg in enumerate(messages):
             try:
                 cid, eid, t, tp, ch, sent = self.validate(msg.value(), latest)
             except Rejected as rej:
                 dead.append(dead_letter(self.dlq_topic, msg, rej.reason, rej.detail))
-                reasons[rej.reason] = reasons.get(rej.reason, 0) + 1
+                dead_index.append(i)
+                dead_reasons.append(rej.reason)
                 continue
+            index.append(i)
             cids.append(cid)
             eids.append(eid)
             ts.append(t)
@@ -196,8 +226,9 @@ class EventParser:
             np.array(types, dtype=np.int32),
             np.array(chans, dtype=np.int32),
             np.array(sents, dtype=np.float64),
+            np.zeros(len(cids), dtype=np.bool_),
         )
-        return ParsedBatch(events, dead, reasons)
+        return ParsedBatch(events, np.array(index, dtype=np.int64), dead, dead_index, dead_reasons)
 
     def validate(self, raw: bytes | None, latest: int) -> tuple[str, str, int, int, int, float]:
         """One message's fields, or Rejected with the first rule it breaks."""

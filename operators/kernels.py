@@ -59,8 +59,9 @@ def _score_batch(  # pragma: no cover - compiled
     # the journey map
     type_weight, type_factor, type_req_slot, channel_mult,
     threshold, min_sentiment, requires, half_life_ms, dedup_window_ms,
-    # outputs: accepted[i] per event; transitions as (event index, from, to, version)
-    accepted, tr_event, tr_from, tr_to, tr_version,
+    # outputs: accepted[i] and the stage after it per event; transitions as (event index, from, to,
+    # version)
+    accepted, stage_after, tr_event, tr_from, tr_to, tr_version,
 ):
     """Apply a batch event by event; return the number of transitions written."""
     n_tr = 0
@@ -126,4 +127,16 @@ def _score_batch(  # pragma: no cover - compiled
             tr_version[n_tr] = n[r]
             n_tr += 1
             stage[r] = new
+        stage_after[i] = new
     return n_tr
+
+
+@njit(cache=True, nogil=True)
+def _dormant_rows(watermark, dormant_after, T, n, stage, dormant, size, out_rows):  # pragma: no cover
+    """Rows whose ``T + dormant_after`` the watermark passed and that are not dormant yet."""
+    count = 0
+    for r in range(size):
+        if n[r] > 0 and stage[r] != dormant and T[r] + dormant_after < watermark:
+            out_rows[count] = r
+            count += 1
+    return count

@@ -18,6 +18,11 @@ class EngineMetrics:
                                    ["from_stage", "to_stage"], registry=r)
         self.tracked = Gauge("journey_customers_tracked", "Customers held in this process's state",
                              registry=r)
+        self.late = Counter("journey_events_late", "Events older than the watermark when read",
+                            registry=r)
+        self.open_sessions = Gauge("journey_open_sessions", "Sessions not closed yet", registry=r)
+        self.open_windows = Gauge("journey_open_windows",
+                                  "Tumbling windows not closed yet, summed over shards", registry=r)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests and the demo view read metrics this way)."""

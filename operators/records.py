@@ -6,15 +6,19 @@ Records carry no wall-clock time: a replay after a crash produces identical mess
 import base64
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 from confluent_kafka import Message
 
-from config.model import DORMANT, JourneyMap
+from config.model import DORMANT, OTHER_CHANNEL, JourneyMap, Topics
 from operators.state import ShardState
+
+if TYPE_CHECKING:
+    from operators.events import EventBatch
+    from operators.windows import ClosedSessions, WindowPartial
 
 OutRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the sink produces it."""
@@ -57,16 +61,28 @@ def dead_letter(topic: str, msg: Message, reason: str, detail: str) -> OutRecord
     return (topic, msg_key, orjson.dumps(record))
 
 
+def late_record(topic: str, msg: Message, late_by_ms: int) -> OutRecord:
+    """The late-event record of PRODUCT §5: the event as sent and how late it was."""
+    return (topic, msg.key(), orjson.dumps({
+        "event": orjson.loads(msg.value() or b"null"),
+        "late_by_ms": late_by_ms,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+    }))
+
+
 class RecordBuilder:
     """Renders scores and transitions of one journey map."""
 
-    def __init__(self, journey: JourneyMap, scores_topic: str, transitions_topic: str) -> None:
+    def __init__(self, journey: JourneyMap, topics: Topics) -> None:
         # index + 1 -> name, so that NO_STAGE (-1) renders as None without a branch
         self.names_by_index: tuple[str | None, ...] = (None, *journey.stage_names, DORMANT)
         self.evidence_names = journey.stage_names
+        self.channel_names = (OTHER_CHANNEL, *journey.channels)
+        self.type_names = tuple(journey.touchpoints)
         self.saturation = journey.saturation
-        self.scores_topic = scores_topic
-        self.transitions_topic = transitions_topic
+        self.topics = topics
 
     def stage_name(self, index: int) -> str | None:
         """Name of a stage index; -1 (no stage yet) is None."""
@@ -85,7 +101,7 @@ class RecordBuilder:
         ids = state.ids
         out = []
         dumps = orjson.dumps
-        topic = self.scores_topic
+        topic = self.topics.scores
         for i, (r, stage, score, n, t) in enumerate(zip(
                 rows.tolist(), (state.stage[rows] + 1).tolist(), S.tolist(),
                 state.n[rows].tolist(), state.T[rows].tolist(), strict=True)):
@@ -107,10 +123,82 @@ class RecordBuilder:
                     to_stage: npt.NDArray[np.int16], ts: Sequence[int],
                     event_ids: Sequence[str | None], versions: Sequence[int]) -> list[OutRecord]:
         """One record per stage change, in the order given."""
-        names, topic, dumps = self.names_by_index, self.transitions_topic, orjson.dumps
+        names, topic, dumps = self.names_by_index, self.topics.transitions, orjson.dumps
         return [(topic, cid.encode(), dumps({
             "customer_id": cid, "from": names[f], "to": names[t], "ts": when, "event_id": eid,
             "version": version,
         })) for cid, f, t, when, eid, version in zip(
             customer_ids, (from_stage + 1).tolist(), (to_stage + 1).tolist(), ts, event_ids, versions,
             strict=True)]
+
+    def sessions(self, ids: Sequence[str], closed: "ClosedSessions") -> list[OutRecord]:
+        """One record per closed session (PRODUCT §5)."""
+        names, channels, topic, dumps = self.names_by_index, self.channel_names, self.topics.sessions, \
+            orjson.dumps
+        out: list[OutRecord] = []
+        for r, start, end, events, conv, stage, per_channel in zip(
+                closed.rows.tolist(), closed.start.tolist(), closed.end.tolist(),
+                closed.events.tolist(), closed.converted.tolist(), (closed.stage + 1).tolist(),
+                closed.channels.tolist(), strict=True):
+            cid = ids[r]
+            out.append((topic, cid.encode(), dumps({
+                "customer_id": cid, "session_start": start, "session_end": end,
+                "duration_ms": end - start, "events": events,
+                "channels": {channels[c]: k for c, k in enumerate(per_channel) if k},
+                "converted": conv, "stage_end": names[stage],
+            })))
+        return out
+
+    def window(self, w: "WindowPartial", width_ms: int, population: npt.NDArray[np.int64]
+               ) -> list[OutRecord]:
+        """The channel records (channels with events) and the funnel record of one closed window."""
+        start, end = w.window_start, w.window_start + width_ms
+        topic, dumps = self.topics.metrics, orjson.dumps
+        out: list[OutRecord] = []
+        cols = {name: getattr(w, name).tolist() for name in (
+            "events", "customers", "impressions", "clicks", "conversions", "sentiment_sum",
+            "sentiment_n", "responses", "response_time_sum")}
+        for c, name in enumerate(self.channel_names):
+            if not cols["events"][c]:
+                continue
+            impressions, sent_n, responses = cols["impressions"][c], cols["sentiment_n"][c], \
+                cols["responses"][c]
+            out.append((topic, f"channel:{name}".encode(), dumps({
+                "kind": "channel", "window_start": start, "window_end": end, "channel": name,
+                "events": cols["events"][c], "customers": cols["customers"][c],
+                "impressions": impressions, "clicks": cols["clicks"][c],
+                "ctr": cols["clicks"][c] / impressions if impressions else None,
+                "conversions": cols["conversions"][c],
+                "sentiment_mean": cols["sentiment_sum"][c] / sent_n if sent_n else None,
+                "responses": responses,
+                "response_time_mean_ms": cols["response_time_sum"][c] / responses if responses else None,
+            })))
+        names = ["none", *self.names_by_index[1:]]
+        f_idx, t_idx = np.nonzero(w.transitions)
+        out.append((topic, b"funnel", dumps({
+            "kind": "funnel", "window_start": start, "window_end": end,
+            "transitions": {f"{names[f]}>{names[t]}": int(w.transitions[f, t])
+                            for f, t in zip(f_idx.tolist(), t_idx.tolist(), strict=True)},
+            "populations": dict(zip(names[1:], population[1:].tolist(), strict=True)),
+        })))
+        return out
+
+    def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:
+        """Late records for events found late only where they were scored (no raw message there).
+
+        Rare: a shard can hear a watermark from another worker before an event that was on
+        time where it was read. The event is rebuilt from its columns; the source position
+        is unknown (null).
+        """
+        topic, dumps = self.topics.late, orjson.dumps
+        out: list[OutRecord] = []
+        for i in idx:
+            cid, ts, sent = batch.customer_ids[i], int(batch.ts[i]), float(batch.sentiment[i])
+            event = {"event_id": batch.event_ids[i], "customer_id": cid, "ts": ts,
+                     "type": self.type_names[batch.type_idx[i]],
+                     "channel": self.channel_names[batch.chan_idx[i]],
+                     "sentiment": None if sent != sent else sent}
+            out.append((topic, cid.encode(), dumps({"event": event, "late_by_ms": watermark - ts,
+                                                    "topic": None, "partition": None,
+                                                    "offset": None})))
+        return out

@@ -8,7 +8,9 @@ import zlib
 
 import numpy as np
 
-from operators.events import EventBatch
+from operators.events import EMPTY_BATCH, EventBatch
+from operators.reading import SourceRead
+from operators.shard import ShardInput
 
 
 def shard_of(customer_id: str, shards: int) -> int:
@@ -31,3 +33,13 @@ def split_by_shard(batch: EventBatch, shards: int) -> list[tuple[str, EventBatch
     order = np.argsort(of, kind="stable")
     cuts = np.flatnonzero(np.diff(of[order])) + 1
     return [(shard_key(int(of[idx[0]])), batch.take(idx)) for idx in np.split(order, cuts)]
+
+
+def route(read: SourceRead, shards: int) -> list[tuple[str, ShardInput]]:
+    """Each shard's events of one hand-over; a watermark report goes to every shard."""
+    parts = split_by_shard(read.events, shards)
+    if read.report is None:
+        return [(key, ShardInput(events, None)) for key, events in parts]
+    have = dict(parts)
+    return [(key, ShardInput(have.get(key, EMPTY_BATCH), read.report))
+            for key in (shard_key(s) for s in range(shards))]

@@ -7,8 +7,9 @@ import numpy.typing as npt
 
 from config.arrays import JourneyArrays
 from operators.events import EventBatch
-from operators.kernels import _fnv1a64, _score_batch
+from operators.kernels import NO_STAGE, _dormant_rows, _fnv1a64, _score_batch
 from operators.state import ShardState
+from operators.watermark import NO_TIME
 
 
 def hash_ids(ids: list[str]) -> npt.NDArray[np.uint64]:
@@ -33,7 +34,9 @@ class Transitions:
 class ScoreResult:
     """What a batch did to a shard."""
 
+    rows: npt.NDArray[np.int64]  # shard row of each event
     accepted: npt.NDArray[np.bool_]
+    stage_after: npt.NDArray[np.int16]  # the customer's stage after each accepted event
     changed_rows: npt.NDArray[np.int64]  # each changed customer once
     transitions: Transitions
 
@@ -52,6 +55,7 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays) -> 
         raise ValueError(msg)
     rows = state.rows_for(batch.customer_ids)
     accepted = np.zeros(m, dtype=np.bool_)
+    stage_after = np.full(m, NO_STAGE, dtype=np.int16)
     tr_event = np.empty(m, dtype=np.int64)
     tr_from = np.empty(m, dtype=np.int16)
     tr_to = np.empty(m, dtype=np.int16)
@@ -63,13 +67,33 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays) -> 
         arrays.type_weight, arrays.type_factor, arrays.type_req_slot, arrays.channel_mult,
         arrays.stage_threshold, arrays.stage_min_sentiment, arrays.stage_requires,
         arrays.half_life_ms, arrays.dedup_window_ms,
-        accepted, tr_event, tr_from, tr_to, tr_version,
+        accepted, stage_after, tr_event, tr_from, tr_to, tr_version,
     )
     return ScoreResult(
+        rows=rows,
         accepted=accepted,
+        stage_after=stage_after,
         changed_rows=np.unique(rows[accepted]),
         transitions=Transitions(tr_event[:n_tr], tr_from[:n_tr], tr_to[:n_tr], tr_version[:n_tr]),
     )
+
+
+def dormancy(state: ShardState, watermark: int, dormant_after_ms: int) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.int16], npt.NDArray[np.int64]]:
+    """Move customers whose ``T + dormant_after`` the watermark passed to ``dormant`` (PRODUCT §4).
+
+    Returns their rows, their stages before and the event times they went dormant at.
+    """
+    if watermark == NO_TIME:
+        return np.empty(0, np.int64), np.empty(0, np.int16), np.empty(0, np.int64)
+    out = np.empty(state.size, dtype=np.int64)
+    dormant = state.E.shape[1]  # the stage index after the last stage
+    count = _dormant_rows(watermark, dormant_after_ms, state.T, state.n, state.stage, dormant,
+                          state.size, out)
+    rows = out[:count]
+    before = state.stage[rows].copy()
+    state.stage[rows] = dormant
+    return rows, before, state.T[rows] + dormant_after_ms
 
 
 def warm_up(arrays: JourneyArrays) -> None:
@@ -77,5 +101,6 @@ def warm_up(arrays: JourneyArrays) -> None:
     batch = EventBatch(
         ["warm-up"], ["warm-up"], np.array([1_000_000_000_000], dtype=np.int64),
         np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32), np.array([0.5]),
+        np.zeros(1, dtype=np.bool_),
     )
     score_batch(ShardState(arrays), batch, arrays)

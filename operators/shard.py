@@ -1,57 +1,144 @@
-"""The scoring step: one Bytewax state per customer shard, holding numpy arrays."""
+"""The scoring step: one Bytewax state per customer shard, holding numpy arrays.
+
+Each activation scores every event that reached the shard in one kernel call, puts
+the on-time ones into sessions and windows, then applies the partitions' watermark
+reports: dormancy, closed sessions and closed windows follow from the new watermark.
+"""
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any, NamedTuple
 
+import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
 from config.model import JourneyMap
 from operators.events import EventBatch
 from operators.metrics import EngineMetrics
 from operators.records import OutRecord, RecordBuilder
-from operators.scoring import score_batch
+from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
+from operators.watermark import END, NO_TIME, Report, shard_watermark, stream_end
+from operators.windows import ShardWindows, WindowPartial
 
-Snapshot = dict[str, object]
+Snapshot = dict[str, Any]
 
 
-class ShardScorer(StatefulBatchLogic[EventBatch, list[OutRecord], Snapshot]):
-    """Scores every sub-batch that reaches one shard in one kernel call.
+class ShardInput(NamedTuple):
+    """What one hand-over of one partition brings to one shard."""
 
-    Emits coalesced scores (one per changed customer per batch) and every transition.
-    """
+    events: EventBatch
+    report: Report | None
+
+
+class ShardOutput(NamedTuple):
+    """Records for the sink, and this shard's shares of closed windows for the aggregator."""
+
+    records: list[OutRecord]
+    partials: list[WindowPartial]
+    watermark: int | None  # set when the shard's watermark entered a new metrics window
+
+
+class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
+    """Scores, windows and closes for one shard. ``partitions`` is the number of input partitions."""
 
     def __init__(self, journey: JourneyMap, records: RecordBuilder, metrics: EngineMetrics,
-                 resume: Snapshot | None) -> None:
+                 partitions: int, resume: Snapshot | None, *, windows: bool = True) -> None:
         self.arrays = journey.arrays
         self.records = records
         self.metrics = metrics
-        self.state = (ShardState(self.arrays) if resume is None
-                      else ShardState.from_snapshot(self.arrays, resume))
+        self.partitions = partitions
+        self.width = journey.metrics_window_ms
+        self.dormant_after = journey.dormant_after_ms
+        self.windows = ShardWindows(journey) if windows else None
+        self.reports: dict[str, Report] = {}
+        self.watermark = NO_TIME
+        if resume is None:
+            self.state = ShardState(self.arrays)
+        else:
+            self.state = ShardState.from_snapshot(self.arrays, resume["state"])
+            if self.windows is not None and "windows" in resume:
+                self.windows.restore(resume["windows"])
         metrics.tracked.inc(self.state.size)
+        self._count_open(+1)
 
-    def on_batch(self, values: list[EventBatch]) -> tuple[Iterable[list[OutRecord]], bool]:
-        """Score everything that reached this shard in this activation, in one kernel call."""
-        batch = EventBatch.concat(values)
+    def _count_open(self, sign: int) -> None:
+        if self.windows is not None:
+            self.metrics.open_sessions.inc(sign * self.windows.open_sessions)
+            self.metrics.open_windows.inc(sign * self.windows.open_windows)
+
+    def on_batch(self, values: list[ShardInput]) -> tuple[Iterable[ShardOutput], bool]:
+        """Score and window the events, then move the watermark and close what it passed."""
+        self._count_open(-1)
+        out: list[OutRecord] = []
+        changed = [self._score(EventBatch.concat([v.events for v in values]), out)]
+        for v in values:
+            if v.report is not None:
+                self.reports[v.report.partition] = v.report
+        partials: list[WindowPartial] = []
+        mark = None
+        new = max(self.watermark, shard_watermark(self.reports, self.partitions))
+        if new > self.watermark:
+            before, self.watermark = self.watermark, new
+            changed.append(self._dormancy(stream_end(self.reports) if new == END else new, out))
+            if self.windows is not None:
+                out += self.records.sessions(self.state.ids, self.windows.close_sessions(new))
+                partials = self.windows.close_windows(new)
+            if new == END or before == NO_TIME or new // self.width != before // self.width:
+                mark = new
+        rows = np.unique(np.concatenate(changed))
+        out[:0] = self.records.scores(self.state, rows)
+        self._count_open(+1)
+        return ([ShardOutput(out, partials, mark)], StatefulBatchLogic.RETAIN)
+
+    def _score(self, batch: EventBatch, out: list[OutRecord]) -> np.ndarray:
+        """Score ``batch``; append transitions and late records; return the changed rows."""
+        if not len(batch):
+            return np.empty(0, dtype=np.int64)
+        m = self.metrics
         size_before = self.state.size
         result = score_batch(self.state, batch, self.arrays)
-        out = self.records.scores(self.state, result.changed_rows)
+        late = batch.late & result.accepted
+        late_here = np.flatnonzero(~batch.late & result.accepted & (batch.ts < self.watermark))
+        if late_here.size:
+            out += self.records.late_at_shard(batch, late_here.tolist(), self.watermark)
+            late[late_here] = True
+        if self.windows is not None:
+            self.windows.add(self.state, batch, result, result.accepted & ~late, self.watermark)
         tr = result.transitions
         events = tr.event.tolist()
         cids, eids = batch.customer_ids, batch.event_ids
         out += self.records.transitions([cids[i] for i in events], tr.from_stage, tr.to_stage,
                                         batch.ts[tr.event].tolist(), [eids[i] for i in events],
                                         tr.version.tolist())
-        m = self.metrics
         m.events.inc(len(batch) - result.duplicates)
         m.duplicates.inc(result.duplicates)
-        name = self.records.stage_name
-        for (f, t), count in Counter(zip(tr.from_stage.tolist(), tr.to_stage.tolist(),
-                                             strict=True)).items():
-            m.transitions.labels(name(f) or "none", name(t) or "none").inc(count)
+        m.late.inc(int(np.count_nonzero(late)))
+        self._count_transitions(tr.from_stage.tolist(), tr.to_stage.tolist())
         m.tracked.inc(self.state.size - size_before)
-        return ([out], StatefulBatchLogic.RETAIN)
+        return result.changed_rows
+
+    def _dormancy(self, watermark: int, out: list[OutRecord]) -> np.ndarray:
+        """Customers the watermark left ``dormant_after`` behind: transitions, changed rows."""
+        rows, before, at = dormancy(self.state, watermark, self.dormant_after)
+        if rows.size:
+            ids = self.state.ids
+            out += self.records.transitions([ids[r] for r in rows.tolist()], before,
+                                            self.state.stage[rows], at.tolist(), [None] * rows.size,
+                                            self.state.n[rows].tolist())
+            self._count_transitions(before.tolist(), self.state.stage[rows].tolist())
+            if self.windows is not None:
+                self.windows.count_dormancy(before, at)
+        return rows
+
+    def _count_transitions(self, from_stage: list[int], to_stage: list[int]) -> None:
+        name = self.records.stage_name
+        for (f, t), count in Counter(zip(from_stage, to_stage, strict=True)).items():
+            self.metrics.transitions.labels(name(f) or "none", name(t) or "none").inc(count)
 
     def snapshot(self) -> Snapshot:
         """Copies of the shard's arrays (Bytewax may pickle them after we change the state)."""
-        return self.state.snapshot()
+        snap: Snapshot = {"state": self.state.snapshot()}
+        if self.windows is not None:
+            snap["windows"] = self.windows.snapshot()
+        return snap

@@ -10,7 +10,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from config import Settings
-from config.model import JourneyMap
+from config.model import JourneyMap, Topics
 from operators.events import EventBatch
 from operators.records import RecordBuilder
 from operators.scoring import hash_ids, score_batch
@@ -29,6 +29,7 @@ def batch_of(events: list[dict], jmap: JourneyMap) -> EventBatch:
         np.array([jmap.type_index[e["type"]] for e in events], dtype=np.int32),
         np.array([jmap.channel_index.get(e.get("channel") or "", 0) for e in events], dtype=np.int32),
         np.array([np.nan if e.get("sentiment") is None else e["sentiment"] for e in events]),
+        np.array([bool(e.get("late")) for e in events], dtype=np.bool_),
     )
 
 
@@ -52,7 +53,7 @@ def run_kernel(events: list[dict], jmap: JourneyMap, cuts: list[int] | None = No
 
 def assert_state_matches(state: ShardState, ref: Reference, jmap: JourneyMap) -> None:
     names = jmap.stage_names
-    builder = RecordBuilder(jmap, "s", "t")
+    builder = RecordBuilder(jmap, Topics())
     scale = max(abs(t.weight) for t in jmap.touchpoints.values()) * max(
         [1.0, *jmap.channels.values()])
     assert set(state.ids) == set(ref.customers)

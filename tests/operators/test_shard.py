@@ -5,19 +5,22 @@ import orjson
 from config import Settings
 from operators.metrics import EngineMetrics
 from operators.records import RecordBuilder
-from operators.shard import ShardScorer
+from operators.shard import ShardInput, ShardScorer
 from tests.operators.test_scoring import BASE, batch_of
 
 
 def test_step_emits_coalesced_scores_transitions_and_counts(settings: Settings) -> None:
     j = settings.journey
     metrics = EngineMetrics()
-    step = ShardScorer(j, RecordBuilder(j, "scores", "transitions"), metrics, None)
+    records = RecordBuilder(j, settings.topics)
+    t = settings.topics
+    step = ShardScorer(j, records, metrics, 1, None)
     events = [{"customer_id": "a", "event_id": str(i), "ts": BASE + i, "type": "add_to_cart"}
               for i in range(3)]
-    (out,), _ = step.on_batch([batch_of(events, j), batch_of(events[:1], j)])  # one re-delivery
-    scores = [orjson.loads(v) for t, _, v in out if t == "scores"]
-    transitions = [orjson.loads(v) for t, _, v in out if t == "transitions"]
+    (out,), _ = step.on_batch([ShardInput(batch_of(events, j), None),
+                               ShardInput(batch_of(events[:1], j), None)])  # one re-delivery
+    scores = [orjson.loads(v) for topic, _, v in out.records if topic == t.scores]
+    transitions = [orjson.loads(v) for topic, _, v in out.records if topic == t.transitions]
     assert len(scores) == 1 and scores[0]["events"] == 3  # coalesced: one per customer
     assert [(t["from"], t["to"]) for t in transitions] == [(None, "awareness"),
                                                            ("awareness", "decision")]
@@ -27,7 +30,6 @@ def test_step_emits_coalesced_scores_transitions_and_counts(settings: Settings) 
                          to_stage="decision") == 1
     assert metrics.value("journey_customers_tracked") == 1
 
-    resumed = ShardScorer(j, RecordBuilder(j, "scores", "transitions"), EngineMetrics(),
-                          step.snapshot())
-    (again,), _ = resumed.on_batch([batch_of(events, j)])  # all re-deliveries after resume
-    assert [orjson.loads(v)["events"] for t, _, v in again if t == "scores"] == []
+    resumed = ShardScorer(j, records, EngineMetrics(), 1, step.snapshot())
+    (again,), _ = resumed.on_batch([ShardInput(batch_of(events, j), None)])  # re-deliveries
+    assert [r for r in again.records if r[0] == t.scores] == []

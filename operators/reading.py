@@ -1,0 +1,151 @@
+"""Reading one input partition in event-time step with the other partitions of its process.
+
+A reader parses what the consumer fetched, then hands it over in prefixes: only as far
+as the alignment limit allows (PRODUCT §5), marking events older than the watermark
+as late and sending the partition's ``Report`` along. Parsing happens here, at read
+time, because both alignment and lateness are decided by event time as it is read.
+"""
+
+import bisect
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from confluent_kafka import Message
+
+from config.model import JourneyMap
+from operators.events import EMPTY_BATCH, Clock, EventBatch, EventParser, ParsedBatch, wall_clock_ms
+from operators.records import OutRecord, late_record
+from operators.watermark import NO_TIME, Aligner, Report
+
+REPORT_EVERY_MS = 100
+"""At most this often (wall clock) a partition re-broadcasts a watermark that moved."""
+
+
+@dataclass(frozen=True)
+class SourceRead:
+    """One hand-over from a partition to the flow."""
+
+    events: EventBatch
+    dead_letters: list[OutRecord]
+    late: list[OutRecord]
+    rejected: dict[str, int]  # dead letters by reason
+    report: Report | None  # None: nothing new to tell every shard
+
+
+class PartitionReader:
+    """Parses, aligns and classifies the messages of one partition; knows no Kafka client."""
+
+    def __init__(self, part: str, parser: EventParser, aligner: Aligner, late_topic: str,
+                 report_every_ms: int = REPORT_EVERY_MS) -> None:
+        self.part = part
+        self.parser = parser
+        self.aligner = aligner
+        self.late_topic = late_topic
+        self.report_every_ms = report_every_ms
+        self.messages: Sequence[Message] = []
+        self.parsed: ParsedBatch | None = None
+        self.cursor = 0  # next message to hand over
+        self.event_cursor = 0
+        self.dead_cursor = 0
+        self.last_report: Report | None = None
+        self.last_report_at = NO_TIME
+        aligner.register(part)
+
+    @property
+    def pending(self) -> bool:
+        """Messages were read and not handed over yet (read more only when this is False)."""
+        return self.cursor < len(self.messages)
+
+    def pending_offset(self) -> int | None:
+        """Kafka offset of the first message not handed over, if any (what a snapshot keeps)."""
+        return self.messages[self.cursor].offset() if self.pending else None
+
+    def add(self, messages: Sequence[Message]) -> None:
+        """Parse freshly read messages; they wait here until alignment lets them through."""
+        self.parsed = self.parser.parse(messages)
+        self.messages = messages
+        self.cursor = self.event_cursor = self.dead_cursor = 0
+        self.aligner.read(self.part, self._head())
+
+    def _head(self) -> int:
+        assert self.parsed is not None
+        ts = self.parsed.events.ts
+        return int(ts[self.event_cursor]) if self.event_cursor < ts.shape[0] else NO_TIME
+
+    def take(self) -> SourceRead | None:
+        """Hand over what alignment allows now; None when there is nothing new at all."""
+        now = self.aligner.clock()
+        if self.parsed is None or not self.pending:
+            return self._only_report(now)
+        parsed = self.parsed
+        all_events = parsed.events
+        e0 = self.event_cursor
+        over = np.flatnonzero(all_events.ts[e0:] > self.aligner.limit(self.part, now))
+        e1 = e0 + int(over[0]) if over.size else len(all_events)
+        stop = int(parsed.event_index[e1]) if e1 < len(all_events) else len(self.messages)
+        d0 = self.dead_cursor
+        d1 = bisect.bisect_left(parsed.dead_index, stop, lo=d0)
+        if e1 == e0 and d1 == d0:
+            return self._only_report(now)
+        events = all_events.slice(e0, e1)
+        late = self._classify(events, now, parsed.event_index[e0:e1])
+        self.cursor, self.event_cursor, self.dead_cursor = stop, e1, d1
+        max_ts = int(events.ts.max()) if len(events) else NO_TIME
+        self.aligner.emitted(self.part, max_ts, self._head())
+        return SourceRead(events, parsed.dead_letters[d0:d1], late,
+                          dict(Counter(parsed.dead_reasons[d0:d1])), self._report(now))
+
+    def _classify(self, events: EventBatch, now: int, index: np.ndarray) -> list[OutRecord]:
+        """Mark events older than the watermark as they are read; render their late records."""
+        if not len(events):
+            return []
+        a = self.aligner
+        run = np.maximum(np.maximum.accumulate(events.ts), a.parts[self.part].emitted)
+        others = a.others_floor(self.part, now)
+        mark = np.maximum(np.minimum(run, others) - a.lateness_ms, a.watermark(now))
+        late = events.ts < mark
+        if not late.any():
+            return []
+        events.late[:] = late
+        idx = np.flatnonzero(late)
+        return [late_record(self.late_topic, self.messages[int(index[i])], int(mark[i] - events.ts[i]))
+                for i in idx.tolist()]
+
+    def finish(self) -> SourceRead:
+        """The partition reached its end (bounded mode): the last word, sent to every shard."""
+        self.aligner.finish(self.part)
+        p = self.aligner.parts[self.part]
+        report = Report(self.part, self.aligner.watermark(self.aligner.clock()), True, p.emitted)
+        self.last_report = report
+        return SourceRead(EMPTY_BATCH, [], [], {}, report)
+
+    def _report(self, now: int) -> Report | None:
+        """A new report when something changed: idleness at once, the watermark at a bounded rate."""
+        report = Report(self.part, self.aligner.watermark(now), self.aligner.idle(self.part, now))
+        last = self.last_report
+        if last is not None and (report[1:] == last[1:] or (
+                report.idle == last.idle and now - self.last_report_at < self.report_every_ms)):
+            return None
+        self.last_report, self.last_report_at = report, now
+        return report
+
+    def _only_report(self, now: int) -> SourceRead | None:
+        report = self._report(now)
+        return None if report is None else SourceRead(EMPTY_BATCH, [], [], {}, report)
+
+
+
+class Readers:
+    """Makes the readers of one process's partitions; they share one ``Aligner``."""
+
+    def __init__(self, journey: JourneyMap, dlq_topic: str, late_topic: str,
+                 clock: Clock = wall_clock_ms) -> None:
+        self.parser = EventParser(journey, dlq_topic, clock)
+        self.aligner = Aligner(journey.allowed_lateness_ms, journey.idle_timeout_ms, clock)
+        self.late_topic = late_topic
+
+    def reader(self, part: str) -> PartitionReader:
+        """The reader of one partition (``topic#partition``)."""
+        return PartitionReader(part, self.parser, self.aligner, self.late_topic)
