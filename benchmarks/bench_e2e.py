@@ -45,7 +45,7 @@ from operators.events import EventParser, Rejected
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
 from operators.records import dead_letter
-from operators.scoring import warm_up
+from operators.shard import warm_up
 from tests.reference import Customer, apply_event, score_record
 
 X = TypeVar("X")
@@ -162,7 +162,7 @@ def main() -> int:
                                              seed=42, duplicates=0.01, malformed=0.001))
         produce(base, produced, progress=sys.stderr)
         n = len(produced)
-        warm_up(base.journey.arrays)
+        warm_up(base.journey, base.topics)
         flows: dict[str, Callable[[Settings], tuple[Dataflow, FirstRead]]] = {
             "windows": partial(ours, windows=True),
             "no-windows": partial(ours, windows=False),

@@ -38,6 +38,7 @@ def build_flow(
     def read_out(read: SourceRead) -> list[OutRecord] | None:
         for reason, count in read.rejected.items():
             metrics.rejected.labels(reason).inc(count)
+        metrics.late.inc(len(read.late))
         return (read.dead_letters + read.late) or None
 
     def scorer(resume: Snapshot | None) -> ShardScorer:

@@ -21,7 +21,7 @@ from journey.kafka_io import (
 )
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
-from operators.scoring import warm_up
+from operators.shard import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                             max(partitions.values()), metadata)
     if created:
         log.info("created output topics: %s", ", ".join(created))
-    warm_up(settings.journey.arrays)
+    warm_up(settings.journey, settings.topics)
     metrics = metrics or EngineMetrics()
     if options.metrics_port is not None:
         start_http_server(options.metrics_port, addr="127.0.0.1", registry=metrics.registry)

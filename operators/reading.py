@@ -123,7 +123,9 @@ class PartitionReader:
 
     def _report(self, now: int) -> Report | None:
         """A new report when something changed: idleness at once, the watermark at a bounded rate."""
-        report = Report(self.part, self.aligner.watermark(now), self.aligner.idle(self.part, now))
+        a = self.aligner
+        idle = a.idle(self.part, now)
+        report = Report(self.part, a.watermark(now) if idle else a.contribution(self.part), idle)
         last = self.last_report
         if last is not None and (report[1:] == last[1:] or (
                 report.idle == last.idle and now - self.last_report_at < self.report_every_ms)):

@@ -94,13 +94,3 @@ def dormancy(state: ShardState, watermark: int, dormant_after_ms: int) -> tuple[
     before = state.stage[rows].copy()
     state.stage[rows] = dormant
     return rows, before, state.T[rows] + dormant_after_ms
-
-
-def warm_up(arrays: JourneyArrays) -> None:
-    """Compile the kernels now, so the first real event never waits for Numba."""
-    batch = EventBatch(
-        ["warm-up"], ["warm-up"], np.array([1_000_000_000_000], dtype=np.int64),
-        np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32), np.array([0.5]),
-        np.zeros(1, dtype=np.bool_),
-    )
-    score_batch(ShardState(arrays), batch, arrays)

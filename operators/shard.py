@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
-from config.model import JourneyMap
-from operators.events import EventBatch
+from config.model import JourneyMap, Topics
+from operators.events import EMPTY_BATCH, MIN_TS_MS, EventBatch
 from operators.metrics import EngineMetrics
 from operators.records import OutRecord, RecordBuilder
 from operators.scoring import dormancy, score_batch
@@ -103,6 +103,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         if late_here.size:
             out += self.records.late_at_shard(batch, late_here.tolist(), self.watermark)
             late[late_here] = True
+            m.late.inc(late_here.size)
         if self.windows is not None:
             self.windows.add(self.state, batch, result, result.accepted & ~late, self.watermark)
         tr = result.transitions
@@ -113,7 +114,6 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
                                         tr.version.tolist())
         m.events.inc(len(batch) - result.duplicates)
         m.duplicates.inc(result.duplicates)
-        m.late.inc(int(np.count_nonzero(late)))
         self._count_transitions(tr.from_stage.tolist(), tr.to_stage.tolist())
         m.tracked.inc(self.state.size - size_before)
         return result.changed_rows
@@ -142,3 +142,13 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         if self.windows is not None:
             snap["windows"] = self.windows.snapshot()
         return snap
+
+
+def warm_up(journey: JourneyMap, topics: Topics) -> None:
+    """Compile every kernel now (scoring, windows, closing, dormancy), so no event waits for Numba."""
+    step = ShardScorer(journey, RecordBuilder(journey, topics), EngineMetrics(), 1, None)
+    batch = EventBatch(["warm-up"], ["warm-up"], np.array([MIN_TS_MS], dtype=np.int64),
+                       np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32), np.array([0.5]),
+                       np.zeros(1, dtype=np.bool_))
+    step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
+                   ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])

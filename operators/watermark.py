@@ -14,9 +14,11 @@ watermark, event for event, as a live run that read the same data as it happened
 The slowest partition is never held back, so reading always progresses.
 
 Shards hear the watermark through ``Report``s that every partition sends with its
-batches (and on its own when the watermark moved). A shard takes the minimum over
-every input partition of its latest report, so a shard's watermark never runs ahead
-of what the partitions it has not heard from yet have read.
+batches (and on its own when it moved): an active partition reports its own position
+minus ``allowed_lateness``, an idle one its process's watermark. A shard takes the
+minimum over every input partition of its latest report. Because a partition's
+report travels in the same stream as its events, a shard never closes a window that
+an event still on its way was on time for, whatever the other workers report.
 """
 
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ class Report(NamedTuple):
     """What one partition says about event-time progress."""
 
     partition: str
-    watermark: int  # its process's watermark when sent
+    watermark: int  # active: its position - allowed_lateness; idle: its process's watermark
     idle: bool  # the partition is idle: it must not hold any watermark back
     end_ts: int | None = None  # set once the partition is finished: its largest event time
 
@@ -120,6 +122,11 @@ class Aligner:
         """The latest event time ``part`` may hand over now."""
         floor = self.others_floor(part, now)
         return floor if floor in (END, NO_TIME) else floor + self.ahead_ms
+
+    def contribution(self, part: str) -> int:
+        """What ``part`` alone allows the watermark to be: its position minus the lateness."""
+        position = self.parts[part].position
+        return NO_TIME if position == NO_TIME else position - self.lateness_ms
 
     def watermark(self, now: int) -> int:
         """The process watermark (never moves back)."""
