@@ -1,0 +1,98 @@
+"""Watermark, idleness and alignment of the partitions of one process, with the clock injected."""
+
+import orjson
+from confluent_kafka import Message
+
+from config import Settings
+from operators.reading import Readers
+from operators.watermark import END, NO_TIME, Report, shard_watermark
+
+T0 = 1_800_000_000_000
+MIN = 60_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + 3_600_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def msgs(part: int, *ts: int, first: int = 0) -> list[Message]:
+    return [Message(topic="in", partition=part, offset=first + i, key=b"k", value=orjson.dumps(
+        {"event_id": f"{part}-{first + i}", "customer_id": f"c{part}", "ts": t, "type": "page_view"}))
+        for i, t in enumerate(ts)]
+
+
+def test_watermark_is_the_slowest_active_partition_minus_lateness(settings: Settings) -> None:
+    clock = Clock()
+    readers = Readers(settings.journey, "dlq", "late", clock)
+    a, b = readers.reader("in#0"), readers.reader("in#1")
+    lateness = settings.journey.allowed_lateness_ms
+    a.add(msgs(0, T0 + 10 * MIN))
+    b.add(msgs(1, T0 + 12 * MIN))
+    a.take(), b.take()
+    assert readers.aligner.watermark(clock()) == T0 + 10 * MIN - lateness
+    # b delivers nothing for idle_timeout: it stops holding back... but it is ahead anyway;
+    # a goes idle, b keeps reading: the watermark follows b alone
+    clock.now += settings.journey.idle_timeout_ms
+    b.add(msgs(1, T0 + 20 * MIN, first=1))
+    b.take()
+    assert readers.aligner.watermark(clock()) == T0 + 20 * MIN - lateness
+    # everything idle: the watermark advances with the wall clock
+    clock.now += settings.journey.idle_timeout_ms
+    before = readers.aligner.watermark(clock())
+    clock.now += 7_000
+    assert readers.aligner.watermark(clock()) == before + 7_000
+    readers.aligner.finish("in#0")
+    readers.aligner.finish("in#1")
+    assert readers.aligner.watermark(clock()) == END
+
+
+def test_a_partition_ahead_waits_for_the_slowest(settings: Settings) -> None:
+    clock = Clock()
+    readers = Readers(settings.journey, "dlq", "late", clock)
+    fast, slow = readers.reader("in#0"), readers.reader("in#1")
+    half = settings.journey.allowed_lateness_ms // 2
+    fast.add(msgs(0, T0, T0 + MIN, T0 + half + 1, T0 + 10 * MIN))
+    slow.add(msgs(1, T0))
+    got = fast.take()
+    assert got is not None and got.events.ts.tolist() == [T0, T0 + MIN]  # the rest is too far ahead
+    assert fast.pending and fast.pending_offset() == 2
+    assert slow.take() is not None
+    slow.add(msgs(1, T0 + 9 * MIN, first=1))  # now *this* one is ahead of the other's next event
+    assert slow.take() is None
+    got = fast.take()  # the slowest is never held back
+    assert got is not None and got.events.ts.tolist() == [T0 + half + 1, T0 + 10 * MIN]
+    assert not fast.pending
+    got = slow.take()
+    assert got is not None and got.events.ts.tolist() == [T0 + 9 * MIN]
+
+
+def test_events_older_than_the_watermark_are_late_with_how_late(settings: Settings) -> None:
+    clock = Clock()
+    readers = Readers(settings.journey, "dlq", "late", clock)
+    r = readers.reader("in#0")
+    lateness = settings.journey.allowed_lateness_ms
+    r.add(msgs(0, T0 + 60 * MIN, T0 + 58 * MIN, T0 + 30 * MIN))
+    got = r.take()
+    assert got is not None and got.events.late.tolist() == [False, False, True]
+    (late,) = got.late
+    record = orjson.loads(late[2])
+    assert record["late_by_ms"] == 60 * MIN - lateness - 30 * MIN
+    assert record["event"]["ts"] == T0 + 30 * MIN and record["offset"] == 2
+    assert got.report == Report("in#0", T0 + 60 * MIN - lateness, idle=False)
+
+
+def test_a_shard_waits_for_every_partition_and_ignores_idle_ones() -> None:
+    reports = {"a": Report("a", 100, idle=False)}
+    assert shard_watermark(reports, 2) == NO_TIME  # b not heard from yet
+    reports["b"] = Report("b", 50, idle=False)
+    assert shard_watermark(reports, 2) == 50
+    reports["b"] = Report("b", 500, idle=True)
+    assert shard_watermark(reports, 2) == 100
+    reports["a"] = Report("a", 400, idle=True)
+    assert shard_watermark(reports, 2) == 400  # all idle: the lowest idle watermark
+    reports = {p: Report(p, END, idle=True, end_ts=1) for p in "ab"}
+    assert shard_watermark(reports, 2) == END

@@ -1,0 +1,195 @@
+"""Sessions, channel and funnel windows of the shard and metrics steps against the reference.
+
+The steps are driven directly (no Kafka): events are parsed from JSON, routed to
+shards and followed by watermark reports as a partition would send them.
+"""
+
+import random
+from dataclasses import replace
+
+import orjson
+from confluent_kafka import Message
+from hypothesis import given, settings as hyp_settings
+from hypothesis import strategies as st
+
+from config import DEFAULT_PATH, load_settings
+from config.model import Settings
+from operators.aggregate import WindowAggregator, ShardProgress
+from operators.events import EventParser
+from operators.metrics import EngineMetrics
+from operators.reading import SourceRead
+from operators.records import RecordBuilder
+from operators.routing import route
+from operators.shard import ShardScorer
+from operators.watermark import END, Report
+from tests.reference_windows import WindowsReference
+
+BASE = 1_750_000_000_000
+MINUTE = 60_000
+SETTINGS = load_settings(DEFAULT_PATH)
+TYPES = ["page_view", "ad_impression", "ad_click", "email_sent", "email_open", "email_click",
+         "purchase", "survey_response", "push_sent", "add_to_cart", "product_view"]
+CHANNELS = ["web", "email", "ads", "martian", None, "push"]
+
+
+class Engine:
+    """The shard and metrics steps, fed like one input partition feeds them."""
+
+    def __init__(self, settings: Settings, shards: int = 3) -> None:
+        self.settings = settings
+        self.shards = shards
+        j = settings.journey
+        self.parser = EventParser(j, "dlq", clock=lambda: BASE + 400 * 86_400_000)
+        self.records = RecordBuilder(j, settings.topics)
+        self.metrics = EngineMetrics()
+        self.steps = {f"{s:04d}": ShardScorer(j, self.records, self.metrics, 1, None)
+                      for s in range(shards)}
+        self.totals = WindowAggregator(self.records, j.metrics_window_ms, shards, None)
+        self.out: list[tuple[str, bytes | None, bytes]] = []
+        self.offset = 0
+
+    def feed(self, events: list[dict], report: Report | None) -> None:
+        msgs = []
+        for e in events:
+            msgs.append(Message(topic="in", partition=0, offset=self.offset, key=None,
+                                value=orjson.dumps(e)))
+            self.offset += 1
+        parsed = self.parser.parse(msgs)
+        assert not parsed.dead_letters
+        read = SourceRead(parsed.events, [], [], {}, report)
+        by_shard: dict[str, list] = {}
+        for key, item in route(read, self.shards):
+            by_shard.setdefault(key, []).append(item)
+        progress = []
+        for key, items in by_shard.items():
+            (result,), _ = self.steps[key].on_batch(items)
+            self.out += result.records
+            if result.partials or result.watermark is not None:
+                progress.append(ShardProgress(key, result.partials, result.watermark))
+        if progress:
+            got, _ = self.totals.on_batch(progress)
+            for records in got:
+                self.out += records
+
+    def topic(self, name: str) -> list[dict]:
+        topic = getattr(self.settings.topics, name)
+        return [orjson.loads(v) for t, _, v in self.out if t == topic]
+
+
+def run(events: list[dict], cuts: list[int], settings: Settings = SETTINGS) -> Engine:
+    """Feed ``events`` in batches cut at ``cuts``; each batch reports max ts - lateness; then end."""
+    engine = Engine(settings)
+    lateness = settings.journey.allowed_lateness_ms
+    high = None
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        batch = events[a:b]
+        high = max([high or 0, *(e["ts"] for e in batch)])
+        engine.feed(batch, Report("in#0", high - lateness, idle=False))
+    engine.feed([], Report("in#0", END, idle=True, end_ts=high))
+    return engine
+
+
+def reference(events: list[dict], settings: Settings = SETTINGS) -> WindowsReference:
+    ref = WindowsReference(settings.journey)
+    for e in events:
+        ref.apply(e)
+    return ref
+
+
+def key_of_session(s: dict) -> tuple:
+    return (s["customer_id"], s["session_start"])
+
+
+def assert_windows_match(engine: Engine, ref: WindowsReference) -> None:
+    got = sorted(engine.topic("sessions"), key=key_of_session)
+    want = sorted(ref.sessions(), key=key_of_session)
+    assert got == want
+    assert _rounded(engine.topic("metrics")) == _rounded(ref.metrics())
+    assert engine.metrics.value("journey_open_sessions") == 0
+    assert engine.metrics.value("journey_open_windows") == 0
+
+
+def _rounded(records: list[dict]) -> list[dict]:
+    """Comparable metrics records: floats to 9 places, in (window, kind, channel) order."""
+    rounded = [{k: round(v, 9) if isinstance(v, float) else v for k, v in r.items()} for r in records]
+    return sorted(rounded, key=lambda r: (r["window_start"], r["kind"], r.get("channel", "")))
+
+
+def event(n: int, cid: str, ts: int, kind: str, channel: str | None = "web", **extra) -> dict:
+    e = {"event_id": f"e{n}", "customer_id": cid, "ts": ts, "type": kind, **extra}
+    if channel is not None:
+        e["channel"] = channel
+    return e
+
+
+def test_known_sessions_windows_and_response_times() -> None:
+    m = MINUTE
+    events = [
+        event(1, "a", BASE + 0, "email_sent", "email"),
+        event(2, "a", BASE + 2 * m + 500, "email_open", "email"),  # response after 120.5 s
+        event(3, "a", BASE + 3 * m, "email_click", "email"),  # second response: not counted
+        event(4, "b", BASE + 10 * m, "ad_impression", "ads"),
+        event(5, "b", BASE + 10 * m + 1, "ad_click", "ads"),
+        event(7, "b", BASE + 10 * m + 3, "survey_response", "martian", sentiment=0.5),
+        event(8, "b", BASE + 10 * m + 2, "ad_impression", "ads"),  # out of order, on time
+        event(6, "a", BASE + 50 * m, "purchase", "web"),  # 47 min later: a new session
+    ]
+    engine = run(events, [3, 6])
+    sessions = sorted(engine.topic("sessions"), key=key_of_session)
+    assert [(s["customer_id"], s["events"], s["duration_ms"], s["converted"]) for s in sessions] == [
+        ("a", 3, 3 * m, False), ("a", 1, 0, True), ("b", 4, 3, False)]
+    assert sessions[2]["channels"] == {"ads": 3, "other": 1}
+    channel = {(r["window_start"], r["channel"]): r for r in engine.topic("metrics")
+               if r["kind"] == "channel"}
+    email = channel[BASE - BASE % m + 2 * m, "email"]
+    assert email["responses"] == 1 and email["response_time_mean_ms"] == 2 * m + 500
+    ads = channel[BASE - BASE % m + 10 * m, "ads"]
+    assert (ads["impressions"], ads["clicks"], ads["ctr"], ads["customers"]) == (2, 1, 0.5, 1)
+    assert channel[BASE - BASE % m + 10 * m, "other"]["sentiment_mean"] == 0.5
+    assert_windows_match(engine, reference(events))
+
+
+def test_a_late_arriving_event_bridges_two_sessions() -> None:
+    m = MINUTE
+    events = [event(1, "a", BASE, "page_view"), event(2, "a", BASE + 50 * m, "page_view"),
+              event(3, "a", BASE + 25 * m, "page_view")]  # within 30 min of both
+    # with an hour of allowed lateness, event 3 is on time although read after event 2
+    settings = replace(SETTINGS, journey=replace(SETTINGS.journey, allowed_lateness_ms=60 * m))
+    engine = run(events, [1, 2, 3], settings)
+    assert [(s["events"], s["duration_ms"]) for s in engine.topic("sessions")] == [(3, 50 * m)]
+    assert_windows_match(engine, reference(events, settings))
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[dict], list[int]]:
+    """Event streams with sessions, re-deliveries and out-of-order arrival within the bound."""
+    n = draw(st.integers(1, 80))
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    customers = [f"c{i}" for i in range(draw(st.integers(1, 6)))]
+    ts = BASE
+    events = []
+    for i in range(n):
+        ts += rng.choice([0, 1_000, 20_000, MINUTE, 5 * MINUTE, 29 * MINUTE, 31 * MINUTE, 2 * 3_600_000])
+        e = event(i, rng.choice(customers), ts, rng.choice(TYPES), rng.choice(CHANNELS))
+        if rng.random() < 0.2:
+            e["sentiment"] = rng.choice([-1.0, -0.25, 0.0, 0.5, 1.0])
+        events.append(e)
+    bound = SETTINGS.journey.allowed_lateness_ms // 2
+    for _ in range(n // 10 + 1):  # swap neighbours closer than half the lateness
+        i = rng.randrange(n)
+        j = min(n - 1, i + rng.randint(1, 3))
+        if events[j]["ts"] - events[i]["ts"] < bound:
+            events[i], events[j] = events[j], events[i]
+    for _ in range(draw(st.integers(0, 5))):  # re-deliveries shortly after the original
+        i = rng.randrange(n)
+        events.insert(min(len(events), i + rng.randint(1, 3)), dict(events[i]))
+    cuts = draw(st.lists(st.integers(0, len(events)), max_size=8))
+    return events, cuts
+
+
+@hyp_settings(max_examples=150, deadline=None)
+@given(streams())
+def test_random_streams_match_the_reference(stream: tuple[list[dict], list[int]]) -> None:
+    events, cuts = stream
+    assert_windows_match(run(events, cuts), reference(events))
