@@ -56,6 +56,7 @@ class EventBatch:
     chan_idx: npt.NDArray[np.int32]
     sentiment: npt.NDArray[np.float64]  # NaN where the event carries none
     late: npt.NDArray[np.bool_]  # older than the watermark when read: scored, but in no window
+    read_at: npt.NDArray[np.int64]  # how far its partition had got in event time when it was read
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -67,6 +68,7 @@ class EventBatch:
             [cids[i] for i in idx.tolist()],
             [eids[i] for i in idx.tolist()],
             self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx], self.late[idx],
+            self.read_at[idx],
         )
 
     def slice(self, start: int, stop: int) -> "EventBatch":
@@ -74,7 +76,7 @@ class EventBatch:
         return EventBatch(
             self.customer_ids[start:stop], self.event_ids[start:stop], self.ts[start:stop],
             self.type_idx[start:stop], self.chan_idx[start:stop], self.sentiment[start:stop],
-            self.late[start:stop],
+            self.late[start:stop], self.read_at[start:stop],
         )
 
     @staticmethod
@@ -90,11 +92,12 @@ class EventBatch:
             np.concatenate([b.chan_idx for b in batches]),
             np.concatenate([b.sentiment for b in batches]),
             np.concatenate([b.late for b in batches]),
+            np.concatenate([b.read_at for b in batches]),
         )
 
 
 EMPTY_BATCH = EventBatch([], [], np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32),
-                         np.empty(0, np.float64), np.empty(0, np.bool_))
+                         np.empty(0, np.float64), np.empty(0, np.bool_), np.empty(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -220,13 +223,15 @@ class EventParser:
             types.append(tp)
             chans.append(ch)
             sents.append(sent)
+        ts_array = np.array(ts, dtype=np.int64)
         events = EventBatch(
             cids, eids,
-            np.array(ts, dtype=np.int64),
+            ts_array,
             np.array(types, dtype=np.int32),
             np.array(chans, dtype=np.int32),
             np.array(sents, dtype=np.float64),
             np.zeros(len(cids), dtype=np.bool_),
+            ts_array.copy(),  # a reader replaces it with its partition's progress
         )
         return ParsedBatch(events, np.array(index, dtype=np.int64), dead, dead_index, dead_reasons)
 

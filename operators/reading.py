@@ -103,6 +103,7 @@ class PartitionReader:
             return []
         a = self.aligner
         run = np.maximum(np.maximum.accumulate(events.ts), a.parts[self.part].emitted)
+        events.read_at[:] = run
         others = a.others_floor(self.part, now)
         mark = np.maximum(np.minimum(run, others) - a.lateness_ms, a.watermark(now))
         late = events.ts < mark

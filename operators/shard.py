@@ -147,8 +147,8 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
 def warm_up(journey: JourneyMap, topics: Topics) -> None:
     """Compile every kernel now (scoring, windows, closing, dormancy), so no event waits for Numba."""
     step = ShardScorer(journey, RecordBuilder(journey, topics), EngineMetrics(), 1, None)
-    batch = EventBatch(["warm-up"], ["warm-up"], np.array([MIN_TS_MS], dtype=np.int64),
-                       np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int32), np.array([0.5]),
-                       np.zeros(1, dtype=np.bool_))
+    ts = np.array([MIN_TS_MS], dtype=np.int64)
+    batch = EventBatch(["warm-up"], ["warm-up"], ts, np.zeros(1, dtype=np.int32),
+                       np.zeros(1, dtype=np.int32), np.array([0.5]), np.zeros(1, dtype=np.bool_), ts)
     step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
                    ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])

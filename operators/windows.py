@@ -169,8 +169,9 @@ class ShardWindows:
         """Put the ``windowed`` events of a scored batch into their sessions and windows.
 
         Transitions are counted in the window of the event that caused them; those of
-        events that enter no window (late) only move the population, in the earliest
-        window still open.
+        events that enter no window (late) only move the population, in the window of
+        the event time their partition had reached when they were read (the same in a
+        replay as live).
         """
         self._ensure_rows(state.size)
         starts = batch.ts - batch.ts % self.width
@@ -197,7 +198,7 @@ class ShardWindows:
         if tr.event.size:
             tr_slot = slot[tr.event]
             counted = tr_slot != NO_SLOT
-            late_ts = np.maximum(batch.ts[tr.event[~counted]], watermark)
+            late_ts = np.maximum(batch.read_at[tr.event[~counted]], watermark)
             if late_ts.size:
                 late_starts = late_ts - late_ts % self.width
                 tr_slot[~counted] = [self._slot(int(s)) for s in late_starts.tolist()]

@@ -8,9 +8,9 @@ from operators.routing import shard_key, shard_of, split_by_shard
 
 def batch(cids: list[str]) -> EventBatch:
     n = len(cids)
-    return EventBatch(cids, [f"e{i}" for i in range(n)], np.arange(n, dtype=np.int64),
-                      np.zeros(n, np.int32), np.zeros(n, np.int32), np.full(n, np.nan),
-                      np.zeros(n, np.bool_))
+    ts = np.arange(n, dtype=np.int64)
+    return EventBatch(cids, [f"e{i}" for i in range(n)], ts, np.zeros(n, np.int32),
+                      np.zeros(n, np.int32), np.full(n, np.nan), np.zeros(n, np.bool_), ts)
 
 
 def test_shard_of_is_stable_across_processes() -> None:

@@ -30,6 +30,7 @@ def batch_of(events: list[dict], jmap: JourneyMap) -> EventBatch:
         np.array([jmap.channel_index.get(e.get("channel") or "", 0) for e in events], dtype=np.int32),
         np.array([np.nan if e.get("sentiment") is None else e["sentiment"] for e in events]),
         np.array([bool(e.get("late")) for e in events], dtype=np.bool_),
+        np.array([e["ts"] for e in events], dtype=np.int64),
     )
 
 

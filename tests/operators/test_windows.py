@@ -6,15 +6,17 @@ shards and followed by watermark reports as a partition would send them.
 
 import random
 from dataclasses import replace
+from itertools import pairwise
 
 import orjson
 from confluent_kafka import Message
-from hypothesis import given, settings as hyp_settings
+from hypothesis import given
+from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from config import DEFAULT_PATH, load_settings
 from config.model import Settings
-from operators.aggregate import WindowAggregator, ShardProgress
+from operators.aggregate import ShardProgress, WindowAggregator
 from operators.events import EventParser
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
@@ -82,7 +84,7 @@ def run(events: list[dict], cuts: list[int], settings: Settings = SETTINGS) -> E
     lateness = settings.journey.allowed_lateness_ms
     high = None
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in pairwise(bounds):
         batch = events[a:b]
         high = max([high or 0, *(e["ts"] for e in batch)])
         engine.feed(batch, Report("in#0", high - lateness, idle=False))
