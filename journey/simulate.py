@@ -155,38 +155,39 @@ def messages(settings: Settings, opts: SimOptions) -> list[SimMessage]:
     rng = random.Random(opts.seed * 7919 + 1)
     inputs = settings.topics.inputs
     out: list[SimMessage] = []
-    held: list[tuple[int, SimMessage]] = []  # (release index, message): out of order / dupes
-    late_pool: list[tuple[int, SimMessage]] = []  # (release once stream ts passes, message)
+    # (release once the stream's event time passes this, message): out of order, re-delivered
+    # and late messages. Out-of-order and re-delivered ones come back within half the
+    # allowed lateness (on time, just not in order); late ones beyond twice the lateness.
+    held: list[tuple[int, SimMessage]] = []
     poisons = 0
     now = wall_clock_ms()
+    soon = max(1, opts.lateness_ms // 2)
     for event in journeys(opts):
         kind = str(event["type"])
         topic = inputs[0] if len(inputs) == 1 or kind in _CLICKSTREAM else inputs[1]
         key = str(event["customer_id"]).encode()
         msg = SimMessage(topic, key, orjson.dumps(event), "event")
         ts = event_time_ms(event["ts"])
+        ripe = [m for at, m in held if at <= ts]
+        held = [(at, m) for at, m in held if at > ts]
+        out.extend(ripe)
         r = rng.random()
         if r < opts.late:
-            late_pool.append((ts + 2 * opts.lateness_ms + _MINUTE, msg._replace(late=True)))
+            held.append((ts + 2 * opts.lateness_ms + _MINUTE, msg._replace(late=True)))
         elif r < opts.late + opts.out_of_order:
-            held.append((len(out) + rng.randint(1, 20), msg))
+            held.append((ts + rng.randint(1, soon), msg))
         else:
             out.append(msg)
         if rng.random() < opts.duplicates:
-            held.append((len(out) + rng.randint(1, 50), msg._replace(kind="duplicate")))
+            held.append((ts + rng.randint(0, soon), msg._replace(kind="duplicate")))
         if rng.random() < opts.malformed:
             pick = catalogue(now, tag=f"poison-{opts.seed}-{poisons}")
             poison = pick[rng.randrange(len(pick))]
             poisons += 1
             out.append(SimMessage(inputs[poisons % len(inputs)], key, poison.value, "malformed"))
-        ready = [m for at, m in held if at <= len(out)]
-        held = [(at, m) for at, m in held if at > len(out)]
-        out.extend(ready)
-        ripe = [m for at, m in late_pool if at <= ts]
-        late_pool = [(at, m) for at, m in late_pool if at > ts]
-        out.extend(ripe)
-    out.extend(m for _, m in held)
-    out.extend(m for _, m in late_pool)
+    # Still-held late messages would only be a little out of order at the very end of the
+    # stream, not late: they are left out rather than mislabelled.
+    out.extend(m for _, m in held if not m.late)
     return out
 
 

@@ -21,6 +21,8 @@ class EngineMetrics:
         self.late = Counter("journey_events_late", "Events older than the watermark when read",
                             registry=r)
         self.open_sessions = Gauge("journey_open_sessions", "Sessions not closed yet", registry=r)
+        self.session_slots = Gauge("journey_session_slots",
+                                   "Session slots reserved (memory follows open sessions)", registry=r)
         self.open_windows = Gauge("journey_open_windows",
                                   "Tumbling windows not closed yet, summed over shards", registry=r)
 

@@ -20,7 +20,10 @@ from operators.records import OutRecord, late_record
 from operators.watermark import NO_TIME, Aligner, Report
 
 REPORT_EVERY_MS = 100
-"""At most this often (wall clock) a partition re-broadcasts a watermark that moved."""
+"""A partition re-broadcasts a watermark that moved at most this often (wall clock)..."""
+REPORT_EVERY_EVENT_MS = 3_600_000
+"""...or whenever it moved this far in event time, so that a replay at full speed still
+tells the shards its progress hour by hour (dormancy is decided at that precision)."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ class PartitionReader:
         report = Report(self.part, a.watermark(now) if idle else a.contribution(self.part), idle)
         last = self.last_report
         if last is not None and (report[1:] == last[1:] or (
-                report.idle == last.idle and now - self.last_report_at < self.report_every_ms)):
+                report.idle == last.idle and now - self.last_report_at < self.report_every_ms
+                and report.watermark - last.watermark < REPORT_EVERY_EVENT_MS)):
             return None
         self.last_report, self.last_report_at = report, now
         return report

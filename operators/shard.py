@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from bytewax.operators import StatefulBatchLogic
 
 from config.model import JourneyMap, Topics
@@ -65,36 +66,55 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
     def _count_open(self, sign: int) -> None:
         if self.windows is not None:
             self.metrics.open_sessions.inc(sign * self.windows.open_sessions)
+            self.metrics.session_slots.inc(sign * self.windows.session_slots)
             self.metrics.open_windows.inc(sign * self.windows.open_windows)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[Iterable[ShardOutput], bool]:
-        """Score and window the events, then move the watermark and close what it passed."""
+        """Score and window the events, moving the watermark wherever a report arrived.
+
+        Events before a report are applied before it (dormancy and closing depend on
+        that order); the events between two reports are scored in one kernel call.
+        """
         self._count_open(-1)
         out: list[OutRecord] = []
-        changed = [self._score(EventBatch.concat([v.events for v in values]), out)]
-        for v in values:
-            if v.report is not None:
-                self.reports[v.report.partition] = v.report
+        changed: list[npt.NDArray[np.int64]] = []
         partials: list[WindowPartial] = []
         mark = None
-        new = max(self.watermark, shard_watermark(self.reports, self.partitions))
-        if new > self.watermark:
-            before, self.watermark = self.watermark, new
-            changed.append(self._dormancy(stream_end(self.reports) if new == END else new, out))
-            if self.windows is not None:
-                out += self.records.sessions(self.state.ids, self.windows.close_sessions(new))
-                partials = self.windows.close_windows(new)
-            if new == END or before == NO_TIME or new // self.width != before // self.width:
-                mark = new
-        rows = np.unique(np.concatenate(changed))
-        out[:0] = self.records.scores(self.state, rows)
+        waiting: list[EventBatch] = []
+        for v in values:
+            if len(v.events):
+                waiting.append(v.events)
+            if v.report is None:
+                continue
+            if waiting:
+                changed.append(self._score(EventBatch.concat(waiting), out))
+                waiting = []
+            self.reports[v.report.partition] = v.report
+            mark = self._advance(out, changed, partials) or mark
+        if waiting:
+            changed.append(self._score(EventBatch.concat(waiting), out))
+        if changed:
+            out[:0] = self.records.scores(self.state, np.unique(np.concatenate(changed)))
         self._count_open(+1)
         return ([ShardOutput(out, partials, mark)], StatefulBatchLogic.RETAIN)
 
-    def _score(self, batch: EventBatch, out: list[OutRecord]) -> np.ndarray:
+    def _advance(self, out: list[OutRecord], changed: list[npt.NDArray[np.int64]],
+                 partials: list[WindowPartial]) -> int | None:
+        """Move to the reports' watermark: dormancy, then closing; the new mark for the totals."""
+        new = max(self.watermark, shard_watermark(self.reports, self.partitions))
+        if new <= self.watermark:
+            return None
+        before, self.watermark = self.watermark, new
+        changed.append(self._dormancy(stream_end(self.reports) if new == END else new, out))
+        if self.windows is not None:
+            out += self.records.sessions(self.state.ids, self.windows.close_sessions(new))
+            partials += self.windows.close_windows(new)
+        if new == END or before == NO_TIME or new // self.width != before // self.width:
+            return new
+        return None
+
+    def _score(self, batch: EventBatch, out: list[OutRecord]) -> npt.NDArray[np.int64]:
         """Score ``batch``; append transitions and late records; return the changed rows."""
-        if not len(batch):
-            return np.empty(0, dtype=np.int64)
         m = self.metrics
         size_before = self.state.size
         result = score_batch(self.state, batch, self.arrays)
@@ -118,7 +138,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         m.tracked.inc(self.state.size - size_before)
         return result.changed_rows
 
-    def _dormancy(self, watermark: int, out: list[OutRecord]) -> np.ndarray:
+    def _dormancy(self, watermark: int, out: list[OutRecord]) -> npt.NDArray[np.int64]:
         """Customers the watermark left ``dormant_after`` behind: transitions, changed rows."""
         rows, before, at = dormancy(self.state, watermark, self.dormant_after)
         if rows.size:

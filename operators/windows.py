@@ -108,6 +108,11 @@ class ShardWindows:
         return int(self.s_row.shape[0]) - self.n_free
 
     @property
+    def session_slots(self) -> int:
+        """Session slots reserved, open or free."""
+        return int(self.s_row.shape[0])
+
+    @property
     def open_windows(self) -> int:
         """Tumbling windows not closed yet."""
         return len(self.slots)

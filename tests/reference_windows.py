@@ -134,3 +134,14 @@ class WindowsReference:
                         "transitions": {f"{f}>{t}": n for (f, t), n in moves.items()},
                         "populations": dict(population)})
         return out
+
+
+def comparable_sessions(records: list[dict]) -> list[dict]:
+    """Session records in (customer, start) order."""
+    return sorted(records, key=lambda s: (s["customer_id"], s["session_start"]))
+
+
+def comparable_metrics(records: list[dict]) -> list[dict]:
+    """Metrics records with floats to 9 places, in (window, kind, channel) order."""
+    rounded = [{k: round(v, 9) if isinstance(v, float) else v for k, v in r.items()} for r in records]
+    return sorted(rounded, key=lambda r: (r["window_start"], r["kind"], r.get("channel", "")))
