@@ -175,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"journey {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        print(f"journey {args.command}: stopped", file=sys.stderr)
         return 130
 
 

@@ -4,6 +4,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -24,6 +25,7 @@ from operators.reading import Readers
 from operators.shard import warm_up
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BaseException)
 
 RECOVERY_PARTITIONS = 4
 """Recovery store partitions created for a new --recovery-dir (Bytewax spreads state over them)."""
@@ -86,18 +88,20 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     except JourneyError:
         raise
     except Exception as err:
-        cause = find_journey_error(err)
+        cause = find_cause(err, JourneyError)
         if cause is not None:
             raise cause from err
+        if find_cause(err, KeyboardInterrupt) is not None:  # Ctrl-C, wrapped by Bytewax
+            raise KeyboardInterrupt from err
         raise
 
 
-def find_journey_error(err: BaseException) -> JourneyError | None:
-    """Our own error inside the exception Bytewax wraps around a failed step, if any."""
+def find_cause(err: BaseException, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in the chain Bytewax wraps around a failed step."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, JourneyError):
+        if isinstance(current, kind):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
