@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import Message
 
 from config.model import JourneyMap
@@ -52,6 +53,8 @@ class PartitionReader:
         self.cursor = 0  # next message to hand over
         self.event_cursor = 0
         self.dead_cursor = 0
+        self.run: npt.NDArray[np.int64] = np.empty(0, np.int64)  # running max of fetched event times
+        self.mark = NO_TIME  # the read-time watermark of the last event handed over
         self.last_report: Report | None = None
         self.last_report_at = NO_TIME
         aligner.register(part)
@@ -70,7 +73,7 @@ class PartitionReader:
         self.parsed = self.parser.parse(messages)
         self.messages = messages
         self.cursor = self.event_cursor = self.dead_cursor = 0
-        self.aligner.read(self.part, self._head())
+        self.run = self.aligner.read(self.part, self.parsed.events.ts)
 
     def _head(self) -> int:
         assert self.parsed is not None
@@ -85,30 +88,32 @@ class PartitionReader:
         parsed = self.parsed
         all_events = parsed.events
         e0 = self.event_cursor
-        over = np.flatnonzero(all_events.ts[e0:] > self.aligner.limit(self.part, now))
-        e1 = e0 + int(over[0]) if over.size else len(all_events)
+        # the running maximum passes the limit exactly where the first event beyond it is
+        e1 = max(e0, int(np.searchsorted(self.run, self.aligner.limit(self.part, now), side="right")))
         stop = int(parsed.event_index[e1]) if e1 < len(all_events) else len(self.messages)
         d0 = self.dead_cursor
         d1 = bisect.bisect_left(parsed.dead_index, stop, lo=d0)
         if e1 == e0 and d1 == d0:
             return self._only_report(now)
         events = all_events.slice(e0, e1)
-        late = self._classify(events, now, parsed.event_index[e0:e1])
+        late = self._classify(events, self.run[e0:e1], now, parsed.event_index[e0:e1])
         self.cursor, self.event_cursor, self.dead_cursor = stop, e1, d1
         max_ts = int(events.ts.max()) if len(events) else NO_TIME
         self.aligner.emitted(self.part, max_ts, self._head())
         return SourceRead(events, parsed.dead_letters[d0:d1], late,
                           dict(Counter(parsed.dead_reasons[d0:d1])), self._report(now))
 
-    def _classify(self, events: EventBatch, now: int, index: np.ndarray) -> list[OutRecord]:
-        """Mark events older than the watermark as they are read; render their late records."""
+    def _classify(self, events: EventBatch, run: npt.NDArray[np.int64], now: int,
+                  index: npt.NDArray[np.int64]) -> list[OutRecord]:
+        """Mark events older than the read-time watermark; render their late records."""
         if not len(events):
             return []
         a = self.aligner
-        run = np.maximum(np.maximum.accumulate(events.ts), a.parts[self.part].emitted)
         events.read_at[:] = run
-        others = a.others_floor(self.part, now)
-        mark = np.maximum(np.minimum(run, others) - a.lateness_ms, a.watermark(now))
+        floor = np.minimum(run, a.read_time_floor(self.part, now, run))
+        mark = np.where(floor == NO_TIME, NO_TIME, floor - a.lateness_ms)
+        mark = np.maximum(np.maximum.accumulate(mark), self.mark)
+        self.mark = int(mark[-1])
         late = events.ts < mark
         if not late.any():
             return []

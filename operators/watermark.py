@@ -8,10 +8,17 @@ The watermark is the smallest position over the active partitions minus
 read for ``idle_timeout`` and nothing held back) or finished. While every partition
 is idle the watermark advances with the wall clock.
 
-Alignment: a partition may only hand over events up to ``allowed_lateness / 2`` past
-the slowest other active partition, so a replay at full speed sees the same
-watermark, event for event, as a live run that read the same data as it happened.
-The slowest partition is never held back, so reading always progresses.
+Lateness is decided as a live run reading every partition in step would decide it:
+an event is late when its time is below the smallest *read-time position* of the
+active partitions minus ``allowed_lateness``, where a partition's read-time position
+at event time ``t`` is the largest event time it holds among messages read up to
+``t`` (its running maximum). For that, a partition waits until every other active
+one has *fetched* to within ``allowed_lateness / 2`` of what it is about to hand
+over; handing over may run ahead of the others' hand-overs by at most
+``ALIGN_SLACK``, which bounds how far one customer's reference time can run ahead
+of events still on their way (exact de-duplication, PRODUCT §4). Fetch and
+hand-over work in whole batches, so a replay of sparse history is not cut into
+tiny slices, yet classifies events exactly as the live run would.
 
 Shards hear the watermark through ``Report``s that every partition sends with its
 batches (and on its own when it moved): an active partition reports its own position
@@ -21,8 +28,11 @@ report travels in the same stream as its events, a shard never closes a window t
 an event still on its way was on time for, whatever the other workers report.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from operators.events import Clock
 
@@ -30,6 +40,8 @@ NO_TIME = -(2**63)
 """No event time yet: holds every watermark and alignment limit back."""
 END = 2**63 - 1
 """Past every event time: what a finished input contributes."""
+ALIGN_SLACK = 3_600_000
+"""How far (event time) a partition may hand over ahead of the others' hand-overs."""
 
 
 class Report(NamedTuple):
@@ -67,18 +79,35 @@ class _Progress:
     head: int = NO_TIME  # event time of the next event held back (NO_TIME: none held)
     last_read: int = 0  # wall clock of the last message read, or of registration
     done: bool = False
+    base: int = NO_TIME  # ``emitted`` when the current fetch arrived
+    run: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    """Running maximum of event time over the current fetch (starting from ``base``)."""
 
     @property
     def position(self) -> int:
         return max(self.emitted, self.head)
 
+    @property
+    def fetched(self) -> int:
+        """Largest event time read so far, handed over or not."""
+        return int(self.run[-1]) if self.run.size else self.emitted
+
+    def position_at(self, t: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Largest event time among the messages read up to event time ``t`` (per element)."""
+        if not self.run.size:
+            return np.full(t.shape, self.emitted, dtype=np.int64)
+        idx = np.searchsorted(self.run, t, side="right")
+        return np.where(idx > 0, self.run[np.maximum(idx - 1, 0)], self.base)
+
 
 class Aligner:
     """Watermark and read limits for the input partitions one process reads."""
 
-    def __init__(self, lateness_ms: int, idle_timeout_ms: int, clock: Clock) -> None:
+    def __init__(self, lateness_ms: int, idle_timeout_ms: int, clock: Clock,
+                 slack_ms: int = ALIGN_SLACK) -> None:
         self.lateness_ms = lateness_ms
         self.ahead_ms = lateness_ms // 2
+        self.slack_ms = max(slack_ms, self.ahead_ms)
         self.idle_timeout_ms = idle_timeout_ms
         self.clock = clock
         self.parts: dict[str, _Progress] = {}
@@ -89,11 +118,14 @@ class Aligner:
         """A partition starts reading (or resumes after a restart)."""
         self.parts[part] = _Progress(last_read=self.clock())
 
-    def read(self, part: str, head: int) -> None:
-        """Messages were read; ``head`` is the event time of the first one held back."""
+    def read(self, part: str, ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Messages with event times ``ts`` were read (all held back so far); their running maximum."""
         p = self.parts[part]
         p.last_read = self.clock()
-        p.head = head
+        p.base = p.emitted
+        p.run = np.maximum.accumulate(np.maximum(ts, p.emitted)) if ts.size else ts
+        p.head = int(ts[0]) if ts.size else NO_TIME
+        return p.run
 
     def emitted(self, part: str, max_ts: int, head: int) -> None:
         """Events up to ``max_ts`` were handed over; ``head`` is the next held back (or NO_TIME)."""
@@ -110,18 +142,27 @@ class Aligner:
         p = self.parts[part]
         return p.done or (p.head == NO_TIME and now - p.last_read >= self.idle_timeout_ms)
 
-    def others_floor(self, part: str, now: int) -> int:
-        """Smallest position over the other active partitions (END when there are none)."""
-        floor = END
-        for name, p in self.parts.items():
-            if name != part and not self.idle(name, now):
-                floor = min(floor, p.position)
-        return floor
+    def _others(self, part: str, now: int) -> list[_Progress]:
+        return [p for name, p in self.parts.items() if name != part and not self.idle(name, now)]
 
     def limit(self, part: str, now: int) -> int:
-        """The latest event time ``part`` may hand over now."""
-        floor = self.others_floor(part, now)
-        return floor if floor in (END, NO_TIME) else floor + self.ahead_ms
+        """The latest event time ``part`` may hand over now.
+
+        Every other active partition must have fetched to within half the lateness of it,
+        and handed over to within ``slack_ms``; the slowest is never held back.
+        """
+        limit = END
+        for q in self._others(part, now):
+            for reached, ahead in ((q.fetched, self.ahead_ms), (q.position, self.slack_ms)):
+                limit = min(limit, NO_TIME if reached == NO_TIME else reached + ahead)
+        return limit
+
+    def read_time_floor(self, part: str, now: int, t: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Per event time in ``t``: the smallest read-time position of the other active partitions."""
+        floor = np.full(t.shape, END, dtype=np.int64)
+        for q in self._others(part, now):
+            np.minimum(floor, q.position_at(t), out=floor)
+        return floor
 
     def contribution(self, part: str) -> int:
         """What ``part`` alone allows the watermark to be: its position minus the lateness."""

@@ -13,7 +13,7 @@ MIN = 60_000
 
 class Clock:
     def __init__(self) -> None:
-        self.now = T0 + 3_600_000
+        self.now = T0 + 86_400_000
 
     def __call__(self) -> int:
         return self.now
@@ -50,24 +50,53 @@ def test_watermark_is_the_slowest_active_partition_minus_lateness(settings: Sett
     assert readers.aligner.watermark(clock()) == END
 
 
-def test_a_partition_ahead_waits_for_the_slowest(settings: Settings) -> None:
+def test_a_partition_ahead_waits_for_the_others_to_read(settings: Settings) -> None:
     clock = Clock()
     readers = Readers(settings.journey, "dlq", "late", clock)
     fast, slow = readers.reader("in#0"), readers.reader("in#1")
     half = settings.journey.allowed_lateness_ms // 2
     fast.add(msgs(0, T0, T0 + MIN, T0 + half + 1, T0 + 10 * MIN))
+    first = fast.take()  # the other partition has read nothing yet: a report, no events
+    assert first is not None and not len(first.events) and first.report is not None
     slow.add(msgs(1, T0))
     got = fast.take()
     assert got is not None and got.events.ts.tolist() == [T0, T0 + MIN]  # the rest is too far ahead
     assert fast.pending and fast.pending_offset() == 2
-    assert slow.take() is not None
-    slow.add(msgs(1, T0 + 9 * MIN, first=1))  # now *this* one is ahead of the other's next event
-    assert slow.take() is None
-    got = fast.take()  # the slowest is never held back
+    got = slow.take()  # the slowest is never held back
+    assert got is not None and got.events.ts.tolist() == [T0]
+    slow.add(msgs(1, T0 + 9 * MIN, first=1))  # once the other has read this far...
+    got = fast.take()  # ...the rest may go
     assert got is not None and got.events.ts.tolist() == [T0 + half + 1, T0 + 10 * MIN]
     assert not fast.pending
-    got = slow.take()
-    assert got is not None and got.events.ts.tolist() == [T0 + 9 * MIN]
+
+
+def test_hand_over_runs_at_most_the_slack_ahead(settings: Settings) -> None:
+    clock = Clock()
+    readers = Readers(settings.journey, "dlq", "late", clock)
+    ahead, behind = readers.reader("in#0"), readers.reader("in#1")
+    ahead.add(msgs(0, T0, T0 + 30 * MIN, T0 + 2 * 60 * MIN))
+    behind.add(msgs(1, T0, T0 + 3 * 60 * MIN))  # read far, handed over nothing yet
+    got = ahead.take()
+    assert got is not None and got.events.ts.tolist() == [T0, T0 + 30 * MIN]  # slack: one hour
+    behind.take()
+    got = ahead.take()
+    assert got is not None and got.events.ts.tolist() == [T0 + 2 * 60 * MIN]
+
+
+def test_lateness_is_decided_by_read_time_positions(settings: Settings) -> None:
+    """Late when older than what every partition had read by then, minus the lateness."""
+    clock = Clock()
+    readers = Readers(settings.journey, "dlq", "late", clock)
+    a, b = readers.reader("in#0"), readers.reader("in#1")
+    lateness = settings.journey.allowed_lateness_ms
+    a.add(msgs(0, T0, T0 + 30 * MIN, T0 + 20 * MIN, T0 + 40 * MIN, T0 + 20 * MIN))
+    b.add(msgs(1, T0, T0 + 26 * MIN, T0 + 50 * MIN))
+    got = a.take()
+    assert got is not None
+    # by the time a has read 30 min, b has read 26 min: the watermark is 21 min, so an
+    # event at 20 min is late; at 0 min, b had read 0 min: nothing was late then
+    assert got.events.late.tolist() == [False, False, True, False, True]
+    assert orjson.loads(got.late[0][2])["late_by_ms"] == 26 * MIN - lateness - 20 * MIN
 
 
 def test_events_older_than_the_watermark_are_late_with_how_late(settings: Settings) -> None:
