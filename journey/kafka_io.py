@@ -10,6 +10,7 @@ read its input is committed.
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("journey.librdkafka")
 
 PART_SEP = "#"
+IDLE_POLL = timedelta(milliseconds=2)
+"""How long a partition that had nothing to hand over waits before it is asked again."""
 
 
 def client_config(kafka: KafkaSettings, **extra: object) -> dict[str, object]:
@@ -85,6 +88,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         self.reader = reader
         self.at_end = False
         self.done = False
+        self.awake: datetime | None = None
         self.consumer = Consumer(client_config(
             kafka,
             **{"group.id": "journey-stream", "enable.auto.commit": False,
@@ -96,7 +100,8 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         if self.done:
             raise StopIteration
         reader = self.reader
-        if not reader.pending and not self.at_end:
+        if reader.buffered < self.batch_size and not self.at_end:
+            # read on while held back too: the others align on how far this one has read
             read = self.consumer.consume(self.batch_size, 0)  # never block the worker
             messages = [m for m in read if m.error() is None]
             if len(messages) < len(read):
@@ -108,7 +113,12 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         if self.at_end and not reader.pending:
             self.done = True
             out.append(reader.finish())
+        # nothing new (caught up, or held back by alignment): let the worker do other work
+        self.awake = None if out else datetime.now(UTC) + IDLE_POLL
         return out
+
+    def next_awake(self) -> datetime | None:
+        return self.awake
 
     def _read_errors(self, errors: Iterable[KafkaError]) -> None:
         for err in errors:

@@ -33,6 +33,8 @@ INVALID_FIELD = "invalid_field"
 UNKNOWN_TYPE = "unknown_type"
 TS_IN_FUTURE = "ts_in_future"
 TS_BEFORE_2000 = "ts_before_2000"
+NO_WATERMARK = -(2**63)
+"""No watermark yet (the same value as ``operators.watermark.NO_TIME``)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
@@ -56,7 +58,7 @@ class EventBatch:
     chan_idx: npt.NDArray[np.int32]
     sentiment: npt.NDArray[np.float64]  # NaN where the event carries none
     late: npt.NDArray[np.bool_]  # older than the watermark when read: scored, but in no window
-    read_at: npt.NDArray[np.int64]  # how far its partition had got in event time when it was read
+    mark: npt.NDArray[np.int64]  # the watermark when it was read (NO_TIME: none yet)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -68,7 +70,7 @@ class EventBatch:
             [cids[i] for i in idx.tolist()],
             [eids[i] for i in idx.tolist()],
             self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx], self.late[idx],
-            self.read_at[idx],
+            self.mark[idx],
         )
 
     def slice(self, start: int, stop: int) -> "EventBatch":
@@ -76,7 +78,7 @@ class EventBatch:
         return EventBatch(
             self.customer_ids[start:stop], self.event_ids[start:stop], self.ts[start:stop],
             self.type_idx[start:stop], self.chan_idx[start:stop], self.sentiment[start:stop],
-            self.late[start:stop], self.read_at[start:stop],
+            self.late[start:stop], self.mark[start:stop],
         )
 
     @staticmethod
@@ -92,7 +94,7 @@ class EventBatch:
             np.concatenate([b.chan_idx for b in batches]),
             np.concatenate([b.sentiment for b in batches]),
             np.concatenate([b.late for b in batches]),
-            np.concatenate([b.read_at for b in batches]),
+            np.concatenate([b.mark for b in batches]),
         )
 
 
@@ -223,15 +225,14 @@ class EventParser:
             types.append(tp)
             chans.append(ch)
             sents.append(sent)
-        ts_array = np.array(ts, dtype=np.int64)
         events = EventBatch(
             cids, eids,
-            ts_array,
+            np.array(ts, dtype=np.int64),
             np.array(types, dtype=np.int32),
             np.array(chans, dtype=np.int32),
             np.array(sents, dtype=np.float64),
             np.zeros(len(cids), dtype=np.bool_),
-            ts_array.copy(),  # a reader replaces it with its partition's progress
+            np.full(len(cids), NO_WATERMARK, dtype=np.int64),  # a reader sets it
         )
         return ParsedBatch(events, np.array(index, dtype=np.int64), dead, dead_index, dead_reasons)
 

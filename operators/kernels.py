@@ -54,16 +54,21 @@ def _stage_of(r, E, Sn, Sd, counts, threshold, min_sentiment, requires):  # prag
 def _score_batch(  # pragma: no cover - compiled
     # per-customer state, one row per customer of the shard
     T, S, E, Sn, Sd, counts, n, stage, dd_hash, dd_ts,
-    # the batch, in arrival order
-    rows, ts, type_idx, chan_idx, sentiment, eid_hash,
+    # the batch, in arrival order; mark is the watermark when each event was read
+    rows, ts, type_idx, chan_idx, sentiment, eid_hash, mark,
     # the journey map
     type_weight, type_factor, type_req_slot, channel_mult,
-    threshold, min_sentiment, requires, half_life_ms, dedup_window_ms,
+    threshold, min_sentiment, requires, half_life_ms, dedup_window_ms, dormant_after_ms,
     # outputs: accepted[i] and the stage after it per event; transitions as (event index, from, to,
-    # version)
-    accepted, stage_after, tr_event, tr_from, tr_to, tr_version,
+    # version, time); tr_dormant marks a move to dormant found on the event's arrival
+    accepted, stage_after, tr_event, tr_from, tr_to, tr_version, tr_ts, tr_dormant,
 ):
-    """Apply a batch event by event; return the number of transitions written."""
+    """Apply a batch event by event; return the number of transitions written.
+
+    Before an event is applied, its customer goes dormant if the watermark it was read
+    under had passed ``T + dormant_after`` (PRODUCT §4), so dormancy does not depend on
+    when a shard hears the watermark.
+    """
     n_tr = 0
     n_stages = threshold.shape[0]
     slots = dd_hash.shape[1]
@@ -71,6 +76,15 @@ def _score_batch(  # pragma: no cover - compiled
         r = rows[i]
         t = ts[i]
         h = eid_hash[i]
+        if n[r] > 0 and stage[r] != n_stages and T[r] + dormant_after_ms < mark[i]:
+            tr_event[n_tr] = i
+            tr_from[n_tr] = stage[r]
+            tr_to[n_tr] = n_stages
+            tr_version[n_tr] = n[r]
+            tr_ts[n_tr] = T[r] + dormant_after_ms
+            tr_dormant[n_tr] = True
+            n_tr += 1
+            stage[r] = n_stages
         if n[r] > 0 and abs(T[r] - t) <= dedup_window_ms:
             dup = False
             for j in range(slots):
@@ -125,6 +139,8 @@ def _score_batch(  # pragma: no cover - compiled
             tr_from[n_tr] = stage[r]
             tr_to[n_tr] = new
             tr_version[n_tr] = n[r]
+            tr_ts[n_tr] = t
+            tr_dormant[n_tr] = False
             n_tr += 1
             stage[r] = new
         stage_after[i] = new
@@ -133,10 +149,20 @@ def _score_batch(  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _dormant_rows(watermark, dormant_after, T, n, stage, dormant, size, out_rows):  # pragma: no cover
-    """Rows whose ``T + dormant_after`` the watermark passed and that are not dormant yet."""
+    """Rows whose ``T + dormant_after`` the watermark passed and that are not dormant yet.
+
+    Returns their count and the smallest ``T + dormant_after`` of the others (the next
+    time anyone can go dormant; the largest int64 when no one can).
+    """
     count = 0
+    earliest = np.iinfo(np.int64).max
     for r in range(size):
-        if n[r] > 0 and stage[r] != dormant and T[r] + dormant_after < watermark:
+        if n[r] == 0 or stage[r] == dormant:
+            continue
+        due = T[r] + dormant_after
+        if due < watermark:
             out_rows[count] = r
             count += 1
-    return count
+        elif due < earliest:
+            earliest = due
+    return count, earliest

@@ -20,11 +20,13 @@ from operators.events import EMPTY_BATCH, Clock, EventBatch, EventParser, Parsed
 from operators.records import OutRecord, late_record
 from operators.watermark import NO_TIME, Aligner, Report
 
-REPORT_EVERY_MS = 100
+REPORT_EVERY_MS = 500
 """A partition re-broadcasts a watermark that moved at most this often (wall clock)..."""
-REPORT_EVERY_EVENT_MS = 3_600_000
+REPORT_EVERY_EVENT_MS = 86_400_000
 """...or whenever it moved this far in event time, so that a replay at full speed still
-tells the shards its progress hour by hour (dormancy is decided at that precision)."""
+closes windows and frees their state day by day. (Reports only decide *when* windows
+close; what they hold, and who goes dormant before their next event, is decided by
+the watermark each event was read under.)"""
 
 
 @dataclass(frozen=True)
@@ -61,19 +63,28 @@ class PartitionReader:
 
     @property
     def pending(self) -> bool:
-        """Messages were read and not handed over yet (read more only when this is False)."""
+        """Messages were read and not handed over yet."""
         return self.cursor < len(self.messages)
+
+    @property
+    def buffered(self) -> int:
+        """How many messages wait here (the source reads more while this is small)."""
+        return len(self.messages) - self.cursor
 
     def pending_offset(self) -> int | None:
         """Kafka offset of the first message not handed over, if any (what a snapshot keeps)."""
         return self.messages[self.cursor].offset() if self.pending else None
 
     def add(self, messages: Sequence[Message]) -> None:
-        """Parse freshly read messages; they wait here until alignment lets them through."""
-        self.parsed = self.parser.parse(messages)
-        self.messages = messages
+        """Parse freshly read messages; they queue behind any still held back."""
+        fresh = self.parser.parse(messages)
+        if self.parsed is not None and self.pending:
+            fresh = _joined(self.parsed, self.cursor, self.event_cursor, self.dead_cursor, fresh,
+                            len(self.messages) - self.cursor)
+            messages = [*self.messages[self.cursor:], *messages]
+        self.parsed, self.messages = fresh, messages
         self.cursor = self.event_cursor = self.dead_cursor = 0
-        self.run = self.aligner.read(self.part, self.parsed.events.ts)
+        self.run = self.aligner.read(self.part, fresh.events.ts)
 
     def _head(self) -> int:
         assert self.parsed is not None
@@ -109,11 +120,11 @@ class PartitionReader:
         if not len(events):
             return []
         a = self.aligner
-        events.read_at[:] = run
         floor = np.minimum(run, a.read_time_floor(self.part, now, run))
         mark = np.where(floor == NO_TIME, NO_TIME, floor - a.lateness_ms)
         mark = np.maximum(np.maximum.accumulate(mark), self.mark)
         self.mark = int(mark[-1])
+        events.mark[:] = mark
         late = events.ts < mark
         if not late.any():
             return []
@@ -149,13 +160,26 @@ class PartitionReader:
 
 
 
+def _joined(old: ParsedBatch, cursor: int, event_cursor: int, dead_cursor: int, new: ParsedBatch,
+            kept: int) -> ParsedBatch:
+    """What is left of ``old`` from the cursors on, then ``new`` (whose messages follow ``kept``)."""
+    return ParsedBatch(
+        EventBatch.concat([old.events.slice(event_cursor, len(old.events)), new.events]),
+        np.concatenate([old.event_index[event_cursor:] - cursor, new.event_index + kept]),
+        old.dead_letters[dead_cursor:] + new.dead_letters,
+        [i - cursor for i in old.dead_index[dead_cursor:]] + [i + kept for i in new.dead_index],
+        old.dead_reasons[dead_cursor:] + new.dead_reasons,
+    )
+
+
 class Readers:
     """Makes the readers of one process's partitions; they share one ``Aligner``."""
 
     def __init__(self, journey: JourneyMap, dlq_topic: str, late_topic: str,
                  clock: Clock = wall_clock_ms) -> None:
         self.parser = EventParser(journey, dlq_topic, clock)
-        self.aligner = Aligner(journey.allowed_lateness_ms, journey.idle_timeout_ms, clock)
+        self.aligner = Aligner(journey.allowed_lateness_ms, journey.idle_timeout_ms, clock,
+                               slack_ms=journey.dedup_window_ms // 2)
         self.late_topic = late_topic
 
     def reader(self, part: str) -> PartitionReader:

@@ -23,6 +23,7 @@ from operators.watermark import END, NO_TIME, Report, shard_watermark, stream_en
 from operators.windows import ShardWindows, WindowPartial
 
 Snapshot = dict[str, Any]
+_NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 
 
 class ShardInput(NamedTuple):
@@ -54,6 +55,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         self.windows = ShardWindows(journey) if windows else None
         self.reports: dict[str, Report] = {}
         self.watermark = NO_TIME
+        self.next_dormant = NO_TIME  # no customer can go dormant before the watermark passes this
         if resume is None:
             self.state = ShardState(self.arrays)
         else:
@@ -70,54 +72,45 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
             self.metrics.open_windows.inc(sign * self.windows.open_windows)
 
     def on_batch(self, values: list[ShardInput]) -> tuple[Iterable[ShardOutput], bool]:
-        """Score and window the events, moving the watermark wherever a report arrived.
+        """Score and window every event in one kernel call, then close what the watermark passed.
 
-        Events before a report are applied before it (dormancy and closing depend on
-        that order); the events between two reports are scored in one kernel call.
+        Closing after the events changes no content: an on-time event never falls in a
+        window or session the watermark closed, and a customer's move to dormant before
+        an event is found from the watermark that event was read under.
         """
         self._count_open(-1)
         out: list[OutRecord] = []
-        changed: list[npt.NDArray[np.int64]] = []
+        changed = [self._score([v.events for v in values if len(v.events)], out)]
+        for v in values:
+            if v.report is not None:
+                self.reports[v.report.partition] = v.report
+        before = self.watermark
+        heard = max(before, shard_watermark(self.reports, self.partitions))
         partials: list[WindowPartial] = []
         mark = None
-        waiting: list[EventBatch] = []
-        for v in values:
-            if len(v.events):
-                waiting.append(v.events)
-            if v.report is None:
-                continue
-            if waiting:
-                changed.append(self._score(EventBatch.concat(waiting), out))
-                waiting = []
-            self.reports[v.report.partition] = v.report
-            mark = self._advance(out, changed, partials) or mark
-        if waiting:
-            changed.append(self._score(EventBatch.concat(waiting), out))
-        if changed:
-            out[:0] = self.records.scores(self.state, np.unique(np.concatenate(changed)))
+        if heard > before:
+            self.watermark = heard
+            changed.append(self._dormancy(stream_end(self.reports) if heard == END else heard, out))
+            if self.windows is not None:
+                out += self.records.sessions(self.state.ids, self.windows.close_sessions(heard))
+                partials = self.windows.close_windows(heard)
+            if heard == END or before == NO_TIME or heard // self.width != before // self.width:
+                mark = heard
+        rows = np.unique(np.concatenate(changed))
+        if rows.size:
+            out[:0] = self.records.scores(self.state, rows)
         self._count_open(+1)
         return ([ShardOutput(out, partials, mark)], StatefulBatchLogic.RETAIN)
 
-    def _advance(self, out: list[OutRecord], changed: list[npt.NDArray[np.int64]],
-                 partials: list[WindowPartial]) -> int | None:
-        """Move to the reports' watermark: dormancy, then closing; the new mark for the totals."""
-        new = max(self.watermark, shard_watermark(self.reports, self.partitions))
-        if new <= self.watermark:
-            return None
-        before, self.watermark = self.watermark, new
-        changed.append(self._dormancy(stream_end(self.reports) if new == END else new, out))
-        if self.windows is not None:
-            out += self.records.sessions(self.state.ids, self.windows.close_sessions(new))
-            partials += self.windows.close_windows(new)
-        if new == END or before == NO_TIME or new // self.width != before // self.width:
-            return new
-        return None
-
-    def _score(self, batch: EventBatch, out: list[OutRecord]) -> npt.NDArray[np.int64]:
-        """Score ``batch``; append transitions and late records; return the changed rows."""
+    def _score(self, batches: list[EventBatch], out: list[OutRecord]) -> npt.NDArray[np.int64]:
+        """Score ``batches`` in one call; append transitions and late records; the changed rows."""
+        if not batches:
+            return _NO_ROWS
+        batch = EventBatch.concat(batches)
+        self.next_dormant = min(self.next_dormant, int(batch.ts.min()) + self.dormant_after)
         m = self.metrics
         size_before = self.state.size
-        result = score_batch(self.state, batch, self.arrays)
+        result = score_batch(self.state, batch, self.arrays, self.dormant_after)
         late = batch.late & result.accepted
         late_here = np.flatnonzero(~batch.late & result.accepted & (batch.ts < self.watermark))
         if late_here.size:
@@ -127,11 +120,11 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         if self.windows is not None:
             self.windows.add(self.state, batch, result, result.accepted & ~late, self.watermark)
         tr = result.transitions
-        events = tr.event.tolist()
         cids, eids = batch.customer_ids, batch.event_ids
-        out += self.records.transitions([cids[i] for i in events], tr.from_stage, tr.to_stage,
-                                        batch.ts[tr.event].tolist(), [eids[i] for i in events],
-                                        tr.version.tolist())
+        out += self.records.transitions(
+            [cids[i] for i in tr.event.tolist()], tr.from_stage, tr.to_stage, tr.ts.tolist(),
+            [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(), strict=True)],
+            tr.version.tolist())
         m.events.inc(len(batch) - result.duplicates)
         m.duplicates.inc(result.duplicates)
         self._count_transitions(tr.from_stage.tolist(), tr.to_stage.tolist())
@@ -140,7 +133,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
 
     def _dormancy(self, watermark: int, out: list[OutRecord]) -> npt.NDArray[np.int64]:
         """Customers the watermark left ``dormant_after`` behind: transitions, changed rows."""
-        rows, before, at = dormancy(self.state, watermark, self.dormant_after)
+        if watermark <= self.next_dormant:
+            return _NO_ROWS
+        rows, before, at, self.next_dormant = dormancy(self.state, watermark, self.dormant_after)
         if rows.size:
             ids = self.state.ids
             out += self.records.transitions([ids[r] for r in rows.tolist()], before,
@@ -169,6 +164,7 @@ def warm_up(journey: JourneyMap, topics: Topics) -> None:
     step = ShardScorer(journey, RecordBuilder(journey, topics), EngineMetrics(), 1, None)
     ts = np.array([MIN_TS_MS], dtype=np.int64)
     batch = EventBatch(["warm-up"], ["warm-up"], ts, np.zeros(1, dtype=np.int32),
-                       np.zeros(1, dtype=np.int32), np.array([0.5]), np.zeros(1, dtype=np.bool_), ts)
+                       np.zeros(1, dtype=np.int32), np.array([0.5]), np.zeros(1, dtype=np.bool_),
+                       np.full(1, NO_TIME, dtype=np.int64))
     step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
                    ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])

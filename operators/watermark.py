@@ -14,8 +14,8 @@ active partitions minus ``allowed_lateness``, where a partition's read-time posi
 at event time ``t`` is the largest event time it holds among messages read up to
 ``t`` (its running maximum). For that, a partition waits until every other active
 one has *fetched* to within ``allowed_lateness / 2`` of what it is about to hand
-over; handing over may run ahead of the others' hand-overs by at most
-``ALIGN_SLACK``, which bounds how far one customer's reference time can run ahead
+over; handing over may run ahead of the others' hand-overs by at most half the
+``dedup_window``, which bounds how far one customer's reference time can run ahead
 of events still on their way (exact de-duplication, PRODUCT §4). Fetch and
 hand-over work in whole batches, so a replay of sparse history is not cut into
 tiny slices, yet classifies events exactly as the live run would.
@@ -34,14 +34,12 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from operators.events import Clock
+from operators.events import NO_WATERMARK, Clock
 
-NO_TIME = -(2**63)
+NO_TIME = NO_WATERMARK
 """No event time yet: holds every watermark and alignment limit back."""
 END = 2**63 - 1
 """Past every event time: what a finished input contributes."""
-ALIGN_SLACK = 3_600_000
-"""How far (event time) a partition may hand over ahead of the others' hand-overs."""
 
 
 class Report(NamedTuple):
@@ -103,8 +101,7 @@ class _Progress:
 class Aligner:
     """Watermark and read limits for the input partitions one process reads."""
 
-    def __init__(self, lateness_ms: int, idle_timeout_ms: int, clock: Clock,
-                 slack_ms: int = ALIGN_SLACK) -> None:
+    def __init__(self, lateness_ms: int, idle_timeout_ms: int, clock: Clock, slack_ms: int) -> None:
         self.lateness_ms = lateness_ms
         self.ahead_ms = lateness_ms // 2
         self.slack_ms = max(slack_ms, self.ahead_ms)

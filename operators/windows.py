@@ -175,8 +175,8 @@ class ShardWindows:
 
         Transitions are counted in the window of the event that caused them; those of
         events that enter no window (late) only move the population, in the window of
-        the event time their partition had reached when they were read (the same in a
-        replay as live).
+        the watermark when they were read (the same in a replay as live); so do moves to
+        ``dormant`` found when a customer's next event arrives.
         """
         self._ensure_rows(state.size)
         starts = batch.ts - batch.ts % self.width
@@ -201,14 +201,18 @@ class ShardWindows:
             )
         tr = result.transitions
         if tr.event.size:
-            tr_slot = slot[tr.event]
+            tr_slot = np.where(tr.dormant, NO_SLOT, slot[tr.event])
             counted = tr_slot != NO_SLOT
-            late_ts = np.maximum(batch.read_at[tr.event[~counted]], watermark)
-            if late_ts.size:
-                late_starts = late_ts - late_ts % self.width
-                tr_slot[~counted] = [self._slot(int(s)) for s in late_starts.tolist()]
+            # moves of events in no window (late), and to dormant found on arrival: in the
+            # window of the watermark they were read under (or the shard's, if later)
+            elsewhere = np.maximum(batch.mark[tr.event[~counted]], watermark)
+            if elsewhere.size:
+                starts_elsewhere = elsewhere - elsewhere % self.width
+                tr_slot[~counted] = [self._slot(int(s)) for s in starts_elsewhere.tolist()]
             f, t = tr.from_stage.astype(np.int64) + 1, tr.to_stage.astype(np.int64) + 1
             np.add.at(self.w_trans, (tr_slot[counted], f[counted], t[counted]), 1)
+            dormant = tr.dormant
+            np.add.at(self.w_trans, (tr_slot[dormant], f[dormant], t[dormant]), 1)
             self._move(tr_slot, f, t)
 
     def _move(self, slot: I64, from_idx: I64, to_idx: I64) -> None:

@@ -15,6 +15,7 @@ from operators.events import EventBatch
 from operators.records import RecordBuilder
 from operators.scoring import hash_ids, score_batch
 from operators.state import ShardState
+from operators.watermark import NO_TIME
 from tests.reference import Reference, close
 
 BASE = 1_700_000_000_000
@@ -30,7 +31,7 @@ def batch_of(events: list[dict], jmap: JourneyMap) -> EventBatch:
         np.array([jmap.channel_index.get(e.get("channel") or "", 0) for e in events], dtype=np.int32),
         np.array([np.nan if e.get("sentiment") is None else e["sentiment"] for e in events]),
         np.array([bool(e.get("late")) for e in events], dtype=np.bool_),
-        np.array([e["ts"] for e in events], dtype=np.int64),
+        np.full(len(events), NO_TIME, dtype=np.int64),
     )
 
 
@@ -43,7 +44,7 @@ def run_kernel(events: list[dict], jmap: JourneyMap, cuts: list[int] | None = No
         if lo == hi:
             continue
         part = events[lo:hi]
-        res = score_batch(state, batch_of(part, jmap), jmap.arrays)
+        res = score_batch(state, batch_of(part, jmap), jmap.arrays, jmap.dormant_after_ms)
         duplicates += res.duplicates
         tr = res.transitions
         for i, f, t, v in zip(tr.event, tr.from_stage, tr.to_stage, tr.version, strict=True):
@@ -176,7 +177,7 @@ def test_state_snapshot_round_trip(settings: Settings) -> None:
     state, _, _ = run_kernel(events[:10], jmap)
     restored = ShardState.from_snapshot(jmap.arrays, state.snapshot())
     for s in (state, restored):
-        score_batch(s, batch_of(events[10:], jmap), jmap.arrays)
+        score_batch(s, batch_of(events[10:], jmap), jmap.arrays, jmap.dormant_after_ms)
     assert restored.ids == state.ids
     for name in ShardState._ARRAYS:
         assert np.array_equal(getattr(restored, name)[: restored.size],

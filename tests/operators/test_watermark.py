@@ -70,17 +70,19 @@ def test_a_partition_ahead_waits_for_the_others_to_read(settings: Settings) -> N
     assert not fast.pending
 
 
-def test_hand_over_runs_at_most_the_slack_ahead(settings: Settings) -> None:
+def test_hand_over_runs_at_most_half_the_dedup_window_ahead(settings: Settings) -> None:
     clock = Clock()
+    clock.now += 2 * 86_400_000
     readers = Readers(settings.journey, "dlq", "late", clock)
     ahead, behind = readers.reader("in#0"), readers.reader("in#1")
-    ahead.add(msgs(0, T0, T0 + 30 * MIN, T0 + 2 * 60 * MIN))
-    behind.add(msgs(1, T0, T0 + 3 * 60 * MIN))  # read far, handed over nothing yet
+    half = settings.journey.dedup_window_ms // 2
+    ahead.add(msgs(0, T0, T0 + half - MIN, T0 + half + MIN))
+    behind.add(msgs(1, T0, T0 + 2 * half))  # read far, handed over nothing yet
     got = ahead.take()
-    assert got is not None and got.events.ts.tolist() == [T0, T0 + 30 * MIN]  # slack: one hour
+    assert got is not None and got.events.ts.tolist() == [T0, T0 + half - MIN]
     behind.take()
     got = ahead.take()
-    assert got is not None and got.events.ts.tolist() == [T0 + 2 * 60 * MIN]
+    assert got is not None and got.events.ts.tolist() == [T0 + half + MIN]
 
 
 def test_lateness_is_decided_by_read_time_positions(settings: Settings) -> None:
