@@ -46,9 +46,9 @@ def build_flow(
 
     def progress(item: tuple[str, ShardOutput]) -> tuple[str, ShardProgress] | None:
         shard, out = item
-        if not out.partials and out.watermark is None:
+        if out.shares is None and out.watermark is None:
             return None
-        return AGGREGATE_KEY, ShardProgress(shard, out.partials, out.watermark)
+        return AGGREGATE_KEY, ShardProgress(shard, out.shares, out.watermark)
 
     def aggregator(resume: dict[str, object] | None) -> WindowAggregator:
         return WindowAggregator(records, journey.metrics_window_ms, shards, resume)

@@ -7,7 +7,7 @@ running sum of the windows' stage moves, so each funnel record carries the
 populations as of its window's end.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -15,7 +15,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from operators.records import OutRecord, RecordBuilder
 from operators.watermark import NO_TIME
-from operators.windows import WindowPartial
+from operators.windows import WindowShares
 
 AGGREGATE_KEY = "windows"
 """The one state key of the metrics step (the work is per window, a few records a minute)."""
@@ -25,12 +25,12 @@ class ShardProgress(NamedTuple):
     """What one shard tells the metrics step in one activation."""
 
     shard: str
-    partials: list[WindowPartial]
+    shares: WindowShares | None
     watermark: int | None
 
 
 class WindowAggregator(StatefulBatchLogic[ShardProgress, list[OutRecord], dict[str, Any]]):
-    """Totals per window across ``shards`` shards."""
+    """Totals per window across ``shards`` shards, as one table with a row per open window."""
 
     def __init__(self, records: RecordBuilder, width_ms: int, shards: int,
                  resume: dict[str, Any] | None) -> None:
@@ -38,34 +38,64 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[OutRecord], dict[s
         self.width = width_ms
         self.shards = shards
         resume = resume or {}
-        self.pending: dict[int, WindowPartial] = dict(resume.get("pending", {}))
+        self.rows: dict[int, int] = dict(resume.get("rows", {}))  # window start -> table row
+        self.table: WindowShares | None = resume.get("table")
+        self.free_rows: list[int] = list(resume.get("free_rows", []))
         self.marks: dict[str, int] = dict(resume.get("marks", {}))
-        self.population: np.ndarray = np.array(resume.get("population", np.zeros(0, np.int64)))
+        self.population: np.ndarray | None = resume.get("population")
 
     def on_batch(self, values: list[ShardProgress]) -> tuple[Iterable[list[OutRecord]], bool]:
         """Add the shares, then emit every window all shards have closed, oldest first."""
         for v in values:
-            for p in v.partials:
-                have = self.pending.get(p.window_start)
-                self.pending[p.window_start] = p if have is None else _add(have, p)
+            if v.shares is not None:
+                self._add(v.shares)
             if v.watermark is not None:
                 self.marks[v.shard] = max(self.marks.get(v.shard, NO_TIME), v.watermark)
         ready = min(self.marks.values()) if len(self.marks) == self.shards else NO_TIME
-        out: list[OutRecord] = []
-        for start in sorted(s for s in self.pending if s + self.width <= ready):
-            window = self.pending.pop(start)
-            if not self.population.size:
-                self.population = np.zeros_like(window.population_delta)
-            self.population += window.population_delta
-            out += self.records.window(window, self.width, self.population)
-        return ([out] if out else [], StatefulBatchLogic.RETAIN)
+        done = sorted(s for s in self.rows if s + self.width <= ready)
+        if not done or self.table is None:
+            return ([], StatefulBatchLogic.RETAIN)
+        rows = np.array([self.rows.pop(s) for s in done], dtype=np.int64)
+        closed = _each(self.table, lambda col: col[rows])
+        for col in self.table:
+            col[rows] = 0
+        self.free_rows += rows.tolist()
+        if self.population is None:
+            self.population = np.zeros(closed.population_delta.shape[1], dtype=np.int64)
+        populations = self.population + np.cumsum(closed.population_delta, axis=0)
+        self.population = populations[-1].copy()
+        return ([self.records.windows(closed, self.width, populations)], StatefulBatchLogic.RETAIN)
+
+    def _add(self, shares: WindowShares) -> None:
+        if self.table is None:
+            self.table = _each(shares, lambda col: np.zeros((0, *col.shape[1:]), dtype=col.dtype))
+        rows = np.array([self._row(s) for s in shares.starts.tolist()], dtype=np.int64)
+        totals: list[Any] = list(self.table[1:])
+        for total, part in zip(totals, shares[1:], strict=True):
+            total[rows] += part  # each window appears once in one shard's shares
+
+    def _row(self, start: int) -> int:
+        row = self.rows.get(start)
+        if row is None:
+            assert self.table is not None
+            if not self.free_rows:
+                have = self.table.starts.shape[0]
+                grow = max(64, have)
+                self.table = _each(self.table, lambda col: np.concatenate(
+                    [col, np.zeros((grow, *col.shape[1:]), dtype=col.dtype)]))
+                self.free_rows = list(range(have + grow - 1, have - 1, -1))
+            row = self.rows[start] = self.free_rows.pop()
+            self.table.starts[row] = start
+        return row
 
     def snapshot(self) -> dict[str, Any]:
-        """Open windows, shard watermarks and populations."""
-        return {"pending": dict(self.pending), "marks": dict(self.marks),
-                "population": self.population.copy()}
+        """Open windows' totals, shard watermarks and populations."""
+        return {"rows": dict(self.rows), "marks": dict(self.marks), "free_rows": list(self.free_rows),
+                "table": None if self.table is None else _each(self.table, np.copy),
+                "population": None if self.population is None else self.population.copy()}
 
 
-def _add(a: WindowPartial, b: WindowPartial) -> WindowPartial:
-    sums: list[Any] = [x + y for x, y in zip(a[1:], b[1:], strict=True)]
-    return WindowPartial(a.window_start, *sums)
+def _each(table: WindowShares, f: Callable[[Any], Any]) -> WindowShares:
+    """``f`` applied to every column."""
+    columns: list[Any] = [f(col) for col in table]
+    return WindowShares(*columns)

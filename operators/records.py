@@ -18,7 +18,7 @@ from operators.state import ShardState
 
 if TYPE_CHECKING:
     from operators.events import EventBatch
-    from operators.windows import ClosedSessions, WindowPartial
+    from operators.windows import ClosedSessions, WindowShares
 
 OutRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the sink produces it."""
@@ -70,6 +70,10 @@ def late_record(topic: str, msg: Message, late_by_ms: int) -> OutRecord:
         "partition": msg.partition(),
         "offset": msg.offset(),
     }))
+
+
+def _or_none(value: float) -> float | None:
+    return None if value != value else value  # NaN marks "nothing to average"
 
 
 class RecordBuilder:
@@ -149,38 +153,44 @@ class RecordBuilder:
             })))
         return out
 
-    def window(self, w: "WindowPartial", width_ms: int, population: npt.NDArray[np.int64]
-               ) -> list[OutRecord]:
-        """The channel records (channels with events) and the funnel record of one closed window."""
-        start, end = w.window_start, w.window_start + width_ms
+    def windows(self, w: "WindowShares", width_ms: int, populations: npt.NDArray[np.int64]
+                ) -> list[OutRecord]:
+        """The channel records (channels with events) and the funnel record of closed windows.
+
+        ``populations`` holds each window's stage populations as of its end.
+        """
         topic, dumps = self.topics.metrics, orjson.dumps
+        win, ch = np.nonzero(w.events)
+        impressions, clicks = w.impressions[win, ch], w.clicks[win, ch]
+        sent_n, responses = w.sentiment_n[win, ch], w.responses[win, ch]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ctr = np.where(impressions > 0, clicks / impressions, np.nan).tolist()
+            sentiment = np.where(sent_n > 0, w.sentiment_sum[win, ch] / sent_n, np.nan).tolist()
+            response = np.where(responses > 0, w.response_time_sum[win, ch] / responses,
+                                np.nan).tolist()
+        starts = w.starts.tolist()
+        channels = self.channel_names
         out: list[OutRecord] = []
-        cols = {name: getattr(w, name).tolist() for name in (
-            "events", "customers", "impressions", "clicks", "conversions", "sentiment_sum",
-            "sentiment_n", "responses", "response_time_sum")}
-        for c, name in enumerate(self.channel_names):
-            if not cols["events"][c]:
-                continue
-            impressions, sent_n, responses = cols["impressions"][c], cols["sentiment_n"][c], \
-                cols["responses"][c]
-            out.append((topic, f"channel:{name}".encode(), dumps({
-                "kind": "channel", "window_start": start, "window_end": end, "channel": name,
-                "events": cols["events"][c], "customers": cols["customers"][c],
-                "impressions": impressions, "clicks": cols["clicks"][c],
-                "ctr": cols["clicks"][c] / impressions if impressions else None,
-                "conversions": cols["conversions"][c],
-                "sentiment_mean": cols["sentiment_sum"][c] / sent_n if sent_n else None,
-                "responses": responses,
-                "response_time_mean_ms": cols["response_time_sum"][c] / responses if responses else None,
+        for i, (j, c, events, customers, impr, clk, conv, resp) in enumerate(zip(
+                win.tolist(), ch.tolist(), w.events[win, ch].tolist(), w.customers[win, ch].tolist(),
+                impressions.tolist(), clicks.tolist(), w.conversions[win, ch].tolist(),
+                responses.tolist(), strict=True)):
+            out.append((topic, channels[c].encode(), dumps({
+                "kind": "channel", "window_start": starts[j], "window_end": starts[j] + width_ms,
+                "channel": channels[c], "events": events, "customers": customers,
+                "impressions": impr, "clicks": clk, "ctr": _or_none(ctr[i]), "conversions": conv,
+                "sentiment_mean": _or_none(sentiment[i]), "responses": resp,
+                "response_time_mean_ms": _or_none(response[i]),
             })))
         names = ["none", *self.names_by_index[1:]]
-        f_idx, t_idx = np.nonzero(w.transitions)
-        out.append((topic, b"funnel", dumps({
-            "kind": "funnel", "window_start": start, "window_end": end,
-            "transitions": {f"{names[f]}>{names[t]}": int(w.transitions[f, t])
-                            for f, t in zip(f_idx.tolist(), t_idx.tolist(), strict=True)},
-            "populations": dict(zip(names[1:], population[1:].tolist(), strict=True)),
-        })))
+        for start, trans, pops in zip(starts, w.transitions, populations.tolist(), strict=True):
+            f_idx, t_idx = np.nonzero(trans)
+            out.append((topic, b"funnel", dumps({
+                "kind": "funnel", "window_start": start, "window_end": start + width_ms,
+                "transitions": {f"{names[f]}>{names[t]}": n for f, t, n in zip(
+                    f_idx.tolist(), t_idx.tolist(), trans[f_idx, t_idx].tolist(), strict=True)},
+                "populations": dict(zip(names[1:], pops[1:], strict=True)),
+            })))
         return out
 
     def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:

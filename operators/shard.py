@@ -20,7 +20,7 @@ from operators.records import OutRecord, RecordBuilder
 from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
 from operators.watermark import END, NO_TIME, Report, shard_watermark, stream_end
-from operators.windows import ShardWindows, WindowPartial
+from operators.windows import ShardWindows, WindowShares
 
 Snapshot = dict[str, Any]
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
@@ -37,7 +37,7 @@ class ShardOutput(NamedTuple):
     """Records for the sink, and this shard's shares of closed windows for the aggregator."""
 
     records: list[OutRecord]
-    partials: list[WindowPartial]
+    shares: WindowShares | None
     watermark: int | None  # set when the shard's watermark entered a new metrics window
 
 
@@ -86,21 +86,21 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
                 self.reports[v.report.partition] = v.report
         before = self.watermark
         heard = max(before, shard_watermark(self.reports, self.partitions))
-        partials: list[WindowPartial] = []
+        shares = None
         mark = None
         if heard > before:
             self.watermark = heard
             changed.append(self._dormancy(stream_end(self.reports) if heard == END else heard, out))
             if self.windows is not None:
                 out += self.records.sessions(self.state.ids, self.windows.close_sessions(heard))
-                partials = self.windows.close_windows(heard)
+                shares = self.windows.close_windows(heard)
             if heard == END or before == NO_TIME or heard // self.width != before // self.width:
                 mark = heard
         rows = np.unique(np.concatenate(changed))
         if rows.size:
             out[:0] = self.records.scores(self.state, rows)
         self._count_open(+1)
-        return ([ShardOutput(out, partials, mark)], StatefulBatchLogic.RETAIN)
+        return ([ShardOutput(out, shares, mark)], StatefulBatchLogic.RETAIN)
 
     def _score(self, batches: list[EventBatch], out: list[OutRecord]) -> npt.NDArray[np.int64]:
         """Score ``batches`` in one call; append transitions and late records; the changed rows."""

@@ -6,7 +6,7 @@ per channel, the last window it was counted in per channel), a pool of open sess
 and one row per open tumbling window. Closing frees what closed, so the state follows
 what is open, not what was ever seen (Bytewax's own session windower keeps every key).
 
-A tumbling window is handed on as a ``WindowPartial``: this shard's share of it.
+Closed tumbling windows are handed on as ``WindowShares``: this shard's share of each.
 Customers belong to exactly one shard, so shares add up to the exact totals,
 distinct customers included.
 """
@@ -28,10 +28,10 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
-class WindowPartial(NamedTuple):
-    """One shard's share of one closed tumbling window; arrays are per channel (0 = other)."""
+class WindowShares(NamedTuple):
+    """One shard's shares of closed tumbling windows: a row each, a column per channel (0 = other)."""
 
-    window_start: int
+    starts: I64  # [window]
     events: I64
     customers: I64
     impressions: I64
@@ -41,8 +41,8 @@ class WindowPartial(NamedTuple):
     sentiment_n: I64
     responses: I64
     response_time_sum: F64
-    transitions: I64  # [stage + 1, stage + 1]: index 0 is "no stage yet", the last is dormant
-    population_delta: I64  # [stage + 1]
+    transitions: I64  # [window, stage + 1, stage + 1]: 0 is "no stage yet", the last dormant
+    population_delta: I64  # [window, stage + 1]
 
 
 @dataclass(frozen=True)
@@ -243,36 +243,37 @@ class ShardWindows:
                               self.s_events[idx].copy(), self.s_conv[idx].copy(),
                               self.s_stage[idx].copy(), self.s_chan[idx].copy())
 
-    def close_windows(self, watermark: int) -> list[WindowPartial]:
+    def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark, oldest first."""
         done = sorted(s for s in self.slots if s + self.width <= watermark)
         if not done:
-            return []
-        keys, key_slots = self.ck_key[: self.n_ck], self.ck_slot[: self.n_ck]
-        out = []
-        closing = np.array([self.slots[s] for s in done], dtype=np.int64)
-        for start, slot in zip(done, closing.tolist(), strict=True):
-            mine = keys[key_slots == slot]
-            customers = np.bincount(np.unique(mine) % self.channels, minlength=self.channels)
-            out.append(WindowPartial(
-                start,
-                customers=customers.astype(np.int64),
-                transitions=self.w_trans[slot].copy(),
-                population_delta=self.w_pop[slot].copy(),
-                **{name: arr[slot].copy() for name, arr in self.w.items()},
-            ))
-            for arr in self.w.values():
-                arr[slot] = 0
-            self.w_trans[slot] = 0
-            self.w_pop[slot] = 0
-            del self.slots[start]
-            self.free_slots.append(slot)
-        keep = ~np.isin(key_slots, closing)
-        kept = int(np.count_nonzero(keep))
-        self.ck_key[:kept] = keys[keep]
-        self.ck_slot[:kept] = key_slots[keep]
+            return None
+        k, c = len(done), self.channels
+        closing = np.array([self.slots.pop(s) for s in done], dtype=np.int64)
+        # distinct customers: unique (window, row, channel) among the closing windows' keys
+        position = np.full(self.w_pop.shape[0], -1, dtype=np.int64)
+        position[closing] = np.arange(k)
+        at = position[self.ck_slot[: self.n_ck]]
+        mine = at >= 0
+        keys = self.ck_key[: self.n_ck]
+        span = int(keys.max()) + 1 if keys.size else 1
+        unique = np.unique(at[mine] * span + keys[mine])
+        customers = np.bincount((unique // span) * c + (unique % span) % c, minlength=k * c)
+        shares = WindowShares(
+            np.array(done, dtype=np.int64),
+            customers=customers.reshape(k, c).astype(np.int64),
+            transitions=self.w_trans[closing],
+            population_delta=self.w_pop[closing],
+            **{name: arr[closing] for name, arr in self.w.items()},
+        )
+        for arr in (*self.w.values(), self.w_trans, self.w_pop):
+            arr[closing] = 0
+        self.free_slots += closing.tolist()
+        kept = int(np.count_nonzero(~mine))
+        self.ck_key[:kept] = keys[~mine]
+        self.ck_slot[:kept] = self.ck_slot[: self.n_ck][~mine]
         self.n_ck = kept
-        return out
+        return shares
 
     # -- recovery --------------------------------------------------------------------------
 

@@ -66,8 +66,8 @@ class Engine:
         for key, items in by_shard.items():
             (result,), _ = self.steps[key].on_batch(items)
             self.out += result.records
-            if result.partials or result.watermark is not None:
-                progress.append(ShardProgress(key, result.partials, result.watermark))
+            if result.shares is not None or result.watermark is not None:
+                progress.append(ShardProgress(key, result.shares, result.watermark))
         if progress:
             got, _ = self.totals.on_batch(progress)
             for records in got:
