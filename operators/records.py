@@ -72,8 +72,9 @@ def late_record(topic: str, msg: Message, late_by_ms: int) -> OutRecord:
     }))
 
 
-def _or_none(value: float) -> float | None:
-    return None if value != value else value  # NaN marks "nothing to average"
+def _nulls(values: npt.NDArray[np.float64]) -> list[float | None]:
+    """NaN (nothing to average) as null."""
+    return [None if v != v else v for v in values.tolist()]
 
 
 class RecordBuilder:
@@ -84,6 +85,7 @@ class RecordBuilder:
         self.names_by_index: tuple[str | None, ...] = (None, *journey.stage_names, DORMANT)
         self.evidence_names = journey.stage_names
         self.channel_names = (OTHER_CHANNEL, *journey.channels)
+        self.channel_keys = tuple(f"channel:{name}".encode() for name in self.channel_names)
         self.type_names = tuple(journey.touchpoints)
         self.saturation = journey.saturation
         self.topics = topics
@@ -164,33 +166,36 @@ class RecordBuilder:
         impressions, clicks = w.impressions[win, ch], w.clicks[win, ch]
         sent_n, responses = w.sentiment_n[win, ch], w.responses[win, ch]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ctr = np.where(impressions > 0, clicks / impressions, np.nan).tolist()
-            sentiment = np.where(sent_n > 0, w.sentiment_sum[win, ch] / sent_n, np.nan).tolist()
-            response = np.where(responses > 0, w.response_time_sum[win, ch] / responses,
-                                np.nan).tolist()
+            ctr = _nulls(np.where(impressions > 0, clicks / impressions, np.nan))
+            sentiment = _nulls(np.where(sent_n > 0, w.sentiment_sum[win, ch] / sent_n, np.nan))
+            response = _nulls(np.where(responses > 0, w.response_time_sum[win, ch] / responses,
+                                       np.nan))
         starts = w.starts.tolist()
-        channels = self.channel_names
-        out: list[OutRecord] = []
-        for i, (j, c, events, customers, impr, clk, conv, resp) in enumerate(zip(
-                win.tolist(), ch.tolist(), w.events[win, ch].tolist(), w.customers[win, ch].tolist(),
-                impressions.tolist(), clicks.tolist(), w.conversions[win, ch].tolist(),
-                responses.tolist(), strict=True)):
-            out.append((topic, channels[c].encode(), dumps({
-                "kind": "channel", "window_start": starts[j], "window_end": starts[j] + width_ms,
+        ends = (w.starts + width_ms).tolist()
+        channels, keys = self.channel_names, self.channel_keys
+        out: list[OutRecord] = [
+            (topic, keys[c], dumps({
+                "kind": "channel", "window_start": starts[j], "window_end": ends[j],
                 "channel": channels[c], "events": events, "customers": customers,
-                "impressions": impr, "clicks": clk, "ctr": _or_none(ctr[i]), "conversions": conv,
-                "sentiment_mean": _or_none(sentiment[i]), "responses": resp,
-                "response_time_mean_ms": _or_none(response[i]),
-            })))
+                "impressions": impr, "clicks": clk, "ctr": rate, "conversions": conv,
+                "sentiment_mean": mean_sentiment, "responses": resp,
+                "response_time_mean_ms": mean_response}))
+            for j, c, events, customers, impr, clk, rate, conv, mean_sentiment, resp, mean_response
+            in zip(win.tolist(), ch.tolist(), w.events[win, ch].tolist(),
+                   w.customers[win, ch].tolist(), impressions.tolist(), clicks.tolist(), ctr,
+                   w.conversions[win, ch].tolist(), sentiment, responses.tolist(), response,
+                   strict=True)]
         names = ["none", *self.names_by_index[1:]]
-        for start, trans, pops in zip(starts, w.transitions, populations.tolist(), strict=True):
-            f_idx, t_idx = np.nonzero(trans)
-            out.append((topic, b"funnel", dumps({
-                "kind": "funnel", "window_start": start, "window_end": start + width_ms,
-                "transitions": {f"{names[f]}>{names[t]}": n for f, t, n in zip(
-                    f_idx.tolist(), t_idx.tolist(), trans[f_idx, t_idx].tolist(), strict=True)},
-                "populations": dict(zip(names[1:], pops[1:], strict=True)),
-            })))
+        moves: list[dict[str, int]] = [{} for _ in starts]
+        jj, ff, tt = np.nonzero(w.transitions)
+        for j, f, t, n in zip(jj.tolist(), ff.tolist(), tt.tolist(),
+                              w.transitions[jj, ff, tt].tolist(), strict=True):
+            moves[j][f"{names[f]}>{names[t]}"] = n
+        stages = names[1:]
+        out += [(topic, b"funnel", dumps({
+            "kind": "funnel", "window_start": start, "window_end": end, "transitions": moved,
+            "populations": dict(zip(stages, pops[1:], strict=True)),
+        })) for start, end, moved, pops in zip(starts, ends, moves, populations.tolist(), strict=True)]
         return out
 
     def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:
