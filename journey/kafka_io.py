@@ -92,7 +92,8 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         self.consumer = Consumer(client_config(
             kafka,
             **{"group.id": "journey-stream", "enable.auto.commit": False,
-               "enable.partition.eof": True, "auto.offset.reset": "earliest"},
+               "enable.partition.eof": True, "auto.offset.reset": "earliest",
+               "fetch.wait.max.ms": 100},
         ))
         self.consumer.assign([TopicPartition(topic, partition, start)])
 
@@ -109,6 +110,8 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
             if messages:
                 reader.add(messages)
                 self.next_offset = messages[-1].offset() + 1
+            else:
+                reader.aligner.drained(reader.part)
         out = [r for r in (reader.take(),) if r is not None]
         if self.at_end and not reader.pending:
             self.done = True

@@ -13,12 +13,14 @@ an event is late when its time is below the smallest *read-time position* of the
 active partitions minus ``allowed_lateness``, where a partition's read-time position
 at event time ``t`` is the largest event time it holds among messages read up to
 ``t`` (its running maximum). For that, a partition waits until every other active
-one has *fetched* to within ``allowed_lateness / 2`` of what it is about to hand
-over; handing over may run ahead of the others' hand-overs by at most half the
-``dedup_window``, which bounds how far one customer's reference time can run ahead
-of events still on their way (exact de-duplication, PRODUCT §4). Fetch and
-hand-over work in whole batches, so a replay of sparse history is not cut into
-tiny slices, yet classifies events exactly as the live run would.
+one has *read* as far as what it is about to hand over (or has nothing more to
+read: live); handing over may run ahead of the others' hand-overs by at most half
+the ``dedup_window``, which bounds how far one customer's reference time can run
+ahead of events still on their way (exact de-duplication, PRODUCT §4). This is
+stricter than pausing a partition ``allowed_lateness / 2`` ahead of the slowest:
+reading and hand-over still work in whole batches, so a replay of sparse history
+is not cut into tiny slices, and it classifies events exactly as a live run that
+read every partition in step.
 
 Shards hear the watermark through ``Report``s that every partition sends with its
 batches (and on its own when it moved): an active partition reports its own position
@@ -40,6 +42,11 @@ NO_TIME = NO_WATERMARK
 """No event time yet: holds every watermark and alignment limit back."""
 END = 2**63 - 1
 """Past every event time: what a finished input contributes."""
+CAUGHT_UP_MS = 1_000
+"""A partition whose consumer had nothing for this long no longer makes the others wait for
+its reading (its read-time position is then final as far as anyone can know). Well above
+the consumer's fetch wait, so that a partition between two fetches is not taken for one
+that has nothing more."""
 
 
 class Report(NamedTuple):
@@ -77,6 +84,7 @@ class _Progress:
     head: int = NO_TIME  # event time of the next event held back (NO_TIME: none held)
     last_read: int = 0  # wall clock of the last message read, or of registration
     done: bool = False
+    drained_since: int | None = None  # wall clock since the consumer had nothing more
     base: int = NO_TIME  # ``emitted`` when the current fetch arrived
     run: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
     """Running maximum of event time over the current fetch (starting from ``base``)."""
@@ -103,8 +111,7 @@ class Aligner:
 
     def __init__(self, lateness_ms: int, idle_timeout_ms: int, clock: Clock, slack_ms: int) -> None:
         self.lateness_ms = lateness_ms
-        self.ahead_ms = lateness_ms // 2
-        self.slack_ms = max(slack_ms, self.ahead_ms)
+        self.slack_ms = max(slack_ms, lateness_ms // 2)
         self.idle_timeout_ms = idle_timeout_ms
         self.clock = clock
         self.parts: dict[str, _Progress] = {}
@@ -119,6 +126,7 @@ class Aligner:
         """Messages with event times ``ts`` were read (all held back so far); their running maximum."""
         p = self.parts[part]
         p.last_read = self.clock()
+        p.drained_since = None
         p.base = p.emitted
         p.run = np.maximum.accumulate(np.maximum(ts, p.emitted)) if ts.size else ts
         p.head = int(ts[0]) if ts.size else NO_TIME
@@ -145,14 +153,24 @@ class Aligner:
     def limit(self, part: str, now: int) -> int:
         """The latest event time ``part`` may hand over now.
 
-        Every other active partition must have fetched to within half the lateness of it,
-        and handed over to within ``slack_ms``; the slowest is never held back.
+        Every other active partition must have read up to it, unless that one has had
+        nothing more to read for ``CAUGHT_UP_MS`` (live: what it has read is all there
+        is), and handed over to within ``slack_ms``; the slowest is never held back.
         """
         limit = END
         for q in self._others(part, now):
-            for reached, ahead in ((q.fetched, self.ahead_ms), (q.position, self.slack_ms)):
-                limit = min(limit, NO_TIME if reached == NO_TIME else reached + ahead)
+            if q.position == NO_TIME:
+                return NO_TIME
+            limit = min(limit, q.position + self.slack_ms)
+            if q.drained_since is None or now - q.drained_since < CAUGHT_UP_MS:
+                limit = min(limit, q.fetched)
         return limit
+
+    def drained(self, part: str) -> None:
+        """The partition's consumer had nothing more to give."""
+        p = self.parts[part]
+        if p.drained_since is None:
+            p.drained_since = self.clock()
 
     def read_time_floor(self, part: str, now: int, t: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Per event time in ``t``: the smallest read-time position of the other active partitions."""

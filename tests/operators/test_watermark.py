@@ -50,23 +50,29 @@ def test_watermark_is_the_slowest_active_partition_minus_lateness(settings: Sett
     assert readers.aligner.watermark(clock()) == END
 
 
-def test_a_partition_ahead_waits_for_the_others_to_read(settings: Settings) -> None:
+def test_a_partition_waits_until_the_others_have_read_as_far(settings: Settings) -> None:
     clock = Clock()
     readers = Readers(settings.journey, "dlq", "late", clock)
     fast, slow = readers.reader("in#0"), readers.reader("in#1")
-    half = settings.journey.allowed_lateness_ms // 2
-    fast.add(msgs(0, T0, T0 + MIN, T0 + half + 1, T0 + 10 * MIN))
+    fast.add(msgs(0, T0, T0 + MIN, T0 + 3 * MIN, T0 + 10 * MIN))
     first = fast.take()  # the other partition has read nothing yet: a report, no events
     assert first is not None and not len(first.events) and first.report is not None
     slow.add(msgs(1, T0))
     got = fast.take()
-    assert got is not None and got.events.ts.tolist() == [T0, T0 + MIN]  # the rest is too far ahead
-    assert fast.pending and fast.pending_offset() == 2
+    assert got is not None and got.events.ts.tolist() == [T0]  # the rest is beyond what slow read
+    assert fast.pending and fast.pending_offset() == 1
     got = slow.take()  # the slowest is never held back
     assert got is not None and got.events.ts.tolist() == [T0]
-    slow.add(msgs(1, T0 + 9 * MIN, first=1))  # once the other has read this far...
-    got = fast.take()  # ...the rest may go
-    assert got is not None and got.events.ts.tolist() == [T0 + half + 1, T0 + 10 * MIN]
+    slow.add(msgs(1, T0 + 9 * MIN, first=1))
+    got = fast.take()
+    assert got is not None and got.events.ts.tolist() == [T0 + MIN, T0 + 3 * MIN]
+    # slow has nothing more to read: after a short while, fast no longer waits for it
+    readers.aligner.drained("in#1")
+    held = fast.take()
+    assert held is None or not len(held.events)
+    clock.now += 1_000
+    got = fast.take()
+    assert got is not None and got.events.ts.tolist() == [T0 + 10 * MIN]
     assert not fast.pending
 
 
