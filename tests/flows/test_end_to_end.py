@@ -54,16 +54,16 @@ def assert_matches_reference(settings: Settings, ref: Reference) -> dict[str, di
 
 @pytest.fixture(scope="module")
 def faulty_input(broker) -> tuple[Settings, list[SimMessage]]:
-    """2,000+ customers with re-deliveries, out-of-order and malformed messages, produced once.
+    """2,000+ customers over 30 days with re-deliveries, out-of-order and malformed messages.
 
-    The history spans less than the dedup window: partitions are read in any order
-    relative to each other, and only then is de-duplication exact without event-time
-    alignment of the source (PRODUCT §4).
+    The history spans many dedup windows and a customer's events are spread over two
+    topics: de-duplication is exact only because the source keeps partitions aligned
+    in event time (PRODUCT §4).
     """
     base = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
     settings = replace(base, topics=Topics(inputs=("faulty.clickstream", "faulty.touchpoints")))
     opts = SimOptions(customers=2_500, events=30_000, seed=11, duplicates=0.05,
-                      out_of_order=0.05, malformed=0.01, span_ms=base.journey.dedup_window_ms // 2)
+                      out_of_order=0.05, malformed=0.01, span_ms=30 * base.journey.dedup_window_ms)
     produced = messages(settings, opts)
     produce(settings, produced, progress=None)
     return settings, produced
