@@ -11,7 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, TextIO
 
@@ -235,10 +235,19 @@ def produce(settings: Settings, msgs: list[SimMessage], *, rate: float | None = 
 
 
 def stream(settings: Settings, opts: SimOptions) -> Iterator[list[SimMessage]]:
-    """Endless rounds of journeys (new customers each round), for the live demo."""
+    """Endless rounds of journeys (new customers each round), for the live demo.
+
+    The first round covers ``opts.span_ms`` up to now; each later one the time since the
+    previous round ended, so event time moves on with the wall clock and a live run
+    sees on-time events, not the same hour over and over.
+    """
     round_no = 0
+    ended = None
     while True:
-        yield messages(settings, SimOptions(**{**opts.__dict__, "seed": opts.seed + round_no}))
+        now = wall_clock_ms()
+        span = opts.span_ms if ended is None else max(1_000, now - ended)
+        yield messages(settings, replace(opts, seed=opts.seed + round_no, span_ms=span, end_ms=now))
+        ended = now
         round_no += 1
 
 
