@@ -1,6 +1,6 @@
 """End-to-end throughput: Kafka in → scores out, ours against the per-event baseline, in one run.
 
-    python -m benchmarks.bench_e2e [--events N] [--customers C] [--runs R]
+    python -m benchmarks.bench_e2e [--events N] [--customers C] [--runs R] [--days D]
 
 Produces N simulated events to the embedded broker once, then alternates runs of
 ``journey run --until-end``'s dataflow with windows (sessions, channel and funnel
@@ -161,12 +161,15 @@ def main() -> int:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--customers", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--days", type=float, default=30.0,
+                   help="event-time span of the history (denser history: fewer, fuller windows)")
     args = p.parse_args()
     with EmbeddedBroker() as broker:
         base = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
         base = replace(base, topics=Topics(inputs=("bench.clickstream", "bench.touchpoints")))
         produced = messages(base, SimOptions(customers=args.customers, events=args.events,
-                                             seed=42, duplicates=0.01, malformed=0.001))
+                                             seed=42, duplicates=0.01, malformed=0.001,
+                                             span_ms=round(args.days * 86_400_000)))
         produce(base, produced, progress=sys.stderr)
         n = len(produced)
         warm_up(base.journey, base.topics)

@@ -141,19 +141,19 @@ class RecordBuilder:
         """One record per closed session (PRODUCT §5)."""
         names, channels, topic, dumps = self.names_by_index, self.channel_names, self.topics.sessions, \
             orjson.dumps
-        out: list[OutRecord] = []
-        for r, start, end, events, conv, stage, per_channel in zip(
-                closed.rows.tolist(), closed.start.tolist(), closed.end.tolist(),
-                closed.events.tolist(), closed.converted.tolist(), (closed.stage + 1).tolist(),
-                closed.channels.tolist(), strict=True):
-            cid = ids[r]
-            out.append((topic, cid.encode(), dumps({
-                "customer_id": cid, "session_start": start, "session_end": end,
-                "duration_ms": end - start, "events": events,
-                "channels": {channels[c]: k for c, k in enumerate(per_channel) if k},
-                "converted": conv, "stage_end": names[stage],
-            })))
-        return out
+        per_session: list[dict[str, int]] = [{} for _ in range(closed.rows.shape[0])]
+        which, channel = np.nonzero(closed.channels)
+        for i, c, k in zip(which.tolist(), channel.tolist(), closed.channels[which, channel].tolist(),
+                           strict=True):
+            per_session[i][channels[c]] = k
+        return [(topic, ids[r].encode(), dumps({
+            "customer_id": ids[r], "session_start": start, "session_end": end,
+            "duration_ms": end - start, "events": events, "channels": seen,
+            "converted": conv, "stage_end": names[stage],
+        })) for r, start, end, events, conv, stage, seen in zip(
+            closed.rows.tolist(), closed.start.tolist(), closed.end.tolist(),
+            closed.events.tolist(), closed.converted.tolist(), (closed.stage + 1).tolist(),
+            per_session, strict=True)]
 
     def windows(self, w: "WindowShares", width_ms: int, populations: npt.NDArray[np.int64]
                 ) -> list[OutRecord]:
