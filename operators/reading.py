@@ -159,7 +159,6 @@ class PartitionReader:
         return None if report is None else SourceRead(EMPTY_BATCH, [], [], {}, report)
 
 
-
 def _joined(old: ParsedBatch, cursor: int, event_cursor: int, dead_cursor: int, new: ParsedBatch,
             kept: int) -> ParsedBatch:
     """What is left of ``old`` from the cursors on, then ``new`` (whose messages follow ``kept``)."""
