@@ -111,7 +111,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 reader.add(messages)
                 self.next_offset = messages[-1].offset() + 1
             else:
-                reader.aligner.drained(reader.part)
+                reader.drained()
         out = [r for r in (reader.take(),) if r is not None]
         if self.at_end and not reader.pending:
             self.done = True

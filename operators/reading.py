@@ -86,6 +86,10 @@ class PartitionReader:
         self.cursor = self.event_cursor = self.dead_cursor = 0
         self.run = self.aligner.read(self.part, fresh.events.ts)
 
+    def drained(self) -> None:
+        """The consumer had nothing more: others stop waiting for this one's reading soon."""
+        self.aligner.drained(self.part)
+
     def _head(self) -> int:
         assert self.parsed is not None
         ts = self.parsed.events.ts
@@ -130,8 +134,9 @@ class PartitionReader:
             return []
         events.late[:] = late
         idx = np.flatnonzero(late)
-        return [late_record(self.late_topic, self.messages[int(index[i])], int(mark[i] - events.ts[i]))
-                for i in idx.tolist()]
+        cids = events.customer_ids
+        return [late_record(self.late_topic, cids[i], self.messages[int(index[i])],
+                            int(mark[i] - events.ts[i])) for i in idx.tolist()]
 
     def finish(self) -> SourceRead:
         """The partition reached its end (bounded mode): the last word, sent to every shard."""

@@ -61,9 +61,12 @@ def dead_letter(topic: str, msg: Message, reason: str, detail: str) -> OutRecord
     return (topic, msg_key, orjson.dumps(record))
 
 
-def late_record(topic: str, msg: Message, late_by_ms: int) -> OutRecord:
-    """The late-event record of PRODUCT §5: the event as sent and how late it was."""
-    return (topic, msg.key(), orjson.dumps({
+def late_record(topic: str, customer_id: str, msg: Message, late_by_ms: int) -> OutRecord:
+    """The late-event record of PRODUCT §5: the event as sent and how late it was.
+
+    Keyed by customer id like every output that has one (the message key may be anything).
+    """
+    return (topic, customer_id.encode(), orjson.dumps({
         "event": orjson.loads(msg.value() or b"null"),
         "late_by_ms": late_by_ms,
         "topic": msg.topic(),

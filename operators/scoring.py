@@ -54,8 +54,8 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays,
                 dormant_after_ms: int) -> ScoreResult:
     """Apply ``batch`` (arrival order) to ``state`` per PRODUCT §4."""
     m = len(batch)
-    if not (batch.ts.shape == batch.type_idx.shape == batch.chan_idx.shape
-            == batch.sentiment.shape == (m,)) or len(batch.event_ids) != m:
+    if not (batch.ts.shape == batch.type_idx.shape == batch.chan_idx.shape == batch.sentiment.shape
+            == batch.late.shape == batch.mark.shape == (m,)) or len(batch.event_ids) != m:
         msg = "score_batch: every column of the batch must have one entry per event"
         raise ValueError(msg)
     rows = state.rows_for(batch.customer_ids)

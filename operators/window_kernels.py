@@ -124,12 +124,12 @@ def _window_batch(  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _close_sessions(  # pragma: no cover - compiled
-    watermark, gap, first_sess, s_row, s_end, s_next, s_prev, free, n_free, closed,
+    watermark, gap, first_sess, s_row, s_end, s_next, s_prev, free, n_free, closed, closed_rows,
 ):
     """Free every session no future event can join (``end + gap <= watermark``).
 
-    Writes the closed slots to ``closed`` (their data stays readable until the slots are
-    reused) and returns (count, n_free).
+    Writes the closed slots and their customers' rows to ``closed``/``closed_rows`` (a
+    slot's data stays readable until it is reused) and returns (count, n_free).
     """
     n_closed = 0
     for s in range(s_row.shape[0]):
@@ -140,5 +140,6 @@ def _close_sessions(  # pragma: no cover - compiled
             free[n_free] = s
             n_free += 1
             closed[n_closed] = s
+            closed_rows[n_closed] = r
             n_closed += 1
     return n_closed, n_free

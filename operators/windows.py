@@ -202,44 +202,41 @@ class ShardWindows:
         tr = result.transitions
         if tr.event.size:
             tr_slot = np.where(tr.dormant, NO_SLOT, slot[tr.event])
-            counted = tr_slot != NO_SLOT
+            elsewhere = tr_slot == NO_SLOT
             # moves of events in no window (late), and to dormant found on arrival: in the
             # window of the watermark they were read under (or the shard's, if later)
-            elsewhere = np.maximum(batch.mark[tr.event[~counted]], watermark)
-            if elsewhere.size:
-                starts_elsewhere = elsewhere - elsewhere % self.width
-                tr_slot[~counted] = [self._slot(int(s)) for s in starts_elsewhere.tolist()]
-            f, t = tr.from_stage.astype(np.int64) + 1, tr.to_stage.astype(np.int64) + 1
-            np.add.at(self.w_trans, (tr_slot[counted], f[counted], t[counted]), 1)
-            dormant = tr.dormant
-            np.add.at(self.w_trans, (tr_slot[dormant], f[dormant], t[dormant]), 1)
-            self._move(tr_slot, f, t)
-
-    def _move(self, slot: I64, from_idx: I64, to_idx: I64) -> None:
-        np.add.at(self.w_pop, (slot, from_idx), -1)
-        np.add.at(self.w_pop, (slot, to_idx), 1)
+            tr_slot[elsewhere] = self._slots(np.maximum(batch.mark[tr.event[elsewhere]], watermark))
+            self._count_moves(tr_slot, tr.from_stage, tr.to_stage, counted=~elsewhere | tr.dormant)
 
     def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
-        if not at.size:
-            return
-        slot = np.array([self._slot(int(s)) for s in (at - at % self.width).tolist()], dtype=np.int64)
-        f = from_stage.astype(np.int64) + 1
-        t = np.full(at.size, self.funnel - 1, dtype=np.int64)
-        np.add.at(self.w_trans, (slot, f, t), 1)
-        self._move(slot, f, t)
+        to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
+        self._count_moves(self._slots(at), from_stage, to, counted=np.ones(at.size, dtype=np.bool_))
+
+    def _slots(self, times: I64) -> I64:
+        """The window slot of each time (opening windows as needed)."""
+        return np.array([self._slot(int(s)) for s in (times - times % self.width).tolist()],
+                        dtype=np.int64)
+
+    def _count_moves(self, slot: I64, from_stage: npt.NDArray[np.int16],
+                     to_stage: npt.NDArray[np.int16], counted: npt.NDArray[np.bool_]) -> None:
+        """Stage moves in their windows: all move the population; ``counted`` ones are transitions."""
+        f, t = from_stage.astype(np.int64) + 1, to_stage.astype(np.int64) + 1
+        np.add.at(self.w_trans, (slot[counted], f[counted], t[counted]), 1)
+        np.add.at(self.w_pop, (slot, f), -1)
+        np.add.at(self.w_pop, (slot, t), 1)
 
     # -- closing ---------------------------------------------------------------------------
 
     def close_sessions(self, watermark: int) -> ClosedSessions:
         """Close and free the sessions no future event can join."""
         closed = np.empty(self.s_row.shape[0], dtype=np.int64)
-        rows_before = self.s_row.copy()
+        rows = np.empty(self.s_row.shape[0], dtype=np.int64)
         count, self.n_free = _close_sessions(watermark, self.gap, self.first_sess, self.s_row,
                                              self.s_end, self.s_next, self.s_prev, self.free,
-                                             self.n_free, closed)
+                                             self.n_free, closed, rows)
         idx = closed[:count]
-        return ClosedSessions(rows_before[idx], self.s_start[idx].copy(), self.s_end[idx].copy(),
+        return ClosedSessions(rows[:count], self.s_start[idx].copy(), self.s_end[idx].copy(),
                               self.s_events[idx].copy(), self.s_conv[idx].copy(),
                               self.s_stage[idx].copy(), self.s_chan[idx].copy())
 

@@ -18,7 +18,7 @@ from journey.runner import RunOptions, run
 from journey.simulate import SimMessage, SimOptions, messages, produce
 from operators.events import wall_clock_ms
 from operators.metrics import EngineMetrics
-from tests.broker_fixtures import ROOT, read_json, write_config
+from tests.broker_fixtures import ROOT, read_json, read_topic, write_config
 from tests.flows.test_end_to_end import assert_matches_reference, reference_from, run_flow, with_outputs
 from tests.reference_windows import WindowsReference, comparable_metrics, comparable_sessions
 
@@ -78,6 +78,8 @@ def test_late_events_are_written_scored_and_never_reopen_windows(
     assert len(late_sent) > 50
     assert sorted(r["event"]["event_id"] for r in late) == sorted(e["event_id"] for e in late_sent)
     assert all(r["late_by_ms"] > 0 and r["topic"] == settings.topics.inputs[0] for r in late)
+    for key, value, _ in read_topic(settings, settings.topics.late):  # keyed by customer id
+        assert key.decode() == orjson.loads(value)["event"]["customer_id"]
     # the late events still count in the scores
     assert_matches_reference(settings, reference_from(settings, produced))
     # and in no window: sessions and channel windows are those of the on-time events alone,
