@@ -205,4 +205,7 @@ def test_state_is_freed_when_windows_close(broker, make_settings: Callable[..., 
     assert metrics.value("journey_open_windows") == 0
     closed = len(read_json(settings, settings.topics.sessions))
     slots = metrics.value("journey_session_slots")
-    assert closed > 200_000 and slots < closed / 4, (closed, slots)
+    # Without freeing, every session ever opened holds a slot (slots >= closed). With it, a
+    # shard's pool doubles up to its peak of concurrently open sessions, which depends on how
+    # far reading runs ahead of the watermark (about closed / 8 here, varying run to run).
+    assert closed > 200_000 and slots < closed / 2, (closed, slots)
