@@ -6,6 +6,7 @@ Records carry no wall-clock time: a replay after a crash produces identical mess
 import base64
 import hashlib
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +15,19 @@ import orjson
 from confluent_kafka import Message
 
 from config.model import DORMANT, OTHER_CHANNEL, JourneyMap, Topics
+from operators.json_kernels import _channels, _funnels, _sessions
 from operators.state import ShardState
+from operators.window_kernels import (
+    CLICKS,
+    CONVERSIONS,
+    CUSTOMERS,
+    EVENTS,
+    IMPRESSIONS,
+    RESPONSE_TIME_SUM,
+    RESPONSES,
+    SENTIMENT_N,
+    SENTIMENT_SUM,
+)
 
 if TYPE_CHECKING:
     from operators.events import EventBatch
@@ -75,9 +88,42 @@ def late_record(topic: str, customer_id: str, msg: Message, late_by_ms: int) -> 
     }))
 
 
-def _nulls(values: npt.NDArray[np.float64]) -> list[float | None]:
-    """NaN (nothing to average) as null."""
-    return [None if v != v else v for v in values.tolist()]
+U8 = npt.NDArray[np.uint8]
+_INT_WIDTH = 20  # the longest int64 in decimal, sign included
+
+
+def _pieces(texts: Sequence[bytes]) -> tuple[U8, npt.NDArray[np.int64]]:
+    """Texts as one blob, a separator byte apart, and where each starts (json_kernels)."""
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(t) + 1 for t in texts])
+    return np.frombuffer(b",".join(texts), dtype=np.uint8), offsets
+
+
+def _float_texts(values: npt.NDArray[np.float64]) -> tuple[U8, npt.NDArray[np.int64]]:
+    """The text orjson writes for each value (NaN as null), laid out as ``_pieces`` does."""
+    body = np.frombuffer(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)[1:-1]
+    commas = np.flatnonzero(body == ord(","))
+    return body, np.concatenate(([0], commas + 1, [body.size + 1]))
+
+
+def _literals(*texts: str) -> tuple[U8, ...]:
+    return tuple(np.frombuffer(t.encode(), dtype=np.uint8) for t in texts)
+
+
+class _Texts:
+    """Names as JSON strings, laid out for the kernels, and the longest one's length."""
+
+    def __init__(self, names: Sequence[str | None]) -> None:
+        texts = [orjson.dumps(name) for name in names]
+        self.blob, self.offsets = _pieces(texts)
+        self.longest = max(len(t) for t in texts)
+
+
+def _cut(buf: U8, ends: npt.NDArray[np.int64]) -> list[bytes]:
+    """The records a kernel wrote one after another into ``buf``."""
+    bounds = [0, *ends.tolist()]
+    data = buf[: bounds[-1]].tobytes()
+    return [data[a:b] for a, b in pairwise(bounds)]
 
 
 class RecordBuilder:
@@ -90,6 +136,23 @@ class RecordBuilder:
         self.channel_names = (OTHER_CHANNEL, *journey.channels)
         self.channel_keys = tuple(f"channel:{name}".encode() for name in self.channel_names)
         self.type_names = tuple(journey.touchpoints)
+        # funnel index (stage + 1) -> name; a transition's key is from * funnel_size + to
+        self.funnel_names = ("none", *self.names_by_index[1:])
+        self.funnel_size = len(self.funnel_names)
+        self.move_names = tuple(f"{a}>{b}" for a in self.funnel_names for b in self.funnel_names)
+        self.channel_texts = _Texts(self.channel_names)
+        self.stage_texts = _Texts(self.names_by_index)  # by stage + 1: null, stages, dormant
+        self.population_texts = _Texts(self.funnel_names[1:])
+        self.move_texts = _Texts(self.move_names)
+        self.session_lit = _literals('{"customer_id":', ',"session_start":', ',"session_end":',
+                                     ',"duration_ms":', ',"events":', ',"channels":{',
+                                     '},"converted":true', '},"converted":false', ',"stage_end":')
+        self.channel_lit = _literals('{"kind":"channel","window_start":', ',"window_end":',
+                                     ',"channel":', ',"events":', ',"customers":', ',"impressions":',
+                                     ',"clicks":', ',"ctr":', ',"conversions":', ',"sentiment_mean":',
+                                     ',"responses":', ',"response_time_mean_ms":')
+        self.funnel_lit = _literals('{"kind":"funnel","window_start":', ',"window_end":',
+                                    ',"transitions":{', '},"populations":{', '}}')
         self.saturation = journey.saturation
         self.topics = topics
 
@@ -142,64 +205,63 @@ class RecordBuilder:
 
     def sessions(self, ids: Sequence[str], closed: "ClosedSessions") -> list[OutRecord]:
         """One record per closed session (PRODUCT §5)."""
-        names, channels, topic, dumps = self.names_by_index, self.channel_names, self.topics.sessions, \
-            orjson.dumps
-        per_session: list[dict[str, int]] = [{} for _ in range(closed.rows.shape[0])]
-        which, channel = np.nonzero(closed.channels)
-        for i, c, k in zip(which.tolist(), channel.tolist(), closed.channels[which, channel].tolist(),
-                           strict=True):
-            per_session[i][channels[c]] = k
-        return [(topic, ids[r].encode(), dumps({
-            "customer_id": ids[r], "session_start": start, "session_end": end,
-            "duration_ms": end - start, "events": events, "channels": seen,
-            "converted": conv, "stage_end": names[stage],
-        })) for r, start, end, events, conv, stage, seen in zip(
-            closed.rows.tolist(), closed.start.tolist(), closed.end.tolist(),
-            closed.events.tolist(), closed.converted.tolist(), (closed.stage + 1).tolist(),
-            per_session, strict=True)]
+        n = closed.rows.shape[0]
+        if not n:
+            return []
+        customers = [ids[r] for r in closed.rows.tolist()]
+        id_blob, id_offsets = _pieces([orjson.dumps(c) for c in customers])
+        chans, stages = self.channel_texts, self.stage_texts
+        per_record = (sum(t.size for t in self.session_lit) + 4 * _INT_WIDTH + stages.longest + 1
+                      + closed.channels.shape[1] * (chans.longest + 2 + _INT_WIDTH))
+        buf = np.empty(n * per_record + id_blob.size, dtype=np.uint8)
+        ends = np.empty(n, dtype=np.int64)
+        _sessions(buf, ends, self.session_lit, id_blob, id_offsets, closed.start, closed.end,
+                  closed.events, closed.converted, closed.stage.astype(np.int64) + 1, closed.channels,
+                  chans.blob, chans.offsets, stages.blob, stages.offsets)
+        topic = self.topics.sessions
+        return [(topic, c.encode(), value) for c, value in zip(customers, _cut(buf, ends), strict=True)]
 
     def windows(self, w: "WindowShares", width_ms: int, populations: npt.NDArray[np.int64]
                 ) -> list[OutRecord]:
-        """The channel records (channels with events) and the funnel record of closed windows.
+        """The channel records and the funnel record of closed windows, from their totals.
 
-        ``populations`` holds each window's stage populations as of its end.
+        ``w`` is ``WindowShares.totals()``; ``populations`` holds each window's stage
+        populations (by funnel index) as of its end.
         """
-        topic, dumps = self.topics.metrics, orjson.dumps
-        win, ch = np.nonzero(w.events)
-        impressions, clicks = w.impressions[win, ch], w.clicks[win, ch]
-        sent_n, responses = w.sentiment_n[win, ch], w.responses[win, ch]
+        topic = self.topics.metrics
+        ch = w.channels
+        counts = ch.counts.T
+        impressions, clicks = counts[IMPRESSIONS], counts[CLICKS]
+        sent_n, responses = counts[SENTIMENT_N], counts[RESPONSES]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ctr = _nulls(np.where(impressions > 0, clicks / impressions, np.nan))
-            sentiment = _nulls(np.where(sent_n > 0, w.sentiment_sum[win, ch] / sent_n, np.nan))
-            response = _nulls(np.where(responses > 0, w.response_time_sum[win, ch] / responses,
-                                       np.nan))
-        starts = w.starts.tolist()
-        ends = (w.starts + width_ms).tolist()
-        channels, keys = self.channel_names, self.channel_keys
-        out: list[OutRecord] = [
-            (topic, keys[c], dumps({
-                "kind": "channel", "window_start": starts[j], "window_end": ends[j],
-                "channel": channels[c], "events": events, "customers": customers,
-                "impressions": impr, "clicks": clk, "ctr": rate, "conversions": conv,
-                "sentiment_mean": mean_sentiment, "responses": resp,
-                "response_time_mean_ms": mean_response}))
-            for j, c, events, customers, impr, clk, rate, conv, mean_sentiment, resp, mean_response
-            in zip(win.tolist(), ch.tolist(), w.events[win, ch].tolist(),
-                   w.customers[win, ch].tolist(), impressions.tolist(), clicks.tolist(), ctr,
-                   w.conversions[win, ch].tolist(), sentiment, responses.tolist(), response,
-                   strict=True)]
-        names = ["none", *self.names_by_index[1:]]
-        moves: list[dict[str, int]] = [{} for _ in starts]
-        jj, ff, tt = np.nonzero(w.transitions)
-        for j, f, t, n in zip(jj.tolist(), ff.tolist(), tt.tolist(),
-                              w.transitions[jj, ff, tt].tolist(), strict=True):
-            moves[j][f"{names[f]}>{names[t]}"] = n
-        stages = names[1:]
-        out += [(topic, b"funnel", dumps({
-            "kind": "funnel", "window_start": start, "window_end": end, "transitions": moved,
-            "populations": dict(zip(stages, pops[1:], strict=True)),
-        })) for start, end, moved, pops in zip(starts, ends, moves, populations.tolist(), strict=True)]
-        return out
+            means = np.stack([np.where(impressions > 0, clicks / impressions, np.nan),
+                              np.where(sent_n > 0, ch.sums[:, SENTIMENT_SUM] / sent_n, np.nan),
+                              np.where(responses > 0, ch.sums[:, RESPONSE_TIME_SUM] / responses, np.nan)],
+                             axis=1)
+        floats, float_offsets = _float_texts(means.ravel())
+        n = ch.start.size
+        chans = self.channel_texts
+        buf = np.empty(n * (sum(t.size for t in self.channel_lit) + 8 * _INT_WIDTH + chans.longest + 1)
+                       + floats.size, dtype=np.uint8)
+        ends = np.empty(n, dtype=np.int64)
+        _channels(buf, ends, self.channel_lit, ch.start, width_ms, ch.channel,
+                  np.ascontiguousarray(ch.counts[:, [EVENTS, CUSTOMERS, IMPRESSIONS, CLICKS,
+                                                     CONVERSIONS, RESPONSES]]),
+                  floats, float_offsets, chans.blob, chans.offsets)
+        keys = self.channel_keys
+        out: list[OutRecord] = [(topic, keys[c], value) for c, value in
+                                zip(ch.channel.tolist(), _cut(buf, ends), strict=True)]
+        tr, moves, stages = w.transitions, self.move_texts, self.population_texts
+        k = w.starts.size
+        pops = np.ascontiguousarray(populations[:, 1:])
+        buf = np.empty(k * (sum(t.size for t in self.funnel_lit) + 2 * _INT_WIDTH
+                            + pops.shape[1] * (stages.longest + 2 + _INT_WIDTH))
+                       + tr.key.size * (moves.longest + 2 + _INT_WIDTH), dtype=np.uint8)
+        ends = np.empty(k, dtype=np.int64)
+        _funnels(buf, ends, self.funnel_lit, w.starts, width_ms,
+                 np.searchsorted(tr.start, np.append(w.starts, w.starts[-1] + 1)), tr.key, tr.value,
+                 moves.blob, moves.offsets, pops, stages.blob, stages.offsets)
+        return out + [(topic, b"funnel", value) for value in _cut(buf, ends)]
 
     def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:
         """Late records for events found late only where they were scored (no raw message there).

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from bytewax.operators import StatefulBatchLogic
 
 from config.model import JourneyMap, Topics
+from operators.aggregate import ShardProgress, WindowAggregator
 from operators.events import EMPTY_BATCH, MIN_TS_MS, EventBatch
 from operators.metrics import EngineMetrics
 from operators.records import OutRecord, RecordBuilder
@@ -160,11 +161,14 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
 
 
 def warm_up(journey: JourneyMap, topics: Topics) -> None:
-    """Compile every kernel now (scoring, windows, closing, dormancy), so no event waits for Numba."""
-    step = ShardScorer(journey, RecordBuilder(journey, topics), EngineMetrics(), 1, None)
+    """Compile every kernel now (scoring, windows, closing, dormancy, rendering), so no event waits."""
+    records = RecordBuilder(journey, topics)
+    step = ShardScorer(journey, records, EngineMetrics(), 1, None)
     ts = np.array([MIN_TS_MS], dtype=np.int64)
     batch = EventBatch(["warm-up"], ["warm-up"], ts, np.zeros(1, dtype=np.int32),
                        np.zeros(1, dtype=np.int32), np.array([0.5]), np.zeros(1, dtype=np.bool_),
                        np.full(1, NO_TIME, dtype=np.int64))
-    step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
-                   ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
+    (out,), _ = step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
+                               ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
+    WindowAggregator(records, journey.metrics_window_ms, 1, None).on_batch(
+        [ShardProgress("warm-up", out.shares, out.watermark)])

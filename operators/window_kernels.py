@@ -16,6 +16,13 @@ from operators.kernels import EMPTY_TS
 
 NO_SLOT = -1
 
+# columns of a window's per-channel counts (``w_counts[slot, channel, column]``)
+EVENTS, CUSTOMERS, IMPRESSIONS, CLICKS, CONVERSIONS, SENTIMENT_N, RESPONSES = range(7)
+N_COUNTS = 7
+# columns of its per-channel sums (``w_sums[slot, channel, column]``)
+SENTIMENT_SUM, RESPONSE_TIME_SUM = range(2)
+N_SUMS = 2
+
 
 @njit(cache=True, nogil=True)
 def _unlink(s, r, first_sess, s_next, s_prev):  # pragma: no cover - compiled
@@ -34,8 +41,8 @@ def _window_batch(  # pragma: no cover - compiled
     first_sess, last_out, responded, last_win,
     # the session pool
     s_row, s_start, s_end, s_events, s_conv, s_stage, s_chan, s_next, s_prev, free, n_free,
-    # per-window, per-channel sums (slot = open window)
-    w_events, w_impr, w_clicks, w_conv, w_sent_sum, w_sent_n, w_resp, w_rt_sum,
+    # per-window, per-channel counts and sums (slot = open window)
+    w_counts, w_sums,
     # distinct customers: (row * channels + channel, slot) pairs appended here
     ck_key, ck_slot, n_ck,
     # the events, in arrival order; slot is NO_SLOT for events that enter no window
@@ -54,24 +61,24 @@ def _window_batch(  # pragma: no cover - compiled
         ch = chan_idx[i]
         roles = type_roles[type_idx[i]]
         # channel window
-        w_events[w, ch] += 1
+        w_counts[w, ch, EVENTS] += 1
         if roles & ROLE_IMPRESSION:
-            w_impr[w, ch] += 1
+            w_counts[w, ch, IMPRESSIONS] += 1
         if roles & ROLE_CLICK:
-            w_clicks[w, ch] += 1
+            w_counts[w, ch, CLICKS] += 1
         if roles & ROLE_CONVERSION:
-            w_conv[w, ch] += 1
+            w_counts[w, ch, CONVERSIONS] += 1
         if not np.isnan(sentiment[i]):
-            w_sent_sum[w, ch] += sentiment[i]
-            w_sent_n[w, ch] += 1
+            w_sums[w, ch, SENTIMENT_SUM] += sentiment[i]
+            w_counts[w, ch, SENTIMENT_N] += 1
         if roles & ROLE_OUTBOUND and (last_out[r, ch] == EMPTY_TS or t >= last_out[r, ch]):
             last_out[r, ch] = t
             responded[r, ch] = False
         if roles & ROLE_RESPONSE and last_out[r, ch] != EMPTY_TS and t >= last_out[r, ch] \
                 and not responded[r, ch]:
             responded[r, ch] = True
-            w_resp[w, ch] += 1
-            w_rt_sum[w, ch] += t - last_out[r, ch]
+            w_counts[w, ch, RESPONSES] += 1
+            w_sums[w, ch, RESPONSE_TIME_SUM] += t - last_out[r, ch]
         if last_win[r, ch] != window_start[i]:
             last_win[r, ch] = window_start[i]
             ck_key[n_ck] = r * channels + ch
@@ -143,3 +150,97 @@ def _close_sessions(  # pragma: no cover - compiled
             closed_rows[n_closed] = r
             n_closed += 1
     return n_closed, n_free
+
+
+@njit(cache=True, nogil=True)
+def _close_windows(  # pragma: no cover - compiled
+    closing, starts, w_counts, w_sums, w_trans, w_pop, ck_key, ck_slot, n_ck,
+):
+    """Hand on and zero the ``closing`` window slots (``starts`` their window starts).
+
+    Counts each window's distinct customers per channel from the (customer, channel)
+    keys noted while adding, keeps the other windows' keys, and returns what is not
+    zero as entries: (n_ck, channel start/channel/counts/sums, transition
+    start/key/count, population start/stage/change), a transition's key being
+    ``from * funnel + to`` (funnel indices: stage + 1).
+    """
+    k = closing.shape[0]
+    channels = w_counts.shape[1]
+    funnel = w_pop.shape[1]
+    pos = np.full(w_counts.shape[0], -1, np.int64)
+    for j in range(k):
+        pos[closing[j]] = j
+    span = 1
+    for i in range(n_ck):
+        span = max(span, ck_key[i] + 1)
+    picked = np.empty(n_ck, np.int64)
+    m = 0
+    kept = 0
+    for i in range(n_ck):
+        j = pos[ck_slot[i]]
+        if j >= 0:
+            picked[m] = j * span + ck_key[i]
+            m += 1
+        else:
+            ck_key[kept] = ck_key[i]
+            ck_slot[kept] = ck_slot[i]
+            kept += 1
+    picked = np.sort(picked[:m])
+    for i in range(m):
+        if i == 0 or picked[i] != picked[i - 1]:
+            j = picked[i] // span
+            w_counts[closing[j], (picked[i] % span) % channels, CUSTOMERS] += 1
+    n_ch = 0
+    n_tr = 0
+    n_pop = 0
+    for j in range(k):
+        s = closing[j]
+        for c in range(channels):
+            if w_counts[s, c, EVENTS] > 0:
+                n_ch += 1
+        for a in range(funnel):
+            if w_pop[s, a] != 0:
+                n_pop += 1
+            for b in range(funnel):
+                if w_trans[s, a, b] != 0:
+                    n_tr += 1
+    ch_start = np.empty(n_ch, np.int64)
+    ch_chan = np.empty(n_ch, np.int64)
+    ch_counts = np.empty((n_ch, N_COUNTS), np.int64)
+    ch_sums = np.empty((n_ch, N_SUMS), np.float64)
+    tr_start = np.empty(n_tr, np.int64)
+    tr_key = np.empty(n_tr, np.int64)
+    tr_count = np.empty(n_tr, np.int64)
+    pop_start = np.empty(n_pop, np.int64)
+    pop_stage = np.empty(n_pop, np.int64)
+    pop_change = np.empty(n_pop, np.int64)
+    n_ch = 0
+    n_tr = 0
+    n_pop = 0
+    for j in range(k):
+        s = closing[j]
+        for c in range(channels):
+            if w_counts[s, c, EVENTS] > 0:
+                ch_start[n_ch] = starts[j]
+                ch_chan[n_ch] = c
+                ch_counts[n_ch] = w_counts[s, c]
+                ch_sums[n_ch] = w_sums[s, c]
+                n_ch += 1
+        for a in range(funnel):
+            if w_pop[s, a] != 0:
+                pop_start[n_pop] = starts[j]
+                pop_stage[n_pop] = a
+                pop_change[n_pop] = w_pop[s, a]
+                n_pop += 1
+            for b in range(funnel):
+                if w_trans[s, a, b] != 0:
+                    tr_start[n_tr] = starts[j]
+                    tr_key[n_tr] = a * funnel + b
+                    tr_count[n_tr] = w_trans[s, a, b]
+                    n_tr += 1
+        w_counts[s] = 0
+        w_sums[s] = 0.0
+        w_trans[s] = 0
+        w_pop[s] = 0
+    return (kept, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count,
+            pop_start, pop_stage, pop_change)

@@ -22,27 +22,90 @@ from operators.events import EventBatch
 from operators.kernels import EMPTY_TS
 from operators.scoring import ScoreResult
 from operators.state import ShardState
-from operators.window_kernels import NO_SLOT, _close_sessions, _window_batch
+from operators.window_kernels import (
+    N_COUNTS,
+    N_SUMS,
+    NO_SLOT,
+    _close_sessions,
+    _close_windows,
+    _window_batch,
+)
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
-class WindowShares(NamedTuple):
-    """One shard's shares of closed tumbling windows: a row each, a column per channel (0 = other)."""
+class Entries(NamedTuple):
+    """Counts of closed windows by (window start, key), one entry per count that is not zero."""
 
-    starts: I64  # [window]
-    events: I64
-    customers: I64
-    impressions: I64
-    clicks: I64
-    conversions: I64
-    sentiment_sum: F64
-    sentiment_n: I64
-    responses: I64
-    response_time_sum: F64
-    transitions: I64  # [window, stage + 1, stage + 1]: 0 is "no stage yet", the last dormant
-    population_delta: I64  # [window, stage + 1]
+    start: I64
+    key: I64
+    value: I64
+
+
+class ChannelEntries(NamedTuple):
+    """Per-channel counts and sums of closed windows, one entry per (window, channel) with events."""
+
+    start: I64
+    channel: I64
+    counts: I64  # [entry, column]: EVENTS, CUSTOMERS, ... (window_kernels)
+    sums: F64  # [entry, column]: SENTIMENT_SUM, RESPONSE_TIME_SUM
+
+
+class WindowShares(NamedTuple):
+    """Closed tumbling windows as entries of what is not zero, so a sparse history stays cheap.
+
+    From a shard, its share; summed by window and key over all shards (``totals``), the
+    windows' figures: customers belong to one shard, so distinct customers add up too.
+    """
+
+    starts: I64  # the windows
+    channels: ChannelEntries
+    transitions: Entries  # key: from * funnel + to (funnel index: stage + 1)
+    populations: Entries  # key: funnel index; count: change of that population
+
+    @staticmethod
+    def concat(parts: "list[WindowShares]") -> "WindowShares":
+        """All entries of ``parts`` in one."""
+        if len(parts) == 1:
+            return parts[0]
+        return WindowShares(np.concatenate([p.starts for p in parts]),
+                            *(_joined([p[g] for p in parts]) for g in (1, 2, 3)))
+
+    def split(self, end: int) -> "tuple[WindowShares, WindowShares]":
+        """The windows that start before ``end``, and the others."""
+        cut = self.starts < end
+        groups = [(g, g.start < end) for g in self[1:]]
+        return (WindowShares(self.starts[cut], *(_rows(g, mine) for g, mine in groups)),
+                WindowShares(self.starts[~cut], *(_rows(g, ~mine) for g, mine in groups)))
+
+    def totals(self) -> "WindowShares":
+        """Entries summed per window and key, ordered by window then key; each window once."""
+        ch, tr, pop = self.channels, self.transitions, self.populations
+        return WindowShares(np.unique(self.starts),
+                            ChannelEntries(*_summed(ch.start, ch.channel, ch.counts, ch.sums)),
+                            Entries(*_summed(tr.start, tr.key, tr.value)),
+                            Entries(*_summed(pop.start, pop.key, pop.value)))
+
+
+def _joined(groups: list[Any]) -> Any:
+    """Entries of one kind, concatenated column by column."""
+    return type(groups[0])(*(np.concatenate(cols) for cols in zip(*groups, strict=True)))
+
+
+def _rows(group: Any, which: npt.NDArray[np.bool_]) -> Any:
+    """The ``which`` entries of one kind."""
+    return type(group)(*(col[which] for col in group))
+
+
+def _summed(start: I64, key: I64, *values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], ...]:
+    """``values`` summed over the entries of equal (start, key), ordered by (start, key)."""
+    if start.size == 0:
+        return (start, key, *values)
+    order = np.lexsort((key, start))
+    start, key = start[order], key[order]
+    first = np.flatnonzero(np.concatenate(([True], (start[1:] != start[:-1]) | (key[1:] != key[:-1]))))
+    return (start[first], key[first], *(np.add.reduceat(v[order], first, axis=0) for v in values))
 
 
 @dataclass(frozen=True)
@@ -56,10 +119,6 @@ class ClosedSessions:
     converted: npt.NDArray[np.bool_]
     stage: npt.NDArray[np.int16]
     channels: I64  # [session, channel] event counts
-
-
-_CHANNEL_SUMS = ("events", "impressions", "clicks", "conversions", "sentiment_n", "responses")
-_CHANNEL_FLOATS = ("sentiment_sum", "response_time_sum")
 
 
 class ShardWindows:
@@ -91,10 +150,12 @@ class ShardWindows:
         self.free = np.zeros(0, dtype=np.int64)
         self.n_free = 0
         # open tumbling windows: start -> slot
-        self.slots: dict[int, int] = {}
-        self.free_slots: list[int] = []
-        self.w: dict[str, Any] = {name: np.zeros((0, c), dtype=np.int64) for name in _CHANNEL_SUMS}
-        self.w.update({name: np.zeros((0, c), dtype=np.float64) for name in _CHANNEL_FLOATS})
+        # open tumbling windows: their starts in ascending order, and their table slots
+        self.open_starts = np.zeros(0, dtype=np.int64)
+        self.open_slots = np.zeros(0, dtype=np.int64)
+        self.free_slots = np.zeros(0, dtype=np.int64)  # the last is used next
+        self.w_counts = np.zeros((0, c, N_COUNTS), dtype=np.int64)
+        self.w_sums = np.zeros((0, c, N_SUMS), dtype=np.float64)
         self.w_trans = np.zeros((0, self.funnel, self.funnel), dtype=np.int64)
         self.w_pop = np.zeros((0, self.funnel), dtype=np.int64)
         # distinct customers per window and channel
@@ -115,7 +176,7 @@ class ShardWindows:
     @property
     def open_windows(self) -> int:
         """Tumbling windows not closed yet."""
-        return len(self.slots)
+        return int(self.open_starts.size)
 
     # -- growth ---------------------------------------------------------------------------
 
@@ -152,20 +213,17 @@ class ShardWindows:
         self.ck_key = _grown(self.ck_key, cap, 0)
         self.ck_slot = _grown(self.ck_slot, cap, 0)
 
-    def _slot(self, start: int) -> int:
-        slot = self.slots.get(start)
-        if slot is not None:
-            return slot
-        if not self.free_slots:
-            have = self.w_pop.shape[0]
-            cap = max(4, 2 * have)
-            for name, arr in self.w.items():
-                self.w[name] = _grown(arr, cap, 0)
-            self.w_trans = _grown(self.w_trans, cap, 0)
-            self.w_pop = _grown(self.w_pop, cap, 0)
-            self.free_slots = list(range(cap - 1, have - 1, -1))
-        slot = self.slots[start] = self.free_slots.pop()
-        return slot
+    def _ensure_free_slots(self, needed: int) -> None:
+        if self.free_slots.size >= needed:
+            return
+        have = self.w_pop.shape[0]
+        cap = max(have + needed - self.free_slots.size, 2 * have, 4)
+        self.w_counts = _grown(self.w_counts, cap, 0)
+        self.w_sums = _grown(self.w_sums, cap, 0.0)
+        self.w_trans = _grown(self.w_trans, cap, 0)
+        self.w_pop = _grown(self.w_pop, cap, 0)
+        # low slots are used first
+        self.free_slots = np.concatenate([np.arange(cap - 1, have - 1, -1), self.free_slots])
 
     # -- adding ----------------------------------------------------------------------------
 
@@ -182,8 +240,7 @@ class ShardWindows:
         starts = batch.ts - batch.ts % self.width
         slot = np.full(len(batch), NO_SLOT, dtype=np.int64)
         if windowed.any():
-            uniq, inverse = np.unique(starts[windowed], return_inverse=True)
-            slot[windowed] = np.array([self._slot(int(s)) for s in uniq.tolist()])[inverse]
+            slot[windowed] = self._slots(batch.ts[windowed])
             m = int(np.count_nonzero(windowed))
             self._ensure_free_sessions(m)
             self._ensure_keys(m)
@@ -191,9 +248,7 @@ class ShardWindows:
                 self.first_sess, self.last_out, self.responded, self.last_win,
                 self.s_row, self.s_start, self.s_end, self.s_events, self.s_conv, self.s_stage,
                 self.s_chan, self.s_next, self.s_prev, self.free, self.n_free,
-                self.w["events"], self.w["impressions"], self.w["clicks"], self.w["conversions"],
-                self.w["sentiment_sum"], self.w["sentiment_n"], self.w["responses"],
-                self.w["response_time_sum"],
+                self.w_counts, self.w_sums,
                 self.ck_key, self.ck_slot, self.n_ck,
                 result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
                 result.stage_after, slot, starts,
@@ -214,9 +269,26 @@ class ShardWindows:
         self._count_moves(self._slots(at), from_stage, to, counted=np.ones(at.size, dtype=np.bool_))
 
     def _slots(self, times: I64) -> I64:
-        """The window slot of each time (opening windows as needed)."""
-        return np.array([self._slot(int(s)) for s in (times - times % self.width).tolist()],
-                        dtype=np.int64)
+        """The table slot of each time's window, opening windows as needed."""
+        starts: I64
+        inverse: I64
+        starts, inverse = np.unique(times - times % self.width, return_inverse=True)
+        at = np.searchsorted(self.open_starts, starts)
+        known = np.zeros(starts.size, dtype=np.bool_)
+        inside = at < self.open_starts.size
+        known[inside] = self.open_starts[at[inside]] == starts[inside]
+        new = starts[~known]
+        if new.size:
+            self._ensure_free_slots(new.size)
+            taken = self.free_slots[-new.size:]
+            self.free_slots = self.free_slots[: -new.size]
+            open_starts = np.concatenate([self.open_starts, new])
+            order = np.argsort(open_starts, kind="stable")
+            self.open_starts = open_starts[order]
+            self.open_slots = np.concatenate([self.open_slots, taken])[order]
+            at = np.searchsorted(self.open_starts, starts)
+        slots: I64 = self.open_slots[at][inverse]
+        return slots
 
     def _count_moves(self, slot: I64, from_stage: npt.NDArray[np.int16],
                      to_stage: npt.NDArray[np.int16], counted: npt.NDArray[np.bool_]) -> None:
@@ -241,59 +313,38 @@ class ShardWindows:
                               self.s_stage[idx].copy(), self.s_chan[idx].copy())
 
     def close_windows(self, watermark: int) -> WindowShares | None:
-        """Hand on and free every window that ends at or before the watermark, oldest first."""
-        done = sorted(s for s in self.slots if s + self.width <= watermark)
-        if not done:
+        """Hand on and free every window that ends at or before the watermark."""
+        k = int(np.searchsorted(self.open_starts, watermark - self.width, side="right"))
+        if k == 0:
             return None
-        k, c = len(done), self.channels
-        closing = np.array([self.slots.pop(s) for s in done], dtype=np.int64)
-        # distinct customers: unique (window, row, channel) among the closing windows' keys
-        position = np.full(self.w_pop.shape[0], -1, dtype=np.int64)
-        position[closing] = np.arange(k)
-        at = position[self.ck_slot[: self.n_ck]]
-        mine = at >= 0
-        keys = self.ck_key[: self.n_ck]
-        span = int(keys.max()) + 1 if keys.size else 1
-        unique = np.unique(at[mine] * span + keys[mine])
-        customers = np.bincount((unique // span) * c + (unique % span) % c, minlength=k * c)
-        shares = WindowShares(
-            np.array(done, dtype=np.int64),
-            customers=customers.reshape(k, c).astype(np.int64),
-            transitions=self.w_trans[closing],
-            population_delta=self.w_pop[closing],
-            **{name: arr[closing] for name, arr in self.w.items()},
-        )
-        for arr in (*self.w.values(), self.w_trans, self.w_pop):
-            arr[closing] = 0
-        self.free_slots += closing.tolist()
-        kept = int(np.count_nonzero(~mine))
-        self.ck_key[:kept] = keys[~mine]
-        self.ck_slot[:kept] = self.ck_slot[: self.n_ck][~mine]
-        self.n_ck = kept
-        return shares
+        starts, closing = self.open_starts[:k], self.open_slots[:k]
+        self.open_starts, self.open_slots = self.open_starts[k:], self.open_slots[k:]
+        (self.n_ck, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count,
+         pop_start, pop_stage, pop_change) = _close_windows(
+            closing, starts, self.w_counts, self.w_sums, self.w_trans, self.w_pop,
+            self.ck_key, self.ck_slot, self.n_ck)
+        self.free_slots = np.concatenate([self.free_slots, closing[::-1]])
+        return WindowShares(starts, ChannelEntries(ch_start, ch_chan, ch_counts, ch_sums),
+                            Entries(tr_start, tr_key, tr_count), Entries(pop_start, pop_stage, pop_change))
 
     # -- recovery --------------------------------------------------------------------------
 
     _ARRAYS = ("first_sess", "last_out", "responded", "last_win", "s_row", "s_start", "s_end",
-               "s_events", "s_conv", "s_stage", "s_chan", "s_next", "s_prev", "free", "w_trans",
-               "w_pop", "ck_key", "ck_slot")
+               "s_events", "s_conv", "s_stage", "s_chan", "s_next", "s_prev", "free", "w_counts",
+               "w_sums", "w_trans", "w_pop", "ck_key", "ck_slot", "open_starts", "open_slots",
+               "free_slots")
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of everything open (safe to pickle while the windows keep changing)."""
         snap: dict[str, Any] = {name: getattr(self, name).copy() for name in self._ARRAYS}
-        snap.update({f"w_{name}": arr.copy() for name, arr in self.w.items()})
-        snap.update(n_free=self.n_free, n_ck=self.n_ck, slots=dict(self.slots),
-                    free_slots=list(self.free_slots))
+        snap.update(n_free=self.n_free, n_ck=self.n_ck)
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Take over the state of ``snapshot()`` output (recovery resume)."""
         for name in self._ARRAYS:
             setattr(self, name, np.array(snap[name]))
-        for name in self.w:
-            self.w[name] = np.array(snap[f"w_{name}"])
         self.n_free, self.n_ck = int(snap["n_free"]), int(snap["n_ck"])
-        self.slots, self.free_slots = dict(snap["slots"]), list(snap["free_slots"])
 
 
 def _grown(arr: npt.NDArray[Any], cap: int, fill: object) -> npt.NDArray[Any]:
