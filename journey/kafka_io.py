@@ -222,10 +222,15 @@ class KafkaBatchSink(DynamicSink[Sequence[OutRecord]]):
         self.delivery_timeout_s = delivery_timeout_s
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
-        """One producer per worker."""
+        """One producer per worker.
+
+        Only failed deliveries are reported (a Python callback per delivered message cost
+        more than producing it); ``flush`` still waits until every message is delivered
+        or has failed, and a failure's report reaches ``_on_delivery``.
+        """
         producer = Producer(client_config(
             self.kafka,
             **{"partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
-               "queue.buffering.max.messages": 500_000},
+               "queue.buffering.max.messages": 500_000, "delivery.report.only.error": True},
         ))
         return _SinkPartition(producer, self.delivery_timeout_s)
