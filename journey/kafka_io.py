@@ -169,8 +169,9 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
 
 
 class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):
-    def __init__(self, producer: Producer, delivery_timeout_s: float) -> None:
-        self.producer = producer
+    def __init__(self, config: dict[str, object], delivery_timeout_s: float) -> None:
+        # one delivery callback for the producer, not an object per message
+        self.producer = Producer({**config, "on_delivery": self._on_delivery})
         self.delivery_timeout_s = delivery_timeout_s
         self.failed: list[tuple[OutRecord, Any]] = []
 
@@ -179,11 +180,11 @@ class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):
             self.failed.append(((msg.topic(), msg.key(), msg.value()), err))
 
     def _produce(self, records: Iterable[OutRecord]) -> None:
-        produce, on_delivery = self.producer.produce, self._on_delivery
+        produce = self.producer.produce
         for topic, key, value in records:
             while True:
                 try:
-                    produce(topic, value, key, on_delivery=on_delivery)
+                    produce(topic, value, key)
                     break
                 except BufferError:  # local queue full: let deliveries drain
                     self.producer.poll(0.05)
@@ -228,9 +229,8 @@ class KafkaBatchSink(DynamicSink[Sequence[OutRecord]]):
         more than producing it); ``flush`` still waits until every message is delivered
         or has failed, and a failure's report reaches ``_on_delivery``.
         """
-        producer = Producer(client_config(
+        return _SinkPartition(client_config(
             self.kafka,
             **{"partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
                "queue.buffering.max.messages": 500_000, "delivery.report.only.error": True},
-        ))
-        return _SinkPartition(producer, self.delivery_timeout_s)
+        ), self.delivery_timeout_s)

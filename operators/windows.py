@@ -270,15 +270,13 @@ class ShardWindows:
 
     def _slots(self, times: I64) -> I64:
         """The table slot of each time's window, opening windows as needed."""
-        starts: I64
-        inverse: I64
-        starts, inverse = np.unique(times - times % self.width, return_inverse=True)
+        starts = times - times % self.width
         at = np.searchsorted(self.open_starts, starts)
         known = np.zeros(starts.size, dtype=np.bool_)
         inside = at < self.open_starts.size
         known[inside] = self.open_starts[at[inside]] == starts[inside]
-        new = starts[~known]
-        if new.size:
+        if not known.all():
+            new = np.unique(starts[~known])
             self._ensure_free_slots(new.size)
             taken = self.free_slots[-new.size:]
             self.free_slots = self.free_slots[: -new.size]
@@ -287,7 +285,7 @@ class ShardWindows:
             self.open_starts = open_starts[order]
             self.open_slots = np.concatenate([self.open_slots, taken])[order]
             at = np.searchsorted(self.open_starts, starts)
-        slots: I64 = self.open_slots[at][inverse]
+        slots: I64 = self.open_slots[at]
         return slots
 
     def _count_moves(self, slot: I64, from_stage: npt.NDArray[np.int16],
