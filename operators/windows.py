@@ -62,7 +62,7 @@ class WindowShares(NamedTuple):
     starts: I64  # the windows
     channels: ChannelEntries
     transitions: Entries  # key: from * funnel + to (funnel index: stage + 1)
-    populations: Entries  # key: funnel index; count: change of that population
+    populations: Entries  # key: funnel index; value: change of that population
 
     @staticmethod
     def concat(parts: "list[WindowShares]") -> "WindowShares":
@@ -149,7 +149,6 @@ class ShardWindows:
         self.s_prev = np.zeros(0, dtype=np.int64)
         self.free = np.zeros(0, dtype=np.int64)
         self.n_free = 0
-        # open tumbling windows: start -> slot
         # open tumbling windows: their starts in ascending order, and their table slots
         self.open_starts = np.zeros(0, dtype=np.int64)
         self.open_slots = np.zeros(0, dtype=np.int64)
