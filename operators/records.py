@@ -1,6 +1,8 @@
 """Output records (topic, key, JSON value), built from state rows in one pass per batch.
 
 Records carry no wall-clock time: a replay after a crash produces identical messages.
+Sessions and windows, which come by the hundred thousand in a replay, are written by
+the kernels of ``json_kernels``; the rest are dicts for ``orjson``.
 """
 
 import base64
@@ -140,7 +142,7 @@ def _cut(buf: U8, ends: npt.NDArray[np.int64]) -> list[bytes]:
 
 
 class RecordBuilder:
-    """Renders scores and transitions of one journey map."""
+    """Renders every record of one journey map: scores, transitions, sessions, windows, late events."""
 
     def __init__(self, journey: JourneyMap, topics: Topics) -> None:
         # index + 1 -> name, so that NO_STAGE (-1) renders as None without a branch

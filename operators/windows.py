@@ -6,9 +6,9 @@ per channel, the last window it was counted in per channel), a pool of open sess
 and one row per open tumbling window. Closing frees what closed, so the state follows
 what is open, not what was ever seen (Bytewax's own session windower keeps every key).
 
-Closed tumbling windows are handed on as ``WindowShares``: this shard's share of each.
-Customers belong to exactly one shard, so shares add up to the exact totals,
-distinct customers included.
+Closed tumbling windows are handed on as ``WindowShares``: this shard's share of each,
+as entries of what is not zero. Customers belong to exactly one shard, so shares add
+up to the exact totals, distinct customers included.
 """
 
 from dataclasses import dataclass
