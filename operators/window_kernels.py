@@ -190,30 +190,17 @@ def _close_windows(  # pragma: no cover - compiled
         if i == 0 or picked[i] != picked[i - 1]:
             j = picked[i] // span
             w_counts[closing[j], (picked[i] % span) % channels, CUSTOMERS] += 1
-    n_ch = 0
-    n_tr = 0
-    n_pop = 0
-    for j in range(k):
-        s = closing[j]
-        for c in range(channels):
-            if w_counts[s, c, EVENTS] > 0:
-                n_ch += 1
-        for a in range(funnel):
-            if w_pop[s, a] != 0:
-                n_pop += 1
-            for b in range(funnel):
-                if w_trans[s, a, b] != 0:
-                    n_tr += 1
-    ch_start = np.empty(n_ch, np.int64)
-    ch_chan = np.empty(n_ch, np.int64)
-    ch_counts = np.empty((n_ch, N_COUNTS), np.int64)
-    ch_sums = np.empty((n_ch, N_SUMS), np.float64)
-    tr_start = np.empty(n_tr, np.int64)
-    tr_key = np.empty(n_tr, np.int64)
-    tr_count = np.empty(n_tr, np.int64)
-    pop_start = np.empty(n_pop, np.int64)
-    pop_stage = np.empty(n_pop, np.int64)
-    pop_change = np.empty(n_pop, np.int64)
+    # room for every cell; the entries written are the first n_ch / n_tr / n_pop
+    ch_start = np.empty(k * channels, np.int64)
+    ch_chan = np.empty(k * channels, np.int64)
+    ch_counts = np.empty((k * channels, N_COUNTS), np.int64)
+    ch_sums = np.empty((k * channels, N_SUMS), np.float64)
+    tr_start = np.empty(k * funnel * funnel, np.int64)
+    tr_key = np.empty(k * funnel * funnel, np.int64)
+    tr_count = np.empty(k * funnel * funnel, np.int64)
+    pop_start = np.empty(k * funnel, np.int64)
+    pop_stage = np.empty(k * funnel, np.int64)
+    pop_change = np.empty(k * funnel, np.int64)
     n_ch = 0
     n_tr = 0
     n_pop = 0
@@ -242,5 +229,6 @@ def _close_windows(  # pragma: no cover - compiled
         w_sums[s] = 0.0
         w_trans[s] = 0
         w_pop[s] = 0
-    return (kept, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count,
-            pop_start, pop_stage, pop_change)
+    return (kept, ch_start[:n_ch], ch_chan[:n_ch], ch_counts[:n_ch], ch_sums[:n_ch],
+            tr_start[:n_tr], tr_key[:n_tr], tr_count[:n_tr],
+            pop_start[:n_pop], pop_stage[:n_pop], pop_change[:n_pop])
