@@ -1,9 +1,11 @@
 """read (parse, align, mark late) → route by customer shard → score and window → totals → outputs."""
 
+from typing import Any
+
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink
 
 from config.model import Settings
 from operators.aggregate import AGGREGATE_KEY, ShardProgress, WindowAggregator
@@ -21,13 +23,16 @@ def build_flow(
     settings: Settings,
     source: Source[SourceRead],
     partitions: int,
-    sink: Sink[list[OutRecord]],
+    sink: FixedPartitionedSink[list[OutRecord], Any],
     *,
     metrics: EngineMetrics,
     shards: int = DEFAULT_SHARDS,
     windows: bool = True,
 ) -> Dataflow:
-    """The journey dataflow over a source of ``partitions`` input partitions and any record sink.
+    """The journey dataflow over a source of ``partitions`` input partitions.
+
+    ``sink`` lists one partition, its process's own: every record list is keyed to it,
+    so output leaves from the process that made it.
 
     ``windows=False`` leaves out sessions and channel/funnel windows (scores, transitions,
     dormancy, dead letters and late events stay).
@@ -62,5 +67,7 @@ def build_flow(
     if windows:
         totals = op.stateful_batch("windows", op.filter_map("progress", scored, progress), aggregator)
         outputs.append(op.key_rm("window_records", totals))
-    op.output("kafka_out", op.merge("outputs", *outputs), sink)
+    (own_part,) = sink.list_parts()
+    merged = op.merge("outputs", *outputs)
+    op.output("kafka_out", op.key_on("to_own_part", merged, lambda _: own_part), sink)
     return flow

@@ -2,9 +2,10 @@
 
 The source keeps each partition's next offset in Bytewax's recovery snapshots (not
 in consumer groups), so a restart resumes exactly where the last snapshot was taken.
-The sink produces whole lists and waits for every delivery report before it returns:
-a write that cannot be delivered raises, which stops the flow before the epoch that
-read its input is committed.
+The sink produces whole lists as they come and waits for every delivery at the end
+of each epoch (Bytewax snapshots a sink partition before it commits the epoch): a
+write that cannot be delivered raises there at the latest, which stops the flow
+before the epoch that read its input is committed.
 """
 
 import logging
@@ -14,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
@@ -168,7 +169,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
                                 self.batch_size, self.readers.reader(for_part))
 
 
-class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):
+class _SinkPartition(StatefulSinkPartition[Sequence[OutRecord], None]):
     def __init__(self, config: dict[str, object], delivery_timeout_s: float) -> None:
         # one delivery callback for the producer, not an object per message
         self.producer = Producer({**config, "on_delivery": self._on_delivery})
@@ -189,9 +190,16 @@ class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):
                 except BufferError:  # local queue full: let deliveries drain
                     self.producer.poll(0.05)
 
-    def write_batch(self, items: list[Sequence[OutRecord]]) -> None:
-        for records in items:
+    def write_batch(self, values: list[Sequence[OutRecord]]) -> None:
+        """Produce without waiting; failures reported so far end the flow here already."""
+        for records in values:
             self._produce(records)
+        self.producer.poll(0)
+        if self.failed:
+            self._wait_for_deliveries()
+
+    def snapshot(self) -> None:
+        """End of an epoch: every message written in it is delivered before Bytewax commits it."""
         self._wait_for_deliveries()
 
     def _wait_for_deliveries(self) -> None:
@@ -215,15 +223,35 @@ class _SinkPartition(StatelessSinkPartition[Sequence[OutRecord]]):
         self._wait_for_deliveries()
 
 
-class KafkaBatchSink(DynamicSink[Sequence[OutRecord]]):
-    """Produces lists of (topic, key, value); keys partition with murmur2 like JVM clients."""
+SINK_PART = "process-{:05d}"
+"""This process's one output partition: output is produced by the process that made it."""
 
-    def __init__(self, kafka: KafkaSettings, delivery_timeout_s: float = 120.0) -> None:
+
+class KafkaBatchSink(FixedPartitionedSink[Sequence[OutRecord], None]):
+    """Produces lists of (topic, key, value); keys partition with murmur2 like JVM clients.
+
+    One partition (a producer) per process, listed only by that process, and items keyed
+    with ``local_part`` go to it: nothing crosses processes on its way out. Bytewax
+    snapshots a partition at the end of every epoch it wrote in, and that is where the
+    sink waits for its deliveries, not after every write.
+    """
+
+    def __init__(self, kafka: KafkaSettings, *, process: int = 0,
+                 delivery_timeout_s: float = 120.0) -> None:
         self.kafka = kafka
+        self.local_part = SINK_PART.format(process)
         self.delivery_timeout_s = delivery_timeout_s
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPartition:
-        """One producer per worker.
+    def list_parts(self) -> list[str]:
+        """Only this process's partition (every worker of the process lists it)."""
+        return [self.local_part]
+
+    def part_fn(self, item_key: str) -> int:
+        """The process number: Bytewax indexes the sorted partitions of all processes with it."""
+        return int(item_key.rpartition("-")[2])
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
+        """One producer for the process.
 
         Only failed deliveries are reported (a Python callback per delivered message cost
         more than producing it); ``flush`` still waits until every message is delivered

@@ -73,7 +73,8 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     topics = settings.topics
     source = KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, topics.dlq, topics.late),
                               bounded=options.until_end)
-    flow = build_flow(settings, source, len(source.list_parts()), KafkaBatchSink(settings.kafka),
+    sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0)
+    flow = build_flow(settings, source, len(source.list_parts()), sink,
                       metrics=metrics, shards=options.shards, windows=options.windows)
     recovery = prepare_recovery(options.recovery_dir) if options.recovery_dir else None
     try:

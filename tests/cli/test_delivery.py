@@ -1,5 +1,6 @@
 """A delivery that cannot succeed stops the sink with an error; it is never dropped quietly."""
 
+import time
 from dataclasses import replace
 
 import pytest
@@ -7,18 +8,20 @@ import pytest
 from config import DEFAULT_PATH, load_settings
 from journey.broker import EmbeddedBroker
 from journey.errors import DeliveryError
-from journey.kafka_io import KafkaBatchSink, ensure_topics
+from journey.kafka_io import SINK_PART, KafkaBatchSink, ensure_topics
 
 
-def test_sink_raises_when_broker_is_gone() -> None:
+def test_epoch_end_raises_when_broker_is_gone() -> None:
     broker = EmbeddedBroker().start()
     settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
     ensure_topics(settings.kafka, ["out"], 1)
-    sink = KafkaBatchSink(settings.kafka, delivery_timeout_s=3.0).build("out", 0, 1)
-    sink.write_batch([[("out", b"k", b"delivered")]])  # works while the broker is up
+    sink = KafkaBatchSink(settings.kafka, delivery_timeout_s=3.0).build_part("out", SINK_PART.format(0), None)
+    sink.write_batch([[("out", b"k", b"delivered")]])
+    sink.snapshot()  # works while the broker is up
     broker.stop()
-    with pytest.raises(DeliveryError, match="not delivered"):
-        sink.write_batch([[("out", b"k", b"lost?")] * 10])
+    sink.write_batch([[("out", b"k", b"lost?")] * 10])
+    with pytest.raises(DeliveryError, match="not delivered"):  # before Bytewax commits the epoch
+        sink.snapshot()
 
 
 def test_failed_delivery_reports_stop_the_sink() -> None:
@@ -27,8 +30,21 @@ def test_failed_delivery_reports_stop_the_sink() -> None:
     settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
     ensure_topics(settings.kafka, ["out"], 1)
     kafka = replace(settings.kafka, properties={**settings.kafka.properties, "message.timeout.ms": "500"})
-    sink = KafkaBatchSink(kafka, delivery_timeout_s=3.0).build("out", 0, 1)
+    sink = KafkaBatchSink(kafka, delivery_timeout_s=3.0).build_part("out", SINK_PART.format(0), None)
     sink.write_batch([[("out", b"k", b"delivered")]])
+    sink.snapshot()
     broker.stop()
-    with pytest.raises(DeliveryError, match="timed out"):  # the failure's own report, not a deadline
-        sink.write_batch([[("out", b"k", b"lost?")] * 10])
+    sink.write_batch([[("out", b"k", b"lost?")] * 10])
+    time.sleep(1.5)  # the messages time out and librdkafka reports them
+    with pytest.raises(DeliveryError, match="timed out"):  # at the next write, not only at epoch end
+        sink.write_batch([[("out", b"k", b"after")]])
+
+
+def test_items_stay_in_their_process() -> None:
+    """Each process lists only its own partition, and ``part_fn`` finds it in the sorted set."""
+    settings = load_settings(DEFAULT_PATH)
+    sinks = [KafkaBatchSink(settings.kafka, process=p) for p in range(12)]
+    every = sorted(part for sink in sinks for part in sink.list_parts())
+    for p, sink in enumerate(sinks):
+        (own,) = sink.list_parts()
+        assert every[sink.part_fn(own) % len(every)] == own == every[p]
