@@ -130,6 +130,52 @@ def _window_batch(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _window_slots(  # pragma: no cover - compiled
+    times, width, open_starts, open_slots, n_open, free_slots, n_free, slots, first,
+):
+    """Write the table slot of each time's window into ``slots``, from index ``first`` on.
+
+    Open windows are ``open_starts[:n_open]`` (ascending) with their slots; a window not
+    open yet takes the top of the free stack ``free_slots[:n_free]``. Returns (n_open,
+    n_free, done): ``done`` < ``times.size`` when the free slots ran out there (grow the
+    tables and call again from ``done``).
+    """
+    last_start = -1
+    last_slot = NO_SLOT
+    for i in range(first, times.shape[0]):
+        start = times[i] - times[i] % width
+        if start == last_start:
+            slots[i] = last_slot
+            continue
+        at = np.searchsorted(open_starts[:n_open], start)
+        if at == n_open or open_starts[at] != start:
+            if n_free == 0:
+                return n_open, n_free, i
+            n_free -= 1
+            for j in range(n_open, at, -1):
+                open_starts[j] = open_starts[j - 1]
+                open_slots[j] = open_slots[j - 1]
+            open_starts[at] = start
+            open_slots[at] = free_slots[n_free]
+            n_open += 1
+        last_start = start
+        last_slot = open_slots[at]
+        slots[i] = last_slot
+    return n_open, n_free, times.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _count_moves(slot, from_stage, to_stage, counted, w_trans, w_pop):  # pragma: no cover
+    """Stage moves in their window slots: each moves the population; ``counted`` ones are transitions."""
+    for i in range(slot.shape[0]):
+        s, f, t = slot[i], from_stage[i] + 1, to_stage[i] + 1
+        if counted[i]:
+            w_trans[s, f, t] += 1
+        w_pop[s, f] -= 1
+        w_pop[s, t] += 1
+
+
+@njit(cache=True, nogil=True)
 def _close_sessions(  # pragma: no cover - compiled
     watermark, gap, first_sess, s_row, s_end, s_next, s_prev, free, n_free, closed, closed_rows,
 ):

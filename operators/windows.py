@@ -28,7 +28,9 @@ from operators.window_kernels import (
     NO_SLOT,
     _close_sessions,
     _close_windows,
+    _count_moves,
     _window_batch,
+    _window_slots,
 )
 
 I64 = npt.NDArray[np.int64]
@@ -149,10 +151,13 @@ class ShardWindows:
         self.s_prev = np.zeros(0, dtype=np.int64)
         self.free = np.zeros(0, dtype=np.int64)
         self.n_free = 0
-        # open tumbling windows: their starts in ascending order, and their table slots
+        # open tumbling windows: their starts in ascending order and their table slots (the
+        # first n_open), and a stack of free slots (the first n_free_slots; the top is used next)
         self.open_starts = np.zeros(0, dtype=np.int64)
         self.open_slots = np.zeros(0, dtype=np.int64)
-        self.free_slots = np.zeros(0, dtype=np.int64)  # the last is used next
+        self.n_open = 0
+        self.free_slots = np.zeros(0, dtype=np.int64)
+        self.n_free_slots = 0
         self.w_counts = np.zeros((0, c, N_COUNTS), dtype=np.int64)
         self.w_sums = np.zeros((0, c, N_SUMS), dtype=np.float64)
         self.w_trans = np.zeros((0, self.funnel, self.funnel), dtype=np.int64)
@@ -175,7 +180,7 @@ class ShardWindows:
     @property
     def open_windows(self) -> int:
         """Tumbling windows not closed yet."""
-        return int(self.open_starts.size)
+        return self.n_open
 
     # -- growth ---------------------------------------------------------------------------
 
@@ -212,17 +217,22 @@ class ShardWindows:
         self.ck_key = _grown(self.ck_key, cap, 0)
         self.ck_slot = _grown(self.ck_slot, cap, 0)
 
-    def _ensure_free_slots(self, needed: int) -> None:
-        if self.free_slots.size >= needed:
-            return
+    def _grow_window_tables(self) -> None:
         have = self.w_pop.shape[0]
-        cap = max(have + needed - self.free_slots.size, 2 * have, 4)
+        cap = max(2 * have, 4)
         self.w_counts = _grown(self.w_counts, cap, 0)
         self.w_sums = _grown(self.w_sums, cap, 0.0)
         self.w_trans = _grown(self.w_trans, cap, 0)
         self.w_pop = _grown(self.w_pop, cap, 0)
-        # low slots are used first
-        self.free_slots = np.concatenate([np.arange(cap - 1, have - 1, -1), self.free_slots])
+        self.open_starts = _grown(self.open_starts, cap, 0)
+        self.open_slots = _grown(self.open_slots, cap, 0)
+        # room for every slot; the new ones go under the free ones, low slots are used first
+        free = np.empty(cap, dtype=np.int64)
+        added = cap - have
+        free[:added] = np.arange(cap - 1, have - 1, -1)
+        free[added: added + self.n_free_slots] = self.free_slots[: self.n_free_slots]
+        self.free_slots = free
+        self.n_free_slots += added
 
     # -- adding ----------------------------------------------------------------------------
 
@@ -260,40 +270,26 @@ class ShardWindows:
             # moves of events in no window (late), and to dormant found on arrival: in the
             # window of the watermark they were read under (or the shard's, if later)
             tr_slot[elsewhere] = self._slots(np.maximum(batch.mark[tr.event[elsewhere]], watermark))
-            self._count_moves(tr_slot, tr.from_stage, tr.to_stage, counted=~elsewhere | tr.dormant)
+            _count_moves(tr_slot, tr.from_stage, tr.to_stage, ~elsewhere | tr.dormant,
+                         self.w_trans, self.w_pop)
 
     def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
         to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
-        self._count_moves(self._slots(at), from_stage, to, counted=np.ones(at.size, dtype=np.bool_))
+        _count_moves(self._slots(at), from_stage, to, np.ones(at.size, dtype=np.bool_),
+                     self.w_trans, self.w_pop)
 
     def _slots(self, times: I64) -> I64:
         """The table slot of each time's window, opening windows as needed."""
-        starts = times - times % self.width
-        at = np.searchsorted(self.open_starts, starts)
-        known = np.zeros(starts.size, dtype=np.bool_)
-        inside = at < self.open_starts.size
-        known[inside] = self.open_starts[at[inside]] == starts[inside]
-        if not known.all():
-            new = np.unique(starts[~known])
-            self._ensure_free_slots(new.size)
-            taken = self.free_slots[-new.size:]
-            self.free_slots = self.free_slots[: -new.size]
-            open_starts = np.concatenate([self.open_starts, new])
-            order = np.argsort(open_starts, kind="stable")
-            self.open_starts = open_starts[order]
-            self.open_slots = np.concatenate([self.open_slots, taken])[order]
-            at = np.searchsorted(self.open_starts, starts)
-        slots: I64 = self.open_slots[at]
-        return slots
-
-    def _count_moves(self, slot: I64, from_stage: npt.NDArray[np.int16],
-                     to_stage: npt.NDArray[np.int16], counted: npt.NDArray[np.bool_]) -> None:
-        """Stage moves in their windows: all move the population; ``counted`` ones are transitions."""
-        f, t = from_stage.astype(np.int64) + 1, to_stage.astype(np.int64) + 1
-        np.add.at(self.w_trans, (slot[counted], f[counted], t[counted]), 1)
-        np.add.at(self.w_pop, (slot, f), -1)
-        np.add.at(self.w_pop, (slot, t), 1)
+        slots = np.empty(times.size, dtype=np.int64)
+        done = 0
+        while True:
+            self.n_open, self.n_free_slots, done = _window_slots(
+                times, self.width, self.open_starts, self.open_slots, self.n_open,
+                self.free_slots, self.n_free_slots, slots, done)
+            if done == times.size:
+                return slots
+            self._grow_window_tables()
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -311,16 +307,21 @@ class ShardWindows:
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
-        k = int(np.searchsorted(self.open_starts, watermark - self.width, side="right"))
+        n = self.n_open
+        k = int(np.searchsorted(self.open_starts[:n], watermark - self.width, side="right"))
         if k == 0:
             return None
-        starts, closing = self.open_starts[:k], self.open_slots[:k]
-        self.open_starts, self.open_slots = self.open_starts[k:], self.open_slots[k:]
+        starts, closing = self.open_starts[:k].copy(), self.open_slots[:k].copy()
+        self.open_starts[: n - k] = self.open_starts[k:n]
+        self.open_slots[: n - k] = self.open_slots[k:n]
+        self.n_open = n - k
         (self.n_ck, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count,
          pop_start, pop_stage, pop_change) = _close_windows(
             closing, starts, self.w_counts, self.w_sums, self.w_trans, self.w_pop,
             self.ck_key, self.ck_slot, self.n_ck)
-        self.free_slots = np.concatenate([self.free_slots, closing[::-1]])
+        f = self.n_free_slots
+        self.free_slots[f: f + k] = closing[::-1]
+        self.n_free_slots = f + k
         return WindowShares(starts, ChannelEntries(ch_start, ch_chan, ch_counts, ch_sums),
                             Entries(tr_start, tr_key, tr_count), Entries(pop_start, pop_stage, pop_change))
 
@@ -334,7 +335,8 @@ class ShardWindows:
     def snapshot(self) -> dict[str, Any]:
         """Copies of everything open (safe to pickle while the windows keep changing)."""
         snap: dict[str, Any] = {name: getattr(self, name).copy() for name in self._ARRAYS}
-        snap.update(n_free=self.n_free, n_ck=self.n_ck)
+        snap.update(n_free=self.n_free, n_ck=self.n_ck, n_open=self.n_open,
+                    n_free_slots=self.n_free_slots)
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -342,6 +344,7 @@ class ShardWindows:
         for name in self._ARRAYS:
             setattr(self, name, np.array(snap[name]))
         self.n_free, self.n_ck = int(snap["n_free"]), int(snap["n_ck"])
+        self.n_open, self.n_free_slots = int(snap["n_open"]), int(snap["n_free_slots"])
 
 
 def _grown(arr: npt.NDArray[Any], cap: int, fill: object) -> npt.NDArray[Any]:
