@@ -40,6 +40,7 @@ from journey.kafka_io import (
     ensure_topics,
     partition_counts,
 )
+from journey.runner import settle_heap
 from journey.simulate import SimOptions, messages, produce
 from operators.events import EventParser, Rejected
 from operators.metrics import EngineMetrics
@@ -173,6 +174,7 @@ def main() -> int:
         produce(base, produced, progress=sys.stderr)
         n = len(produced)
         warm_up(base.journey, base.topics)
+        settle_heap()  # as `journey run` does after warming up
         flows: dict[str, Callable[[Settings], tuple[Dataflow, FirstRead]]] = {
             "windows": partial(ours, windows=True),
             "no-windows": partial(ours, windows=False),

@@ -64,13 +64,22 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
             if self.windows is not None and "windows" in resume:
                 self.windows.restore(resume["windows"])
         metrics.tracked.inc(self.state.size)
-        self._count_open(+1)
+        self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
+        self._count_open()
 
-    def _count_open(self, sign: int) -> None:
-        if self.windows is not None:
-            self.metrics.open_sessions.inc(sign * self.windows.open_sessions)
-            self.metrics.session_slots.inc(sign * self.windows.session_slots)
-            self.metrics.open_windows.inc(sign * self.windows.open_windows)
+    def _count_open(self) -> None:
+        """Move the gauges by what this shard's open sessions, slots and windows changed by."""
+        w = self.windows
+        if w is None:
+            return
+        now = (w.open_sessions, w.session_slots, w.open_windows)
+        if now != self.open_counted:
+            m = self.metrics
+            for gauge, new, old in zip((m.open_sessions, m.session_slots, m.open_windows), now,
+                                       self.open_counted, strict=True):
+                if new != old:
+                    gauge.inc(new - old)
+            self.open_counted = now
 
     def on_batch(self, values: list[ShardInput]) -> tuple[Iterable[ShardOutput], bool]:
         """Score and window every event in one kernel call, then close what the watermark passed.
@@ -79,7 +88,6 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         window or session the watermark closed, and a customer's move to dormant before
         an event is found from the watermark that event was read under.
         """
-        self._count_open(-1)
         out: list[OutRecord] = []
         changed = [self._score([v.events for v in values if len(v.events)], out)]
         for v in values:
@@ -100,7 +108,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         rows = np.unique(np.concatenate(changed))
         if rows.size:
             out[:0] = self.records.scores(self.state, rows)
-        self._count_open(+1)
+        self._count_open()
         return ([ShardOutput(out, shares, mark)], StatefulBatchLogic.RETAIN)
 
     def _score(self, batches: list[EventBatch], out: list[OutRecord]) -> npt.NDArray[np.int64]:
