@@ -241,6 +241,7 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[OutRecord], None]):
         self.kafka = kafka
         self.local_part = SINK_PART.format(process)
         self.delivery_timeout_s = delivery_timeout_s
+        self.built: list[_SinkPartition] = []
 
     def list_parts(self) -> list[str]:
         """Only this process's partition (every worker of the process lists it)."""
@@ -257,8 +258,22 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[OutRecord], None]):
         more than producing it); ``flush`` still waits until every message is delivered
         or has failed, and a failure's report reaches ``_on_delivery``.
         """
-        return _SinkPartition(client_config(
+        part = _SinkPartition(client_config(
             self.kafka,
             **{"partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
                "queue.buffering.max.messages": 500_000, "delivery.report.only.error": True},
         ), self.delivery_timeout_s)
+        self.built.append(part)
+        return part
+
+    def deliver_rest(self, timeout_s: float) -> None:
+        """After a stop (Ctrl-C): deliver what was produced but not yet waited for.
+
+        Bytewax does not close sink partitions when it is interrupted; their producers
+        may still hold the last milliseconds of output. What is left after ``timeout_s``
+        is logged (a recovery store produces it again on restart).
+        """
+        left = sum(part.producer.flush(timeout_s) for part in self.built)
+        if left:
+            log.warning("%d output message(s) not delivered at stop; a run from a recovery "
+                        "store produces them again", left)

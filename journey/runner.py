@@ -28,6 +28,9 @@ from operators.shard import warm_up
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=BaseException)
 
+STOP_DELIVERY_S = 30.0
+"""How long a stopped run waits for output it had produced but not yet seen delivered."""
+
 RECOVERY_PARTITIONS = 4
 """Recovery store partitions created for a new --recovery-dir (Bytewax spreads state over them)."""
 
@@ -101,11 +104,15 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
         )
     except JourneyError:
         raise
+    except KeyboardInterrupt:
+        sink.deliver_rest(STOP_DELIVERY_S)
+        raise
     except Exception as err:
         cause = find_cause(err, JourneyError)
         if cause is not None:
             raise cause from err
         if find_cause(err, KeyboardInterrupt) is not None:  # Ctrl-C, wrapped by Bytewax
+            sink.deliver_rest(STOP_DELIVERY_S)
             raise KeyboardInterrupt from err
         raise
 
