@@ -59,6 +59,9 @@ class EventBatch:
     sentiment: npt.NDArray[np.float64]  # NaN where the event carries none
     late: npt.NDArray[np.bool_]  # older than the watermark when read: scored, but in no window
     mark: npt.NDArray[np.int64]  # the watermark when it was read (NO_TIME: none yet)
+    # what its own partition alone allowed the watermark to be when it was read (its read
+    # position minus the lateness): never below ``mark``, and the same in a replay as live
+    own_mark: npt.NDArray[np.int64]
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -70,7 +73,7 @@ class EventBatch:
             [cids[i] for i in idx.tolist()],
             [eids[i] for i in idx.tolist()],
             self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx], self.late[idx],
-            self.mark[idx],
+            self.mark[idx], self.own_mark[idx],
         )
 
     def slice(self, start: int, stop: int) -> "EventBatch":
@@ -78,7 +81,7 @@ class EventBatch:
         return EventBatch(
             self.customer_ids[start:stop], self.event_ids[start:stop], self.ts[start:stop],
             self.type_idx[start:stop], self.chan_idx[start:stop], self.sentiment[start:stop],
-            self.late[start:stop], self.mark[start:stop],
+            self.late[start:stop], self.mark[start:stop], self.own_mark[start:stop],
         )
 
     @staticmethod
@@ -95,11 +98,13 @@ class EventBatch:
             np.concatenate([b.sentiment for b in batches]),
             np.concatenate([b.late for b in batches]),
             np.concatenate([b.mark for b in batches]),
+            np.concatenate([b.own_mark for b in batches]),
         )
 
 
 EMPTY_BATCH = EventBatch([], [], np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32),
-                         np.empty(0, np.float64), np.empty(0, np.bool_), np.empty(0, np.int64))
+                         np.empty(0, np.float64), np.empty(0, np.bool_), np.empty(0, np.int64),
+                         np.empty(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,8 @@ class EventParser:
             np.array(chans, dtype=np.int32),
             np.array(sents, dtype=np.float64),
             np.zeros(len(cids), dtype=np.bool_),
-            np.full(len(cids), NO_WATERMARK, dtype=np.int64),  # a reader sets it
+            np.full(len(cids), NO_WATERMARK, dtype=np.int64),  # a reader sets both marks
+            np.full(len(cids), NO_WATERMARK, dtype=np.int64),
         )
         return ParsedBatch(events, np.array(index, dtype=np.int64), dead, dead_index, dead_reasons)
 

@@ -129,6 +129,7 @@ class PartitionReader:
         mark = np.maximum(np.maximum.accumulate(mark), self.mark)
         self.mark = int(mark[-1])
         events.mark[:] = mark
+        events.own_mark[:] = run - a.lateness_ms
         late = events.ts < mark
         if not late.any():
             return []

@@ -175,7 +175,7 @@ def warm_up(journey: JourneyMap, topics: Topics) -> None:
     ts = np.array([MIN_TS_MS], dtype=np.int64)
     batch = EventBatch(["warm-up"], ["warm-up"], ts, np.zeros(1, dtype=np.int32),
                        np.zeros(1, dtype=np.int32), np.array([0.5]), np.zeros(1, dtype=np.bool_),
-                       np.full(1, NO_TIME, dtype=np.int64))
+                       np.full(1, NO_TIME, dtype=np.int64), np.full(1, NO_TIME, dtype=np.int64))
     (out,), _ = step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
                                ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
     WindowAggregator(records, journey.metrics_window_ms, 1, None).on_batch(

@@ -240,10 +240,13 @@ class ShardWindows:
             windowed: npt.NDArray[np.bool_], watermark: int) -> None:
         """Put the ``windowed`` events of a scored batch into their sessions and windows.
 
-        Transitions are counted in the window of the event that caused them; those of
+        Transitions are counted in the window of the event that caused them. Those of
         events that enter no window (late) only move the population, in the window of
-        the watermark when they were read (the same in a replay as live); so do moves to
-        ``dormant`` found when a customer's next event arrives.
+        what their own partition allowed the watermark to be when they were read; moves
+        to ``dormant`` found when a customer's next event arrives, in the window of when
+        they happened, as if the watermark had found them. Both are the same in a replay
+        as live (the watermark itself, how far the other partitions had got, is not), and
+        both windows are still open here: the shard's watermark is never past them.
         """
         self._ensure_rows(state.size)
         starts = batch.ts - batch.ts % self.width
@@ -267,9 +270,8 @@ class ShardWindows:
         if tr.event.size:
             tr_slot = np.where(tr.dormant, NO_SLOT, slot[tr.event])
             elsewhere = tr_slot == NO_SLOT
-            # moves of events in no window (late), and to dormant found on arrival: in the
-            # window of the watermark they were read under (or the shard's, if later)
-            tr_slot[elsewhere] = self._slots(np.maximum(batch.mark[tr.event[elsewhere]], watermark))
+            when = np.where(tr.dormant, tr.ts, batch.own_mark[tr.event])[elsewhere]
+            tr_slot[elsewhere] = self._slots(np.maximum(when, watermark))  # the floor never binds
             _count_moves(tr_slot, tr.from_stage, tr.to_stage, ~elsewhere | tr.dormant,
                          self.w_trans, self.w_pop)
 

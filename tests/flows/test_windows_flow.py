@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 import orjson
 import pytest
@@ -130,6 +131,18 @@ def test_dormancy_and_coming_back(make_settings: Callable[..., Settings], tmp_pa
     assert [t["ts"] for t in gone] == [end - 50 * DAY + settings.journey.dormant_after_ms]
 
 
+def stop(proc: subprocess.Popen, log: TextIO) -> None:
+    """Ctrl-C, as an operator would; if it does not stop, fail with where every thread was."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+        proc.wait(timeout=30)
+        log.seek(0)
+        pytest.fail(f"the live run did not stop within 60 s of SIGINT:\n{log.read()[-8000:]}")
+
+
 def test_replay_at_full_speed_classifies_like_a_live_run(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     """Days of history over 8 partitions: replayed at full speed, and fed slowly while running."""
@@ -159,8 +172,9 @@ def test_replay_at_full_speed_classifies_like_a_live_run(
     send(replay, None)
     run_flow(replay, tmp_path)
     config = write_config(live, tmp_path / "live.toml")
-    proc = subprocess.Popen([sys.executable, "-m", "journey.cli", "run", "--config", str(config)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = (tmp_path / "live.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "journey.cli", "run",
+                             "--config", str(config)], cwd=ROOT, stdout=log, stderr=log, text=True)
     try:
         send(live, rate=3_000)
         want_windows = {m["window_start"] for m in read_json(replay, replay.topics.metrics)
@@ -173,9 +187,9 @@ def test_replay_at_full_speed_classifies_like_a_live_run(
                 break
             time.sleep(2)
     finally:
-        proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
-    assert proc.returncode in (0, -signal.SIGINT, 130), err[-3000:]
+        stop(proc, log)
+    log.seek(0)
+    assert proc.returncode in (0, -signal.SIGINT, 130), log.read()[-3000:]
 
     def before_closing(records: list[dict], key: str) -> list[dict]:
         return [r for r in records if r[key] < end + DAY]

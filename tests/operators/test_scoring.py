@@ -32,6 +32,7 @@ def batch_of(events: list[dict], jmap: JourneyMap) -> EventBatch:
         np.array([np.nan if e.get("sentiment") is None else e["sentiment"] for e in events]),
         np.array([bool(e.get("late")) for e in events], dtype=np.bool_),
         np.full(len(events), NO_TIME, dtype=np.int64),
+        np.full(len(events), NO_TIME, dtype=np.int64),
     )
 
 

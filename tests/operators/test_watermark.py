@@ -105,6 +105,10 @@ def test_lateness_is_decided_by_read_time_positions(settings: Settings) -> None:
     # event at 20 min is late; at 0 min, b had read 0 min: nothing was late then
     assert got.events.late.tolist() == [False, False, True, False, True]
     assert orjson.loads(got.late[0][2])["late_by_ms"] == 26 * MIN - lateness - 20 * MIN
+    # what a alone allowed: its own running maximum minus the lateness, whatever b had read
+    own = [T0, T0 + 30 * MIN, T0 + 30 * MIN, T0 + 40 * MIN, T0 + 40 * MIN]
+    assert got.events.own_mark.tolist() == [t - lateness for t in own]
+    assert (got.events.own_mark >= got.events.mark).all()
 
 
 def test_events_older_than_the_watermark_are_late_with_how_late(settings: Settings) -> None:
