@@ -173,8 +173,13 @@ def test_replay_at_full_speed_classifies_like_a_live_run(
     run_flow(replay, tmp_path)
     config = write_config(live, tmp_path / "live.toml")
     log = (tmp_path / "live.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "journey.cli", "run",
-                             "--config", str(config)], cwd=ROOT, stdout=log, stderr=log, text=True)
+    # a background job's children inherit SIGINT ignored; the live run gets Ctrl-C as from a shell
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "journey.cli", "run",
+                                 "--config", str(config)], cwd=ROOT, stdout=log, stderr=log, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         send(live, rate=3_000)
         want_windows = {m["window_start"] for m in read_json(replay, replay.topics.metrics)
