@@ -246,7 +246,8 @@ class ShardWindows:
         to ``dormant`` found when a customer's next event arrives, in the window of when
         they happened, as if the watermark had found them. Both are the same in a replay
         as live (the watermark itself, how far the other partitions had got, is not), and
-        both windows are still open here: the shard's watermark is never past them.
+        both windows are still open here: the shard's watermark is past them only when an
+        idle partition let it run ahead, and then the move goes to the watermark's window.
         """
         self._ensure_rows(state.size)
         starts = batch.ts - batch.ts % self.width
@@ -271,7 +272,7 @@ class ShardWindows:
             tr_slot = np.where(tr.dormant, NO_SLOT, slot[tr.event])
             elsewhere = tr_slot == NO_SLOT
             when = np.where(tr.dormant, tr.ts, batch.own_mark[tr.event])[elsewhere]
-            tr_slot[elsewhere] = self._slots(np.maximum(when, watermark))  # the floor never binds
+            tr_slot[elsewhere] = self._slots(np.maximum(when, watermark))
             _count_moves(tr_slot, tr.from_stage, tr.to_stage, ~elsewhere | tr.dormant,
                          self.w_trans, self.w_pop)
 
