@@ -55,10 +55,10 @@ def _put_int(buf, pos, v):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _sessions(  # pragma: no cover - compiled
-    buf, ends, lit, ids, id_off, start, stop, events, converted, stage, chans, chan_names,
+    buf, ends, lit, ids, id_off, rows, start, stop, events, converted, stage, chans, chan_names,
     chan_off, stage_names, stage_off,
 ):
-    """Session records of PRODUCT §5; ``ids`` holds the customers' JSON strings in order.
+    """Session records of PRODUCT §5; ``ids`` holds the customers' JSON strings by row.
 
     ``lit``: {"customer_id": / ,"session_start": / ,"session_end": / ,"duration_ms": /
     ,"events": / ,"channels":{ / },"converted":true / },"converted":false / ,"stage_end":
@@ -67,7 +67,7 @@ def _sessions(  # pragma: no cover - compiled
     pos = 0
     for i in range(start.shape[0]):
         pos = _put(buf, pos, lit[0])
-        pos = _put_text(buf, pos, ids, id_off, i)
+        pos = _put_text(buf, pos, ids, id_off, rows[i])
         pos = _put(buf, pos, lit[1])
         pos = _put_int(buf, pos, start[i])
         pos = _put(buf, pos, lit[2])

@@ -7,8 +7,7 @@ the kernels of ``json_kernels``; the rest are dicts for ``orjson``.
 
 import base64
 import hashlib
-from collections.abc import Sequence
-from itertools import pairwise
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -134,11 +133,45 @@ class _Texts:
         self.longest = max(len(t) for t in texts)
 
 
-def _cut(buf: U8, ends: npt.NDArray[np.int64]) -> list[bytes]:
-    """The records a kernel wrote one after another into ``buf``."""
-    bounds = [0, *ends.tolist()]
+def _records(topic: str, keys: Iterable[bytes], buf: U8, ends: npt.NDArray[np.int64]) -> list[OutRecord]:
+    """The records a kernel wrote one after another into ``buf``, with their keys."""
+    bounds = ends.tolist()
+    if not bounds:
+        return []
     data = buf[: bounds[-1]].tobytes()
-    return [data[a:b] for a, b in pairwise(bounds)]
+    return [(topic, key, data[a:b]) for key, a, b in zip(keys, [0, *bounds[:-1]], bounds, strict=True)]
+
+
+class CustomerTexts:
+    """One shard's customer ids as message keys and as JSON strings (laid out for the kernels).
+
+    Made once per customer, when a record first needs them: a replay of sparse history
+    closes about one session per event, and rendering the id for each cost more than the
+    rest of the record. Rows only ever get added, so the texts only ever get extended.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.blob = np.zeros(0, dtype=np.uint8)
+        self.offsets = np.zeros(1, dtype=np.int64)  # piece ``row`` as in ``_pieces``
+        self.longest = 0
+
+    def cover(self, ids: Sequence[str]) -> None:
+        """Texts for every id in ``ids`` (a shard's ids by row)."""
+        have = len(self.keys)
+        if len(ids) == have:
+            return
+        new = list(ids[have:])
+        self.keys += [cid.encode() for cid in new]
+        blob, offsets = _json_strings(new)
+        at = int(self.offsets[-1])  # the new pieces start a separator byte after the last
+        if at + blob.size > self.blob.size:
+            grown = np.empty(max(at + blob.size, 2 * self.blob.size, 4096), dtype=np.uint8)
+            grown[: self.blob.size] = self.blob
+            self.blob = grown
+        self.blob[at: at + blob.size] = blob
+        self.offsets = np.concatenate((self.offsets, offsets[1:] + at))
+        self.longest = max(self.longest, int(np.diff(offsets).max()) - 1)
 
 
 class RecordBuilder:
@@ -218,23 +251,24 @@ class RecordBuilder:
             customer_ids, (from_stage + 1).tolist(), (to_stage + 1).tolist(), ts, event_ids, versions,
             strict=True)]
 
-    def sessions(self, ids: Sequence[str], closed: "ClosedSessions") -> list[OutRecord]:
-        """One record per closed session (PRODUCT §5)."""
+    def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: "ClosedSessions"
+                 ) -> list[OutRecord]:
+        """One record per closed session (PRODUCT §5); ``ids`` the shard's, ``customers`` their texts."""
         n = closed.rows.shape[0]
         if not n:
             return []
-        customers = [ids[r] for r in closed.rows.tolist()]
-        id_blob, id_offsets = _json_strings(customers)
+        customers.cover(ids)
         chans, stages = self.channel_texts, self.stage_texts
         per_record = (sum(t.size for t in self.session_lit) + 4 * _INT_WIDTH + stages.longest + 1
-                      + closed.channels.shape[1] * (chans.longest + 2 + _INT_WIDTH))
-        buf = np.empty(n * per_record + id_blob.size, dtype=np.uint8)
+                      + customers.longest + closed.channels.shape[1] * (chans.longest + 2 + _INT_WIDTH))
+        buf = np.empty(n * per_record, dtype=np.uint8)
         ends = np.empty(n, dtype=np.int64)
-        _sessions(buf, ends, self.session_lit, id_blob, id_offsets, closed.start, closed.end,
-                  closed.events, closed.converted, closed.stage.astype(np.int64) + 1, closed.channels,
-                  chans.blob, chans.offsets, stages.blob, stages.offsets)
-        topic = self.topics.sessions
-        return [(topic, c.encode(), value) for c, value in zip(customers, _cut(buf, ends), strict=True)]
+        _sessions(buf, ends, self.session_lit, customers.blob, customers.offsets, closed.rows,
+                  closed.start, closed.end, closed.events, closed.converted,
+                  closed.stage.astype(np.int64) + 1, closed.channels, chans.blob, chans.offsets,
+                  stages.blob, stages.offsets)
+        return _records(self.topics.sessions, map(customers.keys.__getitem__, closed.rows.tolist()),
+                        buf, ends)
 
     def windows(self, w: "WindowShares", width_ms: int, populations: npt.NDArray[np.int64]
                 ) -> list[OutRecord]:
@@ -263,9 +297,7 @@ class RecordBuilder:
                   np.ascontiguousarray(ch.counts[:, [EVENTS, CUSTOMERS, IMPRESSIONS, CLICKS,
                                                      CONVERSIONS, RESPONSES]]),
                   floats, float_offsets, chans.blob, chans.offsets)
-        keys = self.channel_keys
-        out: list[OutRecord] = [(topic, keys[c], value) for c, value in
-                                zip(ch.channel.tolist(), _cut(buf, ends), strict=True)]
+        out = _records(topic, map(self.channel_keys.__getitem__, ch.channel.tolist()), buf, ends)
         tr, moves, stages = w.transitions, self.move_texts, self.population_texts
         k = w.starts.size
         pops = np.ascontiguousarray(populations[:, 1:])
@@ -276,7 +308,7 @@ class RecordBuilder:
         _funnels(buf, ends, self.funnel_lit, w.starts, width_ms,
                  np.searchsorted(tr.start, np.append(w.starts, w.starts[-1] + 1)), tr.key, tr.value,
                  moves.blob, moves.offsets, pops, stages.blob, stages.offsets)
-        return out + [(topic, b"funnel", value) for value in _cut(buf, ends)]
+        return out + _records(topic, [b"funnel"] * k, buf, ends)
 
     def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:
         """Late records for events found late only where they were scored (no raw message there).

@@ -17,7 +17,7 @@ from config.model import JourneyMap, Topics
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.events import EMPTY_BATCH, MIN_TS_MS, EventBatch
 from operators.metrics import EngineMetrics
-from operators.records import OutRecord, RecordBuilder
+from operators.records import CustomerTexts, OutRecord, RecordBuilder
 from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
 from operators.watermark import END, NO_TIME, Report, shard_watermark, stream_end
@@ -54,6 +54,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         self.width = journey.metrics_window_ms
         self.dormant_after = journey.dormant_after_ms
         self.windows = ShardWindows(journey) if windows else None
+        self.customer_texts = CustomerTexts()
         self.reports: dict[str, Report] = {}
         self.watermark = NO_TIME
         self.next_dormant = NO_TIME  # no customer can go dormant before the watermark passes this
@@ -101,7 +102,8 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
             self.watermark = heard
             changed.append(self._dormancy(stream_end(self.reports) if heard == END else heard, out))
             if self.windows is not None:
-                out += self.records.sessions(self.state.ids, self.windows.close_sessions(heard))
+                out += self.records.sessions(self.customer_texts, self.state.ids,
+                                             self.windows.close_sessions(heard))
                 shares = self.windows.close_windows(heard)
             if heard == END or before == NO_TIME or heard // self.width != before // self.width:
                 mark = heard

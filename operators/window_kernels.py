@@ -6,6 +6,11 @@ open sessions form a doubly linked list (``s_next``/``s_prev``) starting at
 follows the number of *open* sessions, never the number ever seen. Open separate
 sessions of one customer are always at least ``gap`` apart, which is why an event can
 only ever bridge the sessions it is itself within ``gap`` of.
+
+Open tumbling windows hold cells from two more pools, in a singly linked list per
+window: one per channel that had events in it (counts and sums) and one per stage move
+(from, to) that happened in it. A sparse history (an event or two per window and
+shard) costs a cell or two per window, not a table of every channel and move.
 """
 
 import numpy as np
@@ -16,10 +21,10 @@ from operators.kernels import EMPTY_TS
 
 NO_SLOT = -1
 
-# columns of a window's per-channel counts (``w_counts[slot, channel, column]``)
+# columns of a channel cell's counts (``c_counts[cell, column]``)
 EVENTS, CUSTOMERS, IMPRESSIONS, CLICKS, CONVERSIONS, SENTIMENT_N, RESPONSES = range(7)
 N_COUNTS = 7
-# columns of its per-channel sums (``w_sums[slot, channel, column]``)
+# columns of its sums (``c_sums[cell, column]``)
 SENTIMENT_SUM, RESPONSE_TIME_SUM = range(2)
 N_SUMS = 2
 
@@ -41,16 +46,16 @@ def _window_batch(  # pragma: no cover - compiled
     first_sess, last_out, responded, last_win,
     # the session pool
     s_row, s_start, s_end, s_events, s_conv, s_stage, s_chan, s_next, s_prev, free, n_free,
-    # per-window, per-channel counts and sums (slot = open window)
-    w_counts, w_sums,
-    # distinct customers: (row * channels + channel, slot) pairs appended here
-    ck_key, ck_slot, n_ck,
+    # per open window slot, its channel cells; the cell pool
+    first_cell, c_chan, c_next, c_counts, c_sums, c_free, n_c_free,
+    # distinct customers: (row, cell) pairs appended here
+    ck_row, ck_cell, n_ck,
     # the events, in arrival order; slot is NO_SLOT for events that enter no window
     rows, ts, type_idx, chan_idx, sentiment, stage_after, slot, window_start,
     # the journey map
     type_roles, gap,
 ):
-    """Add every windowed event to its session and channel window; return (n_free, n_ck)."""
+    """Add every windowed event to its session and channel cell; return (n_free, n_c_free, n_ck)."""
     channels = last_out.shape[1]
     for i in range(rows.shape[0]):
         w = slot[i]
@@ -60,29 +65,40 @@ def _window_batch(  # pragma: no cover - compiled
         t = ts[i]
         ch = chan_idx[i]
         roles = type_roles[type_idx[i]]
-        # channel window
-        w_counts[w, ch, EVENTS] += 1
+        # channel window: the window's cell for this channel, taken from the pool when new
+        c = first_cell[w]
+        while c != NO_SLOT and c_chan[c] != ch:
+            c = c_next[c]
+        if c == NO_SLOT:
+            n_c_free -= 1
+            c = c_free[n_c_free]
+            c_chan[c] = ch
+            c_counts[c] = 0
+            c_sums[c] = 0.0
+            c_next[c] = first_cell[w]
+            first_cell[w] = c
+        c_counts[c, EVENTS] += 1
         if roles & ROLE_IMPRESSION:
-            w_counts[w, ch, IMPRESSIONS] += 1
+            c_counts[c, IMPRESSIONS] += 1
         if roles & ROLE_CLICK:
-            w_counts[w, ch, CLICKS] += 1
+            c_counts[c, CLICKS] += 1
         if roles & ROLE_CONVERSION:
-            w_counts[w, ch, CONVERSIONS] += 1
+            c_counts[c, CONVERSIONS] += 1
         if not np.isnan(sentiment[i]):
-            w_sums[w, ch, SENTIMENT_SUM] += sentiment[i]
-            w_counts[w, ch, SENTIMENT_N] += 1
+            c_sums[c, SENTIMENT_SUM] += sentiment[i]
+            c_counts[c, SENTIMENT_N] += 1
         if roles & ROLE_OUTBOUND and (last_out[r, ch] == EMPTY_TS or t >= last_out[r, ch]):
             last_out[r, ch] = t
             responded[r, ch] = False
         if roles & ROLE_RESPONSE and last_out[r, ch] != EMPTY_TS and t >= last_out[r, ch] \
                 and not responded[r, ch]:
             responded[r, ch] = True
-            w_counts[w, ch, RESPONSES] += 1
-            w_sums[w, ch, RESPONSE_TIME_SUM] += t - last_out[r, ch]
+            c_counts[c, RESPONSES] += 1
+            c_sums[c, RESPONSE_TIME_SUM] += t - last_out[r, ch]
         if last_win[r, ch] != window_start[i]:
             last_win[r, ch] = window_start[i]
-            ck_key[n_ck] = r * channels + ch
-            ck_slot[n_ck] = w
+            ck_row[n_ck] = r
+            ck_cell[n_ck] = c
             n_ck += 1
         # session: extend the one the event falls in, bridge any others it also reaches
         target = NO_SLOT
@@ -97,8 +113,8 @@ def _window_batch(  # pragma: no cover - compiled
                     s_end[target] = max(s_end[target], s_end[s])
                     s_events[target] += s_events[s]
                     s_conv[target] = s_conv[target] or s_conv[s]
-                    for c in range(channels):
-                        s_chan[target, c] += s_chan[s, c]
+                    for k in range(channels):
+                        s_chan[target, k] += s_chan[s, k]
                     _unlink(s, r, first_sess, s_next, s_prev)
                     s_row[s] = NO_SLOT
                     free[n_free] = s
@@ -112,8 +128,8 @@ def _window_batch(  # pragma: no cover - compiled
             s_end[target] = t
             s_events[target] = 0
             s_conv[target] = False
-            for c in range(channels):
-                s_chan[target, c] = 0
+            for k in range(channels):
+                s_chan[target, k] = 0
             s_prev[target] = NO_SLOT
             s_next[target] = first_sess[r]
             if first_sess[r] != NO_SLOT:
@@ -126,7 +142,7 @@ def _window_batch(  # pragma: no cover - compiled
         if roles & ROLE_CONVERSION:
             s_conv[target] = True
         s_stage[target] = stage_after[i]
-    return n_free, n_ck
+    return n_free, n_c_free, n_ck
 
 
 @njit(cache=True, nogil=True)
@@ -165,14 +181,33 @@ def _window_slots(  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _count_moves(slot, from_stage, to_stage, counted, w_trans, w_pop):  # pragma: no cover
-    """Stage moves in their window slots: each moves the population; ``counted`` ones are transitions."""
+def _count_moves(  # pragma: no cover - compiled
+    slot, from_stage, to_stage, counted, funnel, first_move, m_key, m_next, m_moved, m_counted,
+    m_free, n_m_free,
+):
+    """Stage moves into the move cells of their window slots; returns n_m_free.
+
+    A cell's key is ``from * funnel + to`` (funnel index: stage + 1). Every move changes
+    the populations; ``counted`` ones are also transitions.
+    """
     for i in range(slot.shape[0]):
-        s, f, t = slot[i], from_stage[i] + 1, to_stage[i] + 1
+        w = slot[i]
+        key = (from_stage[i] + 1) * funnel + to_stage[i] + 1
+        m = first_move[w]
+        while m != NO_SLOT and m_key[m] != key:
+            m = m_next[m]
+        if m == NO_SLOT:
+            n_m_free -= 1
+            m = m_free[n_m_free]
+            m_key[m] = key
+            m_moved[m] = 0
+            m_counted[m] = 0
+            m_next[m] = first_move[w]
+            first_move[w] = m
+        m_moved[m] += 1
         if counted[i]:
-            w_trans[s, f, t] += 1
-        w_pop[s, f] -= 1
-        w_pop[s, t] += 1
+            m_counted[m] += 1
+    return n_m_free
 
 
 @njit(cache=True, nogil=True)
@@ -200,81 +235,90 @@ def _close_sessions(  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _close_windows(  # pragma: no cover - compiled
-    closing, starts, w_counts, w_sums, w_trans, w_pop, ck_key, ck_slot, n_ck,
+    closing, starts, funnel,
+    first_cell, c_chan, c_next, c_counts, c_sums, c_entry, c_free, n_c_free,
+    first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free,
+    ck_row, ck_cell, n_ck,
 ):
-    """Hand on and zero the ``closing`` window slots (``starts`` their window starts).
+    """Hand on the ``closing`` window slots (``starts`` their window starts) and free their cells.
 
-    Counts each window's distinct customers per channel from the (customer, channel)
-    keys noted while adding, keeps the other windows' keys, and returns what is not
-    zero as entries: (n_ck, channel start/channel/counts/sums, transition
-    start/key/count, population start/stage/change), a transition's key being
-    ``from * funnel + to`` (funnel indices: stage + 1).
+    Counts each channel cell's distinct customers from the (row, cell) pairs noted while
+    adding and keeps the other cells' pairs. Returns (n_c_free, n_m_free, n_ck) and the
+    entries: channel start/channel/counts/sums, one per cell; transition start/key/count,
+    one per move cell with counted moves; population start/stage/change, two per move
+    cell (its from and its to; summed by the aggregator).
     """
     k = closing.shape[0]
-    channels = w_counts.shape[1]
-    funnel = w_pop.shape[1]
-    pos = np.full(w_counts.shape[0], -1, np.int64)
+    ch_start = np.empty(c_chan.shape[0], np.int64)
+    ch_chan = np.empty(c_chan.shape[0], np.int64)
+    ch_counts = np.empty((c_chan.shape[0], N_COUNTS), np.int64)
+    ch_sums = np.empty((c_chan.shape[0], N_SUMS), np.float64)
+    ch_cell = np.empty(c_chan.shape[0], np.int64)
+    n_ch = 0
     for j in range(k):
-        pos[closing[j]] = j
+        c = first_cell[closing[j]]
+        first_cell[closing[j]] = NO_SLOT
+        while c != NO_SLOT:
+            c_entry[c] = n_ch
+            ch_cell[n_ch] = c
+            ch_start[n_ch] = starts[j]
+            ch_chan[n_ch] = c_chan[c]
+            ch_counts[n_ch] = c_counts[c]
+            ch_sums[n_ch] = c_sums[c]
+            n_ch += 1
+            c = c_next[c]
     span = 1
     for i in range(n_ck):
-        span = max(span, ck_key[i] + 1)
+        span = max(span, ck_row[i] + 1)
     picked = np.empty(n_ck, np.int64)
     m = 0
     kept = 0
     for i in range(n_ck):
-        j = pos[ck_slot[i]]
-        if j >= 0:
-            picked[m] = j * span + ck_key[i]
+        e = c_entry[ck_cell[i]]
+        if e >= 0:
+            picked[m] = e * span + ck_row[i]
             m += 1
         else:
-            ck_key[kept] = ck_key[i]
-            ck_slot[kept] = ck_slot[i]
+            ck_row[kept] = ck_row[i]
+            ck_cell[kept] = ck_cell[i]
             kept += 1
     picked = np.sort(picked[:m])
     for i in range(m):
         if i == 0 or picked[i] != picked[i - 1]:
-            j = picked[i] // span
-            w_counts[closing[j], (picked[i] % span) % channels, CUSTOMERS] += 1
-    # room for every cell; the entries written are the first n_ch / n_tr / n_pop
-    ch_start = np.empty(k * channels, np.int64)
-    ch_chan = np.empty(k * channels, np.int64)
-    ch_counts = np.empty((k * channels, N_COUNTS), np.int64)
-    ch_sums = np.empty((k * channels, N_SUMS), np.float64)
-    tr_start = np.empty(k * funnel * funnel, np.int64)
-    tr_key = np.empty(k * funnel * funnel, np.int64)
-    tr_count = np.empty(k * funnel * funnel, np.int64)
-    pop_start = np.empty(k * funnel, np.int64)
-    pop_stage = np.empty(k * funnel, np.int64)
-    pop_change = np.empty(k * funnel, np.int64)
-    n_ch = 0
+            ch_counts[picked[i] // span, CUSTOMERS] += 1
+    # the closed cells go back to the pool, their entry marks cleared for the next close
+    for e in range(n_ch):
+        c = ch_cell[e]
+        c_entry[c] = -1
+        c_free[n_c_free] = c
+        n_c_free += 1
+    tr_start = np.empty(m_key.shape[0], np.int64)
+    tr_key = np.empty(m_key.shape[0], np.int64)
+    tr_count = np.empty(m_key.shape[0], np.int64)
+    pop_start = np.empty(2 * m_key.shape[0], np.int64)
+    pop_stage = np.empty(2 * m_key.shape[0], np.int64)
+    pop_change = np.empty(2 * m_key.shape[0], np.int64)
     n_tr = 0
     n_pop = 0
     for j in range(k):
-        s = closing[j]
-        for c in range(channels):
-            if w_counts[s, c, EVENTS] > 0:
-                ch_start[n_ch] = starts[j]
-                ch_chan[n_ch] = c
-                ch_counts[n_ch] = w_counts[s, c]
-                ch_sums[n_ch] = w_sums[s, c]
-                n_ch += 1
-        for a in range(funnel):
-            if w_pop[s, a] != 0:
-                pop_start[n_pop] = starts[j]
-                pop_stage[n_pop] = a
-                pop_change[n_pop] = w_pop[s, a]
-                n_pop += 1
-            for b in range(funnel):
-                if w_trans[s, a, b] != 0:
-                    tr_start[n_tr] = starts[j]
-                    tr_key[n_tr] = a * funnel + b
-                    tr_count[n_tr] = w_trans[s, a, b]
-                    n_tr += 1
-        w_counts[s] = 0
-        w_sums[s] = 0.0
-        w_trans[s] = 0
-        w_pop[s] = 0
-    return (kept, ch_start[:n_ch], ch_chan[:n_ch], ch_counts[:n_ch], ch_sums[:n_ch],
-            tr_start[:n_tr], tr_key[:n_tr], tr_count[:n_tr],
+        mv = first_move[closing[j]]
+        first_move[closing[j]] = NO_SLOT
+        while mv != NO_SLOT:
+            if m_counted[mv] > 0:
+                tr_start[n_tr] = starts[j]
+                tr_key[n_tr] = m_key[mv]
+                tr_count[n_tr] = m_counted[mv]
+                n_tr += 1
+            pop_start[n_pop] = starts[j]
+            pop_stage[n_pop] = m_key[mv] // funnel
+            pop_change[n_pop] = -m_moved[mv]
+            pop_start[n_pop + 1] = starts[j]
+            pop_stage[n_pop + 1] = m_key[mv] % funnel
+            pop_change[n_pop + 1] = m_moved[mv]
+            n_pop += 2
+            m_free[n_m_free] = mv
+            n_m_free += 1
+            mv = m_next[mv]
+    return (n_c_free, n_m_free, kept, ch_start[:n_ch], ch_chan[:n_ch], ch_counts[:n_ch],
+            ch_sums[:n_ch], tr_start[:n_tr], tr_key[:n_tr], tr_count[:n_tr],
             pop_start[:n_pop], pop_stage[:n_pop], pop_change[:n_pop])

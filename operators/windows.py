@@ -2,9 +2,10 @@
 
 State is numpy arrays beside the shard's customer state: per customer a little
 (the head of its open-session list, last outbound time and whether it was answered
-per channel, the last window it was counted in per channel), a pool of open sessions
-and one row per open tumbling window. Closing frees what closed, so the state follows
-what is open, not what was ever seen (Bytewax's own session windower keeps every key).
+per channel, the last window it was counted in per channel), a pool of open sessions,
+and per open tumbling window the cells of the channels and stage moves it holds.
+Closing frees what closed, so the state follows what is open, not what was ever seen
+(Bytewax's own session windower keeps every key).
 
 Closed tumbling windows are handed on as ``WindowShares``: this shard's share of each,
 as entries of what is not zero. Customers belong to exactly one shard, so shares add
@@ -123,59 +124,112 @@ class ClosedSessions:
     channels: I64  # [session, channel] event counts
 
 
+class _Pool:
+    """Records of equal shape in preallocated columns, reused through a stack of free slots.
+
+    Memory follows the most records open at once, never the number ever made. Columns
+    are read as attributes (``pool.start``) and handed to the kernels, which take slots
+    from the top of ``free[:n_free]`` and push closed ones back.
+    """
+
+    def __init__(self, **columns: tuple[tuple[int, ...], Any, object]) -> None:
+        self._spec = columns
+        self.cols = {name: np.full((0, *tail), fill, dtype=dtype)
+                     for name, (tail, dtype, fill) in columns.items()}
+        self.free = np.zeros(0, dtype=np.int64)
+        self.n_free = 0
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["cols"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def size(self) -> int:
+        """Slots reserved, in use or free."""
+        return int(self.free.shape[0])
+
+    @property
+    def in_use(self) -> int:
+        """Slots holding an open record."""
+        return self.size - self.n_free
+
+    def ensure(self, needed: int) -> None:
+        """At least ``needed`` free slots (low slots are used first)."""
+        if self.n_free >= needed:
+            return
+        have = self.size
+        cap = max(have + needed - self.n_free, 2 * have, 256)
+        for name, (_, _, fill) in self._spec.items():
+            self.cols[name] = _grown(self.cols[name], cap, fill)
+        free = np.empty(cap, dtype=np.int64)
+        free[: self.n_free] = self.free[: self.n_free]
+        added = np.arange(cap - 1, have - 1, -1, dtype=np.int64)
+        free[self.n_free: self.n_free + added.size] = added
+        self.free = free
+        self.n_free += added.size
+
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of the columns and the free stack."""
+        return {**{name: col.copy() for name, col in self.cols.items()},
+                "free": self.free.copy(), "n_free": self.n_free}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Take over the state of ``snapshot()`` output."""
+        self.cols = {name: np.array(snap[name]) for name in self._spec}
+        self.free, self.n_free = np.array(snap["free"]), int(snap["n_free"])
+
+
 class ShardWindows:
     """The open sessions and windows of one shard."""
 
     def __init__(self, journey: JourneyMap) -> None:
         arrays = journey.arrays
-        self.channels = len(journey.channels) + 1
+        self.channels = c = len(journey.channels) + 1
         self.funnel = arrays.n_stages + 2  # no stage yet, the stages, dormant
         self.type_roles = arrays.type_roles
         self.gap = journey.session_gap_ms
         self.width = journey.metrics_window_ms
-        c = self.channels
         # per customer
         self.first_sess = np.full(0, NO_SLOT, dtype=np.int64)
         self.last_out = np.full((0, c), EMPTY_TS, dtype=np.int64)
         self.responded = np.zeros((0, c), dtype=np.bool_)
         self.last_win = np.full((0, c), EMPTY_TS, dtype=np.int64)
-        # session pool
-        self.s_row = np.full(0, NO_SLOT, dtype=np.int64)
-        self.s_start = np.zeros(0, dtype=np.int64)
-        self.s_end = np.zeros(0, dtype=np.int64)
-        self.s_events = np.zeros(0, dtype=np.int64)
-        self.s_conv = np.zeros(0, dtype=np.bool_)
-        self.s_stage = np.zeros(0, dtype=np.int16)
-        self.s_chan = np.zeros((0, c), dtype=np.int64)
-        self.s_next = np.zeros(0, dtype=np.int64)
-        self.s_prev = np.zeros(0, dtype=np.int64)
-        self.free = np.zeros(0, dtype=np.int64)
-        self.n_free = 0
-        # open tumbling windows: their starts in ascending order and their table slots (the
-        # first n_open), and a stack of free slots (the first n_free_slots; the top is used next)
+        i64, row = np.int64, ()
+        self.sessions = _Pool(row=(row, i64, NO_SLOT), start=(row, i64, 0), end=(row, i64, 0),
+                              events=(row, i64, 0), conv=(row, np.bool_, False),
+                              stage=(row, np.int16, 0), chan=((c,), i64, 0), next=(row, i64, 0),
+                              prev=(row, i64, 0))
+        self.cells = _Pool(chan=(row, i64, 0), next=(row, i64, NO_SLOT),
+                           counts=((N_COUNTS,), i64, 0), sums=((N_SUMS,), np.float64, 0.0),
+                           entry=(row, i64, -1))
+        self.moves = _Pool(key=(row, i64, 0), next=(row, i64, NO_SLOT), moved=(row, i64, 0),
+                           counted=(row, i64, 0))
+        # open tumbling windows: their starts in ascending order and their slots (the first
+        # n_open), a stack of free slots (the first n_free_slots; the top is used next), and
+        # per slot the first of its channel cells and of its move cells
         self.open_starts = np.zeros(0, dtype=np.int64)
         self.open_slots = np.zeros(0, dtype=np.int64)
         self.n_open = 0
         self.free_slots = np.zeros(0, dtype=np.int64)
         self.n_free_slots = 0
-        self.w_counts = np.zeros((0, c, N_COUNTS), dtype=np.int64)
-        self.w_sums = np.zeros((0, c, N_SUMS), dtype=np.float64)
-        self.w_trans = np.zeros((0, self.funnel, self.funnel), dtype=np.int64)
-        self.w_pop = np.zeros((0, self.funnel), dtype=np.int64)
-        # distinct customers per window and channel
-        self.ck_key = np.zeros(0, dtype=np.int64)
-        self.ck_slot = np.zeros(0, dtype=np.int64)
+        self.first_cell = np.zeros(0, dtype=np.int64)
+        self.first_move = np.zeros(0, dtype=np.int64)
+        # distinct customers per channel cell: (row, cell) noted when a customer enters one
+        self.ck_row = np.zeros(0, dtype=np.int64)
+        self.ck_cell = np.zeros(0, dtype=np.int64)
         self.n_ck = 0
 
     @property
     def open_sessions(self) -> int:
         """Sessions not closed yet."""
-        return int(self.s_row.shape[0]) - self.n_free
+        return self.sessions.in_use
 
     @property
     def session_slots(self) -> int:
         """Session slots reserved, open or free."""
-        return int(self.s_row.shape[0])
+        return self.sessions.size
 
     @property
     def open_windows(self) -> int:
@@ -194,36 +248,18 @@ class ShardWindows:
         self.responded = _grown(self.responded, cap, False)
         self.last_win = _grown(self.last_win, cap, EMPTY_TS)
 
-    def _ensure_free_sessions(self, needed: int) -> None:
-        if self.n_free >= needed:
-            return
-        have = self.s_row.shape[0]
-        cap = max(have + needed - self.n_free, 2 * have, 256)
-        for name, fill in (("s_row", NO_SLOT), ("s_start", 0), ("s_end", 0), ("s_events", 0),
-                           ("s_conv", False), ("s_stage", 0), ("s_chan", 0), ("s_next", 0),
-                           ("s_prev", 0)):
-            setattr(self, name, _grown(getattr(self, name), cap, fill))
-        free = np.empty(cap, dtype=np.int64)
-        free[: self.n_free] = self.free[: self.n_free]
-        added = np.arange(cap - 1, have - 1, -1, dtype=np.int64)  # low slots are used first
-        free[self.n_free: self.n_free + added.size] = added
-        self.free = free
-        self.n_free += added.size
-
     def _ensure_keys(self, needed: int) -> None:
-        if self.n_ck + needed <= self.ck_key.shape[0]:
+        if self.n_ck + needed <= self.ck_row.shape[0]:
             return
-        cap = max(self.n_ck + needed, 2 * self.ck_key.shape[0], 1024)
-        self.ck_key = _grown(self.ck_key, cap, 0)
-        self.ck_slot = _grown(self.ck_slot, cap, 0)
+        cap = max(self.n_ck + needed, 2 * self.ck_row.shape[0], 1024)
+        self.ck_row = _grown(self.ck_row, cap, 0)
+        self.ck_cell = _grown(self.ck_cell, cap, 0)
 
-    def _grow_window_tables(self) -> None:
-        have = self.w_pop.shape[0]
-        cap = max(2 * have, 4)
-        self.w_counts = _grown(self.w_counts, cap, 0)
-        self.w_sums = _grown(self.w_sums, cap, 0.0)
-        self.w_trans = _grown(self.w_trans, cap, 0)
-        self.w_pop = _grown(self.w_pop, cap, 0)
+    def _grow_window_slots(self) -> None:
+        have = self.first_cell.shape[0]
+        cap = max(2 * have, 16)
+        self.first_cell = _grown(self.first_cell, cap, NO_SLOT)
+        self.first_move = _grown(self.first_move, cap, NO_SLOT)
         self.open_starts = _grown(self.open_starts, cap, 0)
         self.open_slots = _grown(self.open_slots, cap, 0)
         # room for every slot; the new ones go under the free ones, low slots are used first
@@ -250,21 +286,22 @@ class ShardWindows:
         idle partition let it run ahead, and then the move goes to the watermark's window.
         """
         self._ensure_rows(state.size)
-        starts = batch.ts - batch.ts % self.width
         slot = np.full(len(batch), NO_SLOT, dtype=np.int64)
         if windowed.any():
             slot[windowed] = self._slots(batch.ts[windowed])
             m = int(np.count_nonzero(windowed))
-            self._ensure_free_sessions(m)
+            sess, cells = self.sessions, self.cells
+            sess.ensure(m)
+            cells.ensure(m)
             self._ensure_keys(m)
-            self.n_free, self.n_ck = _window_batch(
+            sess.n_free, cells.n_free, self.n_ck = _window_batch(
                 self.first_sess, self.last_out, self.responded, self.last_win,
-                self.s_row, self.s_start, self.s_end, self.s_events, self.s_conv, self.s_stage,
-                self.s_chan, self.s_next, self.s_prev, self.free, self.n_free,
-                self.w_counts, self.w_sums,
-                self.ck_key, self.ck_slot, self.n_ck,
+                sess.row, sess.start, sess.end, sess.events, sess.conv, sess.stage, sess.chan,
+                sess.next, sess.prev, sess.free, sess.n_free,
+                self.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.free,
+                cells.n_free, self.ck_row, self.ck_cell, self.n_ck,
                 result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
-                result.stage_after, slot, starts,
+                result.stage_after, slot, batch.ts - batch.ts % self.width,
                 self.type_roles, self.gap,
             )
         tr = result.transitions
@@ -273,17 +310,23 @@ class ShardWindows:
             elsewhere = tr_slot == NO_SLOT
             when = np.where(tr.dormant, tr.ts, batch.own_mark[tr.event])[elsewhere]
             tr_slot[elsewhere] = self._slots(np.maximum(when, watermark))
-            _count_moves(tr_slot, tr.from_stage, tr.to_stage, ~elsewhere | tr.dormant,
-                         self.w_trans, self.w_pop)
+            self._tally_moves(tr_slot, tr.from_stage, tr.to_stage, ~elsewhere | tr.dormant)
 
     def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
         to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
-        _count_moves(self._slots(at), from_stage, to, np.ones(at.size, dtype=np.bool_),
-                     self.w_trans, self.w_pop)
+        self._tally_moves(self._slots(at), from_stage, to, np.ones(at.size, dtype=np.bool_))
+
+    def _tally_moves(self, slot: I64, from_stage: npt.NDArray[np.int16],
+                     to_stage: npt.NDArray[np.int16], counted: npt.NDArray[np.bool_]) -> None:
+        moves = self.moves
+        moves.ensure(slot.size)
+        moves.n_free = _count_moves(slot, from_stage, to_stage, counted, self.funnel,
+                                    self.first_move, moves.key, moves.next, moves.moved,
+                                    moves.counted, moves.free, moves.n_free)
 
     def _slots(self, times: I64) -> I64:
-        """The table slot of each time's window, opening windows as needed."""
+        """The slot of each time's window, opening windows as needed."""
         slots = np.empty(times.size, dtype=np.int64)
         done = 0
         while True:
@@ -292,21 +335,21 @@ class ShardWindows:
                 self.free_slots, self.n_free_slots, slots, done)
             if done == times.size:
                 return slots
-            self._grow_window_tables()
+            self._grow_window_slots()
 
     # -- closing ---------------------------------------------------------------------------
 
     def close_sessions(self, watermark: int) -> ClosedSessions:
         """Close and free the sessions no future event can join."""
-        closed = np.empty(self.s_row.shape[0], dtype=np.int64)
-        rows = np.empty(self.s_row.shape[0], dtype=np.int64)
-        count, self.n_free = _close_sessions(watermark, self.gap, self.first_sess, self.s_row,
-                                             self.s_end, self.s_next, self.s_prev, self.free,
-                                             self.n_free, closed, rows)
+        sess = self.sessions
+        closed = np.empty(sess.size, dtype=np.int64)
+        rows = np.empty(sess.size, dtype=np.int64)
+        count, sess.n_free = _close_sessions(watermark, self.gap, self.first_sess, sess.row,
+                                             sess.end, sess.next, sess.prev, sess.free,
+                                             sess.n_free, closed, rows)
         idx = closed[:count]
-        return ClosedSessions(rows[:count], self.s_start[idx].copy(), self.s_end[idx].copy(),
-                              self.s_events[idx].copy(), self.s_conv[idx].copy(),
-                              self.s_stage[idx].copy(), self.s_chan[idx].copy())
+        return ClosedSessions(rows[:count], sess.start[idx], sess.end[idx], sess.events[idx],
+                              sess.conv[idx], sess.stage[idx], sess.chan[idx])
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
@@ -318,10 +361,14 @@ class ShardWindows:
         self.open_starts[: n - k] = self.open_starts[k:n]
         self.open_slots[: n - k] = self.open_slots[k:n]
         self.n_open = n - k
-        (self.n_ck, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count,
-         pop_start, pop_stage, pop_change) = _close_windows(
-            closing, starts, self.w_counts, self.w_sums, self.w_trans, self.w_pop,
-            self.ck_key, self.ck_slot, self.n_ck)
+        cells, moves = self.cells, self.moves
+        (cells.n_free, moves.n_free, self.n_ck, ch_start, ch_chan, ch_counts, ch_sums, tr_start,
+         tr_key, tr_count, pop_start, pop_stage, pop_change) = _close_windows(
+            closing, starts, self.funnel,
+            self.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.entry,
+            cells.free, cells.n_free,
+            self.first_move, moves.key, moves.next, moves.moved, moves.counted, moves.free,
+            moves.n_free, self.ck_row, self.ck_cell, self.n_ck)
         f = self.n_free_slots
         self.free_slots[f: f + k] = closing[::-1]
         self.n_free_slots = f + k
@@ -330,24 +377,25 @@ class ShardWindows:
 
     # -- recovery --------------------------------------------------------------------------
 
-    _ARRAYS = ("first_sess", "last_out", "responded", "last_win", "s_row", "s_start", "s_end",
-               "s_events", "s_conv", "s_stage", "s_chan", "s_next", "s_prev", "free", "w_counts",
-               "w_sums", "w_trans", "w_pop", "ck_key", "ck_slot", "open_starts", "open_slots",
-               "free_slots")
+    _ARRAYS = ("first_sess", "last_out", "responded", "last_win", "ck_row", "ck_cell",
+               "open_starts", "open_slots", "free_slots", "first_cell", "first_move")
+    _POOLS = ("sessions", "cells", "moves")
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of everything open (safe to pickle while the windows keep changing)."""
         snap: dict[str, Any] = {name: getattr(self, name).copy() for name in self._ARRAYS}
-        snap.update(n_free=self.n_free, n_ck=self.n_ck, n_open=self.n_open,
-                    n_free_slots=self.n_free_slots)
+        snap.update({name: getattr(self, name).snapshot() for name in self._POOLS})
+        snap.update(n_ck=self.n_ck, n_open=self.n_open, n_free_slots=self.n_free_slots)
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Take over the state of ``snapshot()`` output (recovery resume)."""
         for name in self._ARRAYS:
             setattr(self, name, np.array(snap[name]))
-        self.n_free, self.n_ck = int(snap["n_free"]), int(snap["n_ck"])
-        self.n_open, self.n_free_slots = int(snap["n_open"]), int(snap["n_free_slots"])
+        for name in self._POOLS:
+            getattr(self, name).restore(snap[name])
+        self.n_ck, self.n_open = int(snap["n_ck"]), int(snap["n_open"])
+        self.n_free_slots = int(snap["n_free_slots"])
 
 
 def _grown(arr: npt.NDArray[Any], cap: int, fill: object) -> npt.NDArray[Any]:

@@ -1,6 +1,7 @@
 """Records written by the JSON kernels are byte for byte what orjson writes for the obvious dict."""
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import orjson
@@ -9,7 +10,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from config import DEFAULT_PATH, load_settings
-from operators.records import RecordBuilder
+from operators.records import CustomerTexts, RecordBuilder
 from operators.window_kernels import (
     CLICKS,
     CONVERSIONS,
@@ -42,6 +43,19 @@ def mean(total: float, n: int) -> float | None:
     return float(total) / int(n) if n > 0 else None
 
 
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=3000), st.lists(st.integers(0, 3000)))
+@hyp_settings(max_examples=30, deadline=None)
+def test_customer_texts_grow_with_the_shard(ids: list[str], cuts: list[int]) -> None:
+    texts = CustomerTexts()
+    for cut in [*sorted(cuts), len(ids)]:
+        texts.cover(ids[:cut])
+    assert texts.keys == [cid.encode() for cid in ids]
+    off = texts.offsets.tolist()
+    pieces = [texts.blob[a: b - 1].tobytes() for a, b in pairwise(off)]
+    assert pieces == [orjson.dumps(cid) for cid in ids]
+    assert texts.longest == max(len(p) for p in pieces)
+
+
 @given(builders(), st.data())
 @hyp_settings(max_examples=150, deadline=None)
 def test_session_records(rb: RecordBuilder, data: st.DataObject) -> None:
@@ -63,7 +77,9 @@ def test_session_records(rb: RecordBuilder, data: st.DataObject) -> None:
         channels=np.array(data.draw(st.lists(st.lists(small, min_size=c, max_size=c),
                                              min_size=n, max_size=n)), dtype=np.int64),
     )
-    out = rb.sessions(ids, closed)
+    texts = CustomerTexts()
+    texts.cover(ids[: data.draw(st.integers(0, n))])  # texts made earlier are extended
+    out = rb.sessions(texts, ids, closed)
     assert len(out) == n
     for i, (topic, key, value) in enumerate(out):
         r, s, e = int(closed.rows[i]), int(closed.start[i]), int(closed.end[i])
