@@ -61,8 +61,8 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[OutRecord], dict[s
         closed, self.pending = shares.split(min(self.marks.values()) - self.width + 1)
         if not closed.starts.size:
             return ([], StatefulBatchLogic.RETAIN)
-        totals = closed.totals()
         funnel = self.records.funnel_size
+        totals = closed.totals(len(self.records.channel_names), funnel)
         if self.population is None:
             self.population = np.zeros(funnel, dtype=np.int64)
         change = np.zeros((totals.starts.size, funnel), dtype=np.int64)

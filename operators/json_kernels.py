@@ -13,20 +13,22 @@ import numpy as np
 from numba import njit
 
 _MINUS, _ZERO, _COMMA, _COLON, _CLOSE = 45, 48, 44, 58, 125
+_POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _put(buf, pos, src):  # pragma: no cover - compiled
-    n = src.shape[0]
-    buf[pos: pos + n] = src
-    return pos + n
+    for k in range(src.shape[0]):  # a loop: pieces are short, and a slice copy costs more
+        buf[pos + k] = src[k]
+    return pos + src.shape[0]
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _put_text(buf, pos, blob, off, i):  # pragma: no cover - compiled
     """Piece ``i`` of a blob of pieces one separator byte apart, piece ``i`` starting at ``off[i]``."""
     a, b = off[i], off[i + 1] - 1
-    buf[pos: pos + b - a] = blob[a:b]
+    for k in range(b - a):
+        buf[pos + k] = blob[a + k]
     return pos + b - a
 
 
@@ -39,10 +41,8 @@ def _put_int(buf, pos, v):  # pragma: no cover - compiled
     else:
         u = np.uint64(v)
     n = 1
-    t = u // np.uint64(10)
-    while t > 0:
+    while n < 20 and u >= _POW10[n]:  # the number of digits, by comparisons
         n += 1
-        t //= np.uint64(10)
     end = pos + n
     while True:
         end -= 1

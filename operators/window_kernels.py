@@ -40,27 +40,95 @@ def _unlink(s, r, first_sess, s_next, s_prev):  # pragma: no cover - compiled
         s_prev[nxt] = prv
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _slot_of(start, open_starts, open_slots, n_open, free_slots, n_free_slots):  # pragma: no cover
+    """The slot of the window at ``start``, opened from the top of the free stack when new.
+
+    Returns (slot, n_open, n_free_slots); the caller makes sure a free slot is there.
+    """
+    lo, hi = 0, n_open  # the first open window starting at or after ``start``
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if open_starts[mid] < start:
+            lo = mid + 1
+        else:
+            hi = mid
+    at = lo
+    if at == n_open or open_starts[at] != start:
+        n_free_slots -= 1
+        for j in range(n_open, at, -1):
+            open_starts[j] = open_starts[j - 1]
+            open_slots[j] = open_slots[j - 1]
+        open_starts[at] = start
+        open_slots[at] = free_slots[n_free_slots]
+        n_open += 1
+    return open_slots[at], n_open, n_free_slots
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tally_move(  # pragma: no cover - compiled
+    w, key, counted, first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free,
+):
+    """One stage move into its cell of window slot ``w``; returns n_m_free.
+
+    A cell's key is ``from * funnel + to`` (funnel index: stage + 1). Every move changes
+    the populations; ``counted`` ones are also transitions.
+    """
+    m = first_move[w]
+    while m != NO_SLOT and m_key[m] != key:
+        m = m_next[m]
+    if m == NO_SLOT:
+        n_m_free -= 1
+        m = m_free[n_m_free]
+        m_key[m] = key
+        m_moved[m] = 0
+        m_counted[m] = 0
+        m_next[m] = first_move[w]
+        first_move[w] = m
+    m_moved[m] += 1
+    if counted:
+        m_counted[m] += 1
+    return n_m_free
+
+
 @njit(cache=True, nogil=True)
-def _window_batch(  # pragma: no cover - compiled
+def _add_events(  # pragma: no cover - compiled
     # per-customer window state
     first_sess, last_out, responded, last_win,
     # the session pool
     s_row, s_start, s_end, s_events, s_conv, s_stage, s_chan, s_next, s_prev, free, n_free,
-    # per open window slot, its channel cells; the cell pool
-    first_cell, c_chan, c_next, c_counts, c_sums, c_free, n_c_free,
+    # open windows: starts (ascending) and slots, free slots, per slot its first cells
+    width, open_starts, open_slots, n_open, free_slots, n_free_slots, first_cell, first_move,
+    # the channel cell pool and the move cell pool
+    c_chan, c_next, c_counts, c_sums, c_free, n_c_free,
+    m_key, m_next, m_moved, m_counted, m_free, n_m_free,
     # distinct customers: (row, cell) pairs appended here
     ck_row, ck_cell, n_ck,
-    # the events, in arrival order; slot is NO_SLOT for events that enter no window
-    rows, ts, type_idx, chan_idx, sentiment, stage_after, slot, window_start,
+    # the events, in arrival order, and the ``windowed`` ones among them
+    rows, ts, type_idx, chan_idx, sentiment, stage_after, windowed, own_mark,
+    # the stage moves they caused
+    tr_event, tr_from, tr_to, tr_ts, tr_dormant, watermark, funnel,
     # the journey map
     type_roles, gap,
 ):
-    """Add every windowed event to its session and channel cell; return (n_free, n_c_free, n_ck)."""
+    """Add the windowed events to their sessions and channel cells, and every move to a window.
+
+    A move caused by a windowed event is a transition in that event's window. A move to
+    dormant found on arrival is a transition in the window of when it happened; a late
+    event's move only changes populations, in the window of its ``own_mark``; both no
+    earlier than the watermark's window. The caller has made room: free pool slots and
+    window slots for every event and move. Returns (n_free, n_open, n_free_slots,
+    n_c_free, n_m_free, n_ck).
+    """
     channels = last_out.shape[1]
+    slot = np.full(rows.shape[0], NO_SLOT, np.int64)
     for i in range(rows.shape[0]):
-        w = slot[i]
-        if w == NO_SLOT:
+        if not windowed[i]:
             continue
+        start = ts[i] - ts[i] % width
+        w, n_open, n_free_slots = _slot_of(start, open_starts, open_slots, n_open, free_slots,
+                                           n_free_slots)
+        slot[i] = w
         r = rows[i]
         t = ts[i]
         ch = chan_idx[i]
@@ -95,8 +163,8 @@ def _window_batch(  # pragma: no cover - compiled
             responded[r, ch] = True
             c_counts[c, RESPONSES] += 1
             c_sums[c, RESPONSE_TIME_SUM] += t - last_out[r, ch]
-        if last_win[r, ch] != window_start[i]:
-            last_win[r, ch] = window_start[i]
+        if last_win[r, ch] != start:
+            last_win[r, ch] = start
             ck_row[n_ck] = r
             ck_cell[n_ck] = c
             n_ck += 1
@@ -142,72 +210,44 @@ def _window_batch(  # pragma: no cover - compiled
         if roles & ROLE_CONVERSION:
             s_conv[target] = True
         s_stage[target] = stage_after[i]
-    return n_free, n_c_free, n_ck
+    for j in range(tr_event.shape[0]):
+        e = tr_event[j]
+        w = NO_SLOT if tr_dormant[j] else slot[e]
+        counted = True
+        if w == NO_SLOT:
+            counted = tr_dormant[j]
+            when = max(tr_ts[j] if tr_dormant[j] else own_mark[e], watermark)
+            w, n_open, n_free_slots = _slot_of(when - when % width, open_starts, open_slots,
+                                               n_open, free_slots, n_free_slots)
+        n_m_free = _tally_move(w, (tr_from[j] + 1) * funnel + tr_to[j] + 1, counted, first_move,
+                               m_key, m_next, m_moved, m_counted, m_free, n_m_free)
+    return n_free, n_open, n_free_slots, n_c_free, n_m_free, n_ck
 
 
 @njit(cache=True, nogil=True)
-def _window_slots(  # pragma: no cover - compiled
-    times, width, open_starts, open_slots, n_open, free_slots, n_free, slots, first,
+def _add_moves(  # pragma: no cover - compiled
+    times, from_stage, to_stage, funnel,
+    width, open_starts, open_slots, n_open, free_slots, n_free_slots, first_move,
+    m_key, m_next, m_moved, m_counted, m_free, n_m_free,
 ):
-    """Write the table slot of each time's window into ``slots``, from index ``first`` on.
+    """Transitions (moves that count) in the windows of ``times``; room made by the caller.
 
-    Open windows are ``open_starts[:n_open]`` (ascending) with their slots; a window not
-    open yet takes the top of the free stack ``free_slots[:n_free]``. Returns (n_open,
-    n_free, done): ``done`` < ``times.size`` when the free slots ran out there (grow the
-    tables and call again from ``done``).
+    Returns (n_open, n_free_slots, n_m_free).
     """
-    last_start = -1
-    last_slot = NO_SLOT
-    for i in range(first, times.shape[0]):
-        start = times[i] - times[i] % width
-        if start == last_start:
-            slots[i] = last_slot
-            continue
-        at = np.searchsorted(open_starts[:n_open], start)
-        if at == n_open or open_starts[at] != start:
-            if n_free == 0:
-                return n_open, n_free, i
-            n_free -= 1
-            for j in range(n_open, at, -1):
-                open_starts[j] = open_starts[j - 1]
-                open_slots[j] = open_slots[j - 1]
-            open_starts[at] = start
-            open_slots[at] = free_slots[n_free]
-            n_open += 1
-        last_start = start
-        last_slot = open_slots[at]
-        slots[i] = last_slot
-    return n_open, n_free, times.shape[0]
+    for i in range(times.shape[0]):
+        w, n_open, n_free_slots = _slot_of(times[i] - times[i] % width, open_starts, open_slots,
+                                           n_open, free_slots, n_free_slots)
+        n_m_free = _tally_move(w, (from_stage[i] + 1) * funnel + to_stage[i] + 1, True,
+                               first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free)
+    return n_open, n_free_slots, n_m_free
 
 
 @njit(cache=True, nogil=True)
-def _count_moves(  # pragma: no cover - compiled
-    slot, from_stage, to_stage, counted, funnel, first_move, m_key, m_next, m_moved, m_counted,
-    m_free, n_m_free,
-):
-    """Stage moves into the move cells of their window slots; returns n_m_free.
-
-    A cell's key is ``from * funnel + to`` (funnel index: stage + 1). Every move changes
-    the populations; ``counted`` ones are also transitions.
-    """
-    for i in range(slot.shape[0]):
-        w = slot[i]
-        key = (from_stage[i] + 1) * funnel + to_stage[i] + 1
-        m = first_move[w]
-        while m != NO_SLOT and m_key[m] != key:
-            m = m_next[m]
-        if m == NO_SLOT:
-            n_m_free -= 1
-            m = m_free[n_m_free]
-            m_key[m] = key
-            m_moved[m] = 0
-            m_counted[m] = 0
-            m_next[m] = first_move[w]
-            first_move[w] = m
-        m_moved[m] += 1
-        if counted[i]:
-            m_counted[m] += 1
-    return n_m_free
+def _add_by_cell(win, key, values, table):  # pragma: no cover - compiled
+    """Add row ``i`` of ``values`` to ``table[win[i], key[i]]``."""
+    for i in range(win.shape[0]):
+        for c in range(values.shape[1]):
+            table[win[i], key[i], c] += values[i, c]
 
 
 @njit(cache=True, nogil=True)

@@ -24,14 +24,15 @@ from operators.kernels import EMPTY_TS
 from operators.scoring import ScoreResult
 from operators.state import ShardState
 from operators.window_kernels import (
+    EVENTS,
     N_COUNTS,
     N_SUMS,
     NO_SLOT,
+    _add_by_cell,
+    _add_events,
+    _add_moves,
     _close_sessions,
     _close_windows,
-    _count_moves,
-    _window_batch,
-    _window_slots,
 )
 
 I64 = npt.NDArray[np.int64]
@@ -82,13 +83,31 @@ class WindowShares(NamedTuple):
         return (WindowShares(self.starts[cut], *(_rows(g, mine) for g, mine in groups)),
                 WindowShares(self.starts[~cut], *(_rows(g, ~mine) for g, mine in groups)))
 
-    def totals(self) -> "WindowShares":
-        """Entries summed per window and key, ordered by window then key; each window once."""
+    def totals(self, channels: int, funnel: int) -> "WindowShares":
+        """Entries summed per window and key, ordered by window then key; each window once.
+
+        Sums go into a table of the windows present by every key (``channels`` channels,
+        ``funnel`` funnel indices), which costs less than sorting the entries.
+        """
+        starts = np.unique(self.starts)
         ch, tr, pop = self.channels, self.transitions, self.populations
-        return WindowShares(np.unique(self.starts),
-                            ChannelEntries(*_summed(ch.start, ch.channel, ch.counts, ch.sums)),
-                            Entries(*_summed(tr.start, tr.key, tr.value)),
-                            Entries(*_summed(pop.start, pop.key, pop.value)))
+        counts = _table(starts, ch.start, ch.channel, ch.counts, channels)
+        sums = _table(starts, ch.start, ch.channel, ch.sums, channels)
+        moves = _table(starts, tr.start, tr.key, tr.value[:, None], funnel * funnel)[:, :, 0]
+        change = _table(starts, pop.start, pop.key, pop.value[:, None], funnel)[:, :, 0]
+        win, chan = np.nonzero(counts[:, :, EVENTS])  # a channel with no events has no record
+        tr_win, tr_key = np.nonzero(moves)
+        pop_win, pop_key = np.nonzero(change)
+        return WindowShares(starts, ChannelEntries(starts[win], chan, counts[win, chan], sums[win, chan]),
+                            Entries(starts[tr_win], tr_key, moves[tr_win, tr_key]),
+                            Entries(starts[pop_win], pop_key, change[pop_win, pop_key]))
+
+
+def _table(starts: I64, start: I64, key: I64, values: npt.NDArray[Any], keys: int) -> npt.NDArray[Any]:
+    """``values`` (a row per entry) summed into [window of ``starts``, key, column]."""
+    table = np.zeros((starts.size, keys, values.shape[1]), dtype=values.dtype)
+    _add_by_cell(np.searchsorted(starts, start), key, values, table)
+    return table
 
 
 def _joined(groups: list[Any]) -> Any:
@@ -99,16 +118,6 @@ def _joined(groups: list[Any]) -> Any:
 def _rows(group: Any, which: npt.NDArray[np.bool_]) -> Any:
     """The ``which`` entries of one kind."""
     return type(group)(*(col[which] for col in group))
-
-
-def _summed(start: I64, key: I64, *values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], ...]:
-    """``values`` summed over the entries of equal (start, key), ordered by (start, key)."""
-    if start.size == 0:
-        return (start, key, *values)
-    order = np.lexsort((key, start))
-    start, key = start[order], key[order]
-    first = np.flatnonzero(np.concatenate(([True], (start[1:] != start[:-1]) | (key[1:] != key[:-1]))))
-    return (start[first], key[first], *(np.add.reduceat(v[order], first, axis=0) for v in values))
 
 
 @dataclass(frozen=True)
@@ -134,16 +143,14 @@ class _Pool:
 
     def __init__(self, **columns: tuple[tuple[int, ...], Any, object]) -> None:
         self._spec = columns
-        self.cols = {name: np.full((0, *tail), fill, dtype=dtype)
-                     for name, (tail, dtype, fill) in columns.items()}
+        for name, (tail, dtype, fill) in columns.items():
+            setattr(self, name, np.full((0, *tail), fill, dtype=dtype))
         self.free = np.zeros(0, dtype=np.int64)
         self.n_free = 0
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self.__dict__["cols"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        """Only reached for names that are not columns (the columns are set per instance)."""
+        raise AttributeError(name)
 
     @property
     def size(self) -> int:
@@ -162,7 +169,7 @@ class _Pool:
         have = self.size
         cap = max(have + needed - self.n_free, 2 * have, 256)
         for name, (_, _, fill) in self._spec.items():
-            self.cols[name] = _grown(self.cols[name], cap, fill)
+            setattr(self, name, _grown(getattr(self, name), cap, fill))
         free = np.empty(cap, dtype=np.int64)
         free[: self.n_free] = self.free[: self.n_free]
         added = np.arange(cap - 1, have - 1, -1, dtype=np.int64)
@@ -172,12 +179,13 @@ class _Pool:
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of the columns and the free stack."""
-        return {**{name: col.copy() for name, col in self.cols.items()},
+        return {**{name: getattr(self, name).copy() for name in self._spec},
                 "free": self.free.copy(), "n_free": self.n_free}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Take over the state of ``snapshot()`` output."""
-        self.cols = {name: np.array(snap[name]) for name in self._spec}
+        for name in self._spec:
+            setattr(self, name, np.array(snap[name]))
         self.free, self.n_free = np.array(snap["free"]), int(snap["n_free"])
 
 
@@ -255,9 +263,12 @@ class ShardWindows:
         self.ck_row = _grown(self.ck_row, cap, 0)
         self.ck_cell = _grown(self.ck_cell, cap, 0)
 
-    def _grow_window_slots(self) -> None:
+    def _ensure_window_slots(self, needed: int) -> None:
+        """Free window slots for ``needed`` windows more (window tables are a few ints a slot)."""
+        if self.n_free_slots >= needed:
+            return
         have = self.first_cell.shape[0]
-        cap = max(2 * have, 16)
+        cap = max(have + needed - self.n_free_slots, 2 * have, 16)
         self.first_cell = _grown(self.first_cell, cap, NO_SLOT)
         self.first_move = _grown(self.first_move, cap, NO_SLOT)
         self.open_starts = _grown(self.open_starts, cap, 0)
@@ -285,57 +296,44 @@ class ShardWindows:
         both windows are still open here: the shard's watermark is past them only when an
         idle partition let it run ahead, and then the move goes to the watermark's window.
         """
-        self._ensure_rows(state.size)
-        slot = np.full(len(batch), NO_SLOT, dtype=np.int64)
-        if windowed.any():
-            slot[windowed] = self._slots(batch.ts[windowed])
-            m = int(np.count_nonzero(windowed))
-            sess, cells = self.sessions, self.cells
-            sess.ensure(m)
-            cells.ensure(m)
-            self._ensure_keys(m)
-            sess.n_free, cells.n_free, self.n_ck = _window_batch(
-                self.first_sess, self.last_out, self.responded, self.last_win,
-                sess.row, sess.start, sess.end, sess.events, sess.conv, sess.stage, sess.chan,
-                sess.next, sess.prev, sess.free, sess.n_free,
-                self.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.free,
-                cells.n_free, self.ck_row, self.ck_cell, self.n_ck,
-                result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
-                result.stage_after, slot, batch.ts - batch.ts % self.width,
-                self.type_roles, self.gap,
-            )
         tr = result.transitions
-        if tr.event.size:
-            tr_slot = np.where(tr.dormant, NO_SLOT, slot[tr.event])
-            elsewhere = tr_slot == NO_SLOT
-            when = np.where(tr.dormant, tr.ts, batch.own_mark[tr.event])[elsewhere]
-            tr_slot[elsewhere] = self._slots(np.maximum(when, watermark))
-            self._tally_moves(tr_slot, tr.from_stage, tr.to_stage, ~elsewhere | tr.dormant)
+        m, moved = int(np.count_nonzero(windowed)), tr.event.size
+        if not m and not moved:
+            return
+        self._ensure_rows(state.size)
+        self._ensure_window_slots(m + moved)
+        sess, cells, moves = self.sessions, self.cells, self.moves
+        sess.ensure(m)
+        cells.ensure(m)
+        moves.ensure(moved)
+        self._ensure_keys(m)
+        (sess.n_free, self.n_open, self.n_free_slots, cells.n_free, moves.n_free,
+         self.n_ck) = _add_events(
+            self.first_sess, self.last_out, self.responded, self.last_win,
+            sess.row, sess.start, sess.end, sess.events, sess.conv, sess.stage, sess.chan,
+            sess.next, sess.prev, sess.free, sess.n_free,
+            self.width, self.open_starts, self.open_slots, self.n_open, self.free_slots,
+            self.n_free_slots, self.first_cell, self.first_move,
+            cells.chan, cells.next, cells.counts, cells.sums, cells.free, cells.n_free,
+            moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free,
+            self.ck_row, self.ck_cell, self.n_ck,
+            result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
+            result.stage_after, windowed, batch.own_mark,
+            tr.event, tr.from_stage, tr.to_stage, tr.ts, tr.dormant, watermark, self.funnel,
+            self.type_roles, self.gap,
+        )
 
     def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
         to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
-        self._tally_moves(self._slots(at), from_stage, to, np.ones(at.size, dtype=np.bool_))
-
-    def _tally_moves(self, slot: I64, from_stage: npt.NDArray[np.int16],
-                     to_stage: npt.NDArray[np.int16], counted: npt.NDArray[np.bool_]) -> None:
+        self._ensure_window_slots(at.size)
         moves = self.moves
-        moves.ensure(slot.size)
-        moves.n_free = _count_moves(slot, from_stage, to_stage, counted, self.funnel,
-                                    self.first_move, moves.key, moves.next, moves.moved,
-                                    moves.counted, moves.free, moves.n_free)
-
-    def _slots(self, times: I64) -> I64:
-        """The slot of each time's window, opening windows as needed."""
-        slots = np.empty(times.size, dtype=np.int64)
-        done = 0
-        while True:
-            self.n_open, self.n_free_slots, done = _window_slots(
-                times, self.width, self.open_starts, self.open_slots, self.n_open,
-                self.free_slots, self.n_free_slots, slots, done)
-            if done == times.size:
-                return slots
-            self._grow_window_slots()
+        moves.ensure(at.size)
+        self.n_open, self.n_free_slots, moves.n_free = _add_moves(
+            at, from_stage, to, self.funnel,
+            self.width, self.open_starts, self.open_slots, self.n_open, self.free_slots,
+            self.n_free_slots, self.first_move,
+            moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free)
 
     # -- closing ---------------------------------------------------------------------------
 
