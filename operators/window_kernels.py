@@ -41,28 +41,57 @@ def _unlink(s, r, first_sess, s_next, s_prev):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _slot_of(start, open_starts, open_slots, n_open, free_slots, n_free_slots):  # pragma: no cover
+def _slot_of(start, width, slot_start, h_slot, n_open, free_slots, n_free_slots):  # pragma: no cover
     """The slot of the window at ``start``, opened from the top of the free stack when new.
 
-    Returns (slot, n_open, n_free_slots); the caller makes sure a free slot is there.
+    Open windows are found through ``h_slot``, a hash table of slots (linear probing, the
+    window number as the hash: open windows are mostly consecutive numbers). Returns
+    (slot, n_open, n_free_slots); the caller makes sure there is room.
     """
-    lo, hi = 0, n_open  # the first open window starting at or after ``start``
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if open_starts[mid] < start:
-            lo = mid + 1
-        else:
-            hi = mid
-    at = lo
-    if at == n_open or open_starts[at] != start:
-        n_free_slots -= 1
-        for j in range(n_open, at, -1):
-            open_starts[j] = open_starts[j - 1]
-            open_slots[j] = open_slots[j - 1]
-        open_starts[at] = start
-        open_slots[at] = free_slots[n_free_slots]
-        n_open += 1
-    return open_slots[at], n_open, n_free_slots
+    mask = h_slot.shape[0] - 1
+    i = (start // width) & mask
+    while h_slot[i] != NO_SLOT:
+        if slot_start[h_slot[i]] == start:
+            return h_slot[i], n_open, n_free_slots
+        i = (i + 1) & mask
+    n_free_slots -= 1
+    w = free_slots[n_free_slots]
+    slot_start[w] = start
+    h_slot[i] = w
+    return w, n_open + 1, n_free_slots
+
+
+@njit(cache=True, nogil=True)
+def _rehash(old, new, slot_start, width):  # pragma: no cover - compiled
+    """Every slot of hash table ``old`` into the empty, larger ``new``."""
+    mask = new.shape[0] - 1
+    for w in old:
+        if w != NO_SLOT:
+            i = (slot_start[w] // width) & mask
+            while new[i] != NO_SLOT:
+                i = (i + 1) & mask
+            new[i] = w
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _unhash(w, width, slot_start, h_slot):  # pragma: no cover - compiled
+    """Take slot ``w`` out of the hash table, moving later entries of its run back into the hole."""
+    mask = h_slot.shape[0] - 1
+    i = (slot_start[w] // width) & mask
+    while h_slot[i] != w:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        e = h_slot[j]
+        if e == NO_SLOT:
+            break
+        home = (slot_start[e] // width) & mask
+        # the entry at j stays unless its home lies cyclically outside (i, j]
+        if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
+            h_slot[i] = e
+            i = j
+    h_slot[i] = NO_SLOT
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -97,8 +126,8 @@ def _add_events(  # pragma: no cover - compiled
     first_sess, last_out, responded, last_win,
     # the session pool
     s_row, s_start, s_end, s_events, s_conv, s_stage, s_chan, s_next, s_prev, free, n_free,
-    # open windows: starts (ascending) and slots, free slots, per slot its first cells
-    width, open_starts, open_slots, n_open, free_slots, n_free_slots, first_cell, first_move,
+    # open windows: each slot's start, the hash table of slots, free slots, each slot's cells
+    width, slot_start, h_slot, n_open, free_slots, n_free_slots, first_cell, first_move,
     # the channel cell pool and the move cell pool
     c_chan, c_next, c_counts, c_sums, c_free, n_c_free,
     m_key, m_next, m_moved, m_counted, m_free, n_m_free,
@@ -126,7 +155,7 @@ def _add_events(  # pragma: no cover - compiled
         if not windowed[i]:
             continue
         start = ts[i] - ts[i] % width
-        w, n_open, n_free_slots = _slot_of(start, open_starts, open_slots, n_open, free_slots,
+        w, n_open, n_free_slots = _slot_of(start, width, slot_start, h_slot, n_open, free_slots,
                                            n_free_slots)
         slot[i] = w
         r = rows[i]
@@ -217,7 +246,7 @@ def _add_events(  # pragma: no cover - compiled
         if w == NO_SLOT:
             counted = tr_dormant[j]
             when = max(tr_ts[j] if tr_dormant[j] else own_mark[e], watermark)
-            w, n_open, n_free_slots = _slot_of(when - when % width, open_starts, open_slots,
+            w, n_open, n_free_slots = _slot_of(when - when % width, width, slot_start, h_slot,
                                                n_open, free_slots, n_free_slots)
         n_m_free = _tally_move(w, (tr_from[j] + 1) * funnel + tr_to[j] + 1, counted, first_move,
                                m_key, m_next, m_moved, m_counted, m_free, n_m_free)
@@ -227,7 +256,7 @@ def _add_events(  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def _add_moves(  # pragma: no cover - compiled
     times, from_stage, to_stage, funnel,
-    width, open_starts, open_slots, n_open, free_slots, n_free_slots, first_move,
+    width, slot_start, h_slot, n_open, free_slots, n_free_slots, first_move,
     m_key, m_next, m_moved, m_counted, m_free, n_m_free,
 ):
     """Transitions (moves that count) in the windows of ``times``; room made by the caller.
@@ -235,7 +264,7 @@ def _add_moves(  # pragma: no cover - compiled
     Returns (n_open, n_free_slots, n_m_free).
     """
     for i in range(times.shape[0]):
-        w, n_open, n_free_slots = _slot_of(times[i] - times[i] % width, open_starts, open_slots,
+        w, n_open, n_free_slots = _slot_of(times[i] - times[i] % width, width, slot_start, h_slot,
                                            n_open, free_slots, n_free_slots)
         n_m_free = _tally_move(w, (from_stage[i] + 1) * funnel + to_stage[i] + 1, True,
                                first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free)
@@ -275,20 +304,33 @@ def _close_sessions(  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _close_windows(  # pragma: no cover - compiled
-    closing, starts, funnel,
+    last_start, width, slot_start, h_slot, n_open, free_slots, n_free_slots, funnel,
     first_cell, c_chan, c_next, c_counts, c_sums, c_entry, c_free, n_c_free,
     first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free,
     ck_row, ck_cell, n_ck,
 ):
-    """Hand on the ``closing`` window slots (``starts`` their window starts) and free their cells.
+    """Hand on and free the open windows that start at or before ``last_start``, and their cells.
 
     Counts each channel cell's distinct customers from the (row, cell) pairs noted while
-    adding and keeps the other cells' pairs. Returns (n_c_free, n_m_free, n_ck) and the
-    entries: channel start/channel/counts/sums, one per cell; transition start/key/count,
-    one per move cell with counted moves; population start/stage/change, two per move
-    cell (its from and its to; summed by the aggregator).
+    adding and keeps the other cells' pairs. Returns (n_open, n_free_slots, n_c_free,
+    n_m_free, n_ck), the closed windows' starts (ascending) and their entries: channel
+    start/channel/counts/sums, one per cell; transition start/key/count, one per move
+    cell with counted moves; population start/stage/change, two per move cell (its from
+    and its to; summed by the aggregator).
     """
-    k = closing.shape[0]
+    closing = np.empty(n_open, np.int64)
+    k = 0
+    for w in h_slot:
+        if w != NO_SLOT and slot_start[w] <= last_start:
+            closing[k] = w
+            k += 1
+    closing = closing[:k][np.argsort(slot_start[closing[:k]])]
+    starts = slot_start[closing]
+    for j in range(k):
+        _unhash(closing[j], width, slot_start, h_slot)
+        free_slots[n_free_slots] = closing[j]
+        n_free_slots += 1
+    n_open -= k
     ch_start = np.empty(c_chan.shape[0], np.int64)
     ch_chan = np.empty(c_chan.shape[0], np.int64)
     ch_counts = np.empty((c_chan.shape[0], N_COUNTS), np.int64)
@@ -359,6 +401,7 @@ def _close_windows(  # pragma: no cover - compiled
             m_free[n_m_free] = mv
             n_m_free += 1
             mv = m_next[mv]
-    return (n_c_free, n_m_free, kept, ch_start[:n_ch], ch_chan[:n_ch], ch_counts[:n_ch],
+    return (n_open, n_free_slots, n_c_free, n_m_free, kept, starts, ch_start[:n_ch],
+            ch_chan[:n_ch], ch_counts[:n_ch],
             ch_sums[:n_ch], tr_start[:n_tr], tr_key[:n_tr], tr_count[:n_tr],
             pop_start[:n_pop], pop_stage[:n_pop], pop_change[:n_pop])

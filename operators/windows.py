@@ -33,6 +33,7 @@ from operators.window_kernels import (
     _add_moves,
     _close_sessions,
     _close_windows,
+    _rehash,
 )
 
 I64 = npt.NDArray[np.int64]
@@ -214,12 +215,13 @@ class ShardWindows:
                            entry=(row, i64, -1))
         self.moves = _Pool(key=(row, i64, 0), next=(row, i64, NO_SLOT), moved=(row, i64, 0),
                            counted=(row, i64, 0))
-        # open tumbling windows: their starts in ascending order and their slots (the first
-        # n_open), a stack of free slots (the first n_free_slots; the top is used next), and
-        # per slot the first of its channel cells and of its move cells
-        self.open_starts = np.zeros(0, dtype=np.int64)
-        self.open_slots = np.zeros(0, dtype=np.int64)
+        # open tumbling windows: a slot each, found by start through a hash table of slots
+        # (a power of two, at most half full); a stack of free slots (the first
+        # n_free_slots; the top is used next); per slot its start and the first of its
+        # channel cells and of its move cells
+        self.h_slot = np.full(64, NO_SLOT, dtype=np.int64)
         self.n_open = 0
+        self.slot_start = np.zeros(0, dtype=np.int64)
         self.free_slots = np.zeros(0, dtype=np.int64)
         self.n_free_slots = 0
         self.first_cell = np.zeros(0, dtype=np.int64)
@@ -264,15 +266,21 @@ class ShardWindows:
         self.ck_cell = _grown(self.ck_cell, cap, 0)
 
     def _ensure_window_slots(self, needed: int) -> None:
-        """Free window slots for ``needed`` windows more (window tables are a few ints a slot)."""
+        """Room for ``needed`` windows more: free slots, and a hash table at most half full."""
+        size = self.h_slot.shape[0]
+        if 2 * (self.n_open + needed) > size:
+            while 2 * (self.n_open + needed) > size:
+                size *= 2
+            h_slot = np.full(size, NO_SLOT, dtype=np.int64)
+            _rehash(self.h_slot, h_slot, self.slot_start, self.width)
+            self.h_slot = h_slot
         if self.n_free_slots >= needed:
             return
         have = self.first_cell.shape[0]
         cap = max(have + needed - self.n_free_slots, 2 * have, 16)
         self.first_cell = _grown(self.first_cell, cap, NO_SLOT)
         self.first_move = _grown(self.first_move, cap, NO_SLOT)
-        self.open_starts = _grown(self.open_starts, cap, 0)
-        self.open_slots = _grown(self.open_slots, cap, 0)
+        self.slot_start = _grown(self.slot_start, cap, 0)
         # room for every slot; the new ones go under the free ones, low slots are used first
         free = np.empty(cap, dtype=np.int64)
         added = cap - have
@@ -312,7 +320,7 @@ class ShardWindows:
             self.first_sess, self.last_out, self.responded, self.last_win,
             sess.row, sess.start, sess.end, sess.events, sess.conv, sess.stage, sess.chan,
             sess.next, sess.prev, sess.free, sess.n_free,
-            self.width, self.open_starts, self.open_slots, self.n_open, self.free_slots,
+            self.width, self.slot_start, self.h_slot, self.n_open, self.free_slots,
             self.n_free_slots, self.first_cell, self.first_move,
             cells.chan, cells.next, cells.counts, cells.sums, cells.free, cells.n_free,
             moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free,
@@ -331,7 +339,7 @@ class ShardWindows:
         moves.ensure(at.size)
         self.n_open, self.n_free_slots, moves.n_free = _add_moves(
             at, from_stage, to, self.funnel,
-            self.width, self.open_starts, self.open_slots, self.n_open, self.free_slots,
+            self.width, self.slot_start, self.h_slot, self.n_open, self.free_slots,
             self.n_free_slots, self.first_move,
             moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free)
 
@@ -351,32 +359,27 @@ class ShardWindows:
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
-        n = self.n_open
-        k = int(np.searchsorted(self.open_starts[:n], watermark - self.width, side="right"))
-        if k == 0:
+        if not self.n_open:
             return None
-        starts, closing = self.open_starts[:k].copy(), self.open_slots[:k].copy()
-        self.open_starts[: n - k] = self.open_starts[k:n]
-        self.open_slots[: n - k] = self.open_slots[k:n]
-        self.n_open = n - k
         cells, moves = self.cells, self.moves
-        (cells.n_free, moves.n_free, self.n_ck, ch_start, ch_chan, ch_counts, ch_sums, tr_start,
-         tr_key, tr_count, pop_start, pop_stage, pop_change) = _close_windows(
-            closing, starts, self.funnel,
+        (self.n_open, self.n_free_slots, cells.n_free, moves.n_free, self.n_ck, starts, ch_start,
+         ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count, pop_start, pop_stage,
+         pop_change) = _close_windows(
+            watermark - self.width, self.width, self.slot_start, self.h_slot, self.n_open,
+            self.free_slots, self.n_free_slots, self.funnel,
             self.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.entry,
             cells.free, cells.n_free,
             self.first_move, moves.key, moves.next, moves.moved, moves.counted, moves.free,
             moves.n_free, self.ck_row, self.ck_cell, self.n_ck)
-        f = self.n_free_slots
-        self.free_slots[f: f + k] = closing[::-1]
-        self.n_free_slots = f + k
+        if not starts.size:
+            return None
         return WindowShares(starts, ChannelEntries(ch_start, ch_chan, ch_counts, ch_sums),
                             Entries(tr_start, tr_key, tr_count), Entries(pop_start, pop_stage, pop_change))
 
     # -- recovery --------------------------------------------------------------------------
 
     _ARRAYS = ("first_sess", "last_out", "responded", "last_win", "ck_row", "ck_cell",
-               "open_starts", "open_slots", "free_slots", "first_cell", "first_move")
+               "h_slot", "slot_start", "free_slots", "first_cell", "first_move")
     _POOLS = ("sessions", "cells", "moves")
 
     def snapshot(self) -> dict[str, Any]:

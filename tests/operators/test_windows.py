@@ -6,9 +6,12 @@ shards and followed by watermark reports as a partition would send them.
 
 import pickle
 import random
+from collections import Counter
 from dataclasses import replace
 from itertools import pairwise
+from typing import Any
 
+import numpy as np
 import orjson
 from confluent_kafka import Message
 from hypothesis import given
@@ -25,6 +28,7 @@ from operators.records import RecordBuilder
 from operators.routing import route
 from operators.shard import ShardScorer
 from operators.watermark import END, Report
+from operators.windows import ShardWindows
 from tests.reference_windows import WindowsReference, comparable_metrics, comparable_sessions
 
 BASE = 1_750_000_000_000
@@ -226,3 +230,35 @@ def test_resuming_from_snapshots_changes_nothing(stream: tuple[list[dict], list[
     """Open sessions, windows and window shares survive a snapshot and resume mid-stream."""
     events, cuts = stream
     assert_windows_match(run(events, cuts, restarts=restarts), reference(events))
+
+
+# windows (after BASE's) whose numbers collide in the shard's hash table of open windows (64
+# slots at first, the window number as the hash), in runs that wrap around the table's end
+COLLIDING = st.builds(lambda a, b: (62 - BASE // MINUTE) % 64 + a + 64 * b,
+                      st.integers(0, 3), st.integers(0, 40))
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.tuples(st.just("open"), st.lists(COLLIDING, max_size=50)),
+                          st.tuples(st.just("close"), st.integers(0, 64 * 41))), max_size=40))
+def test_open_windows_are_found_and_closed_exactly(ops: list[tuple[str, Any]]) -> None:
+    """Windows found through the shard's hash table, against a dict: colliding window
+    numbers, growth, windows found again after others closed out of their probe run."""
+    windows = ShardWindows(SETTINGS.journey)
+    width = windows.width
+    moves: Counter[int] = Counter()  # window start -> transitions counted in it
+    for op, arg in ops:
+        if op == "open":
+            at = np.array([BASE + k * width + k % 7 for k in arg], dtype=np.int64)
+            windows.count_dormancy(np.zeros(at.size, dtype=np.int16), at)
+            moves.update(int(t - t % width) for t in at.tolist())
+        else:
+            watermark = BASE + arg * width
+            shares = windows.close_windows(watermark)
+            closing = sorted(s for s in moves if s + width <= watermark)
+            got = ([] if shares is None else
+                   list(zip(shares.transitions.start.tolist(), shares.transitions.value.tolist(),
+                            strict=True)))
+            assert got == [(s, moves.pop(s)) for s in closing]
+            assert shares is None or shares.starts.tolist() == closing
+        assert windows.open_windows == len(moves)
