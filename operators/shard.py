@@ -174,10 +174,12 @@ def warm_up(journey: JourneyMap, topics: Topics) -> None:
     """Compile every kernel now (scoring, windows, closing, dormancy, rendering), so no event waits."""
     records = RecordBuilder(journey, topics)
     step = ShardScorer(journey, records, EngineMetrics(), 1, None)
-    ts = np.array([MIN_TS_MS], dtype=np.int64)
-    batch = EventBatch(["warm-up"], ["warm-up"], ts, np.zeros(1, dtype=np.int32),
-                       np.zeros(1, dtype=np.int32), np.array([0.5]), np.zeros(1, dtype=np.bool_),
-                       np.full(1, NO_TIME, dtype=np.int64), np.full(1, NO_TIME, dtype=np.int64))
+    n = 100  # events a minute apart: enough open windows to grow their hash table
+    ts = MIN_TS_MS + 60_000 * np.arange(n, dtype=np.int64)
+    batch = EventBatch(["warm-up"] * n, [f"warm-up-{i}" for i in range(n)], ts,
+                       np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int32), np.full(n, 0.5),
+                       np.zeros(n, dtype=np.bool_), np.full(n, NO_TIME, dtype=np.int64),
+                       np.full(n, NO_TIME, dtype=np.int64))
     (out,), _ = step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
                                ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
     WindowAggregator(records, journey.metrics_window_ms, 1, None).on_batch(

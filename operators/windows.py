@@ -96,12 +96,22 @@ class WindowShares(NamedTuple):
         sums = _table(starts, ch.start, ch.channel, ch.sums, channels)
         moves = _table(starts, tr.start, tr.key, tr.value[:, None], funnel * funnel)[:, :, 0]
         change = _table(starts, pop.start, pop.key, pop.value[:, None], funnel)[:, :, 0]
-        win, chan = np.nonzero(counts[:, :, EVENTS])  # a channel with no events has no record
-        tr_win, tr_key = np.nonzero(moves)
-        pop_win, pop_key = np.nonzero(change)
+        win, chan = _nonzero(counts[:, :, EVENTS])  # a channel with no events has no record
+        tr_win, tr_key = _nonzero(moves)
+        pop_win, pop_key = _nonzero(change)
         return WindowShares(starts, ChannelEntries(starts[win], chan, counts[win, chan], sums[win, chan]),
                             Entries(starts[tr_win], tr_key, moves[tr_win, tr_key]),
                             Entries(starts[pop_win], pop_key, change[pop_win, pop_key]))
+
+
+def _nonzero(table: npt.NDArray[Any]) -> tuple[I64, I64]:
+    """(row, column) of the cells that are not zero, row-major, as contiguous arrays.
+
+    The rendering kernels are compiled (at warm-up) for contiguous arrays; the ones
+    ``np.nonzero`` gives for a table are strided views.
+    """
+    rows, cols = np.divmod(np.flatnonzero(table), table.shape[1])
+    return rows, cols
 
 
 def _table(starts: I64, start: I64, key: I64, values: npt.NDArray[Any], keys: int) -> npt.NDArray[Any]:

@@ -1,5 +1,8 @@
 """The scoring step on its own: outputs, metrics read from an injected registry, resume."""
 
+import subprocess
+import sys
+
 import orjson
 
 from config import Settings
@@ -33,3 +36,46 @@ def test_step_emits_coalesced_scores_transitions_and_counts(settings: Settings) 
     resumed = ShardScorer(j, records, EngineMetrics(), 1, step.snapshot())
     (again,), _ = resumed.on_batch([ShardInput(batch_of(events, j), None)])  # re-deliveries
     assert [r for r in again.records if r[0] == t.scores] == []
+
+
+COMPILED_AFTER_WARM_UP = """
+import random, sys
+from dataclasses import replace
+from numba.core.registry import CPUDispatcher
+from config import DEFAULT_PATH, load_settings
+from operators import json_kernels, kernels, window_kernels
+from operators.shard import warm_up
+from tests.operators.test_windows import BASE, CHANNELS, MINUTE, TYPES, event, run
+
+def signatures():
+    return {(m.__name__, name, str(sig)) for m in (json_kernels, kernels, window_kernels)
+            for name, f in vars(m).items() if isinstance(f, CPUDispatcher) for sig in f.signatures}
+
+settings = load_settings(DEFAULT_PATH)
+warm_up(settings.journey, settings.topics)
+before = signatures()
+rng = random.Random(7)
+events, ts = [], BASE
+for i in range(2_000):  # days of sparse history, late events, customers going dormant
+    ts += rng.choice([1_000, MINUTE, 7 * MINUTE, 40 * MINUTE])
+    late = rng.random() < 0.05
+    e = event(i, f"c{rng.randrange(300)}", ts - (3_600_000 if late else 0), rng.choice(TYPES),
+              rng.choice(CHANNELS), sentiment=rng.choice([-1.0, 0.5]))
+    events.append(e)
+short = replace(settings, journey=replace(settings.journey, dormant_after_ms=6 * 3_600_000))
+engine = run(events, list(range(0, 2_000, 50)), short)
+assert engine.topic("sessions") and engine.topic("metrics") and engine.topic("late")
+assert any(t["to"] == "dormant" for t in engine.topic("transitions"))
+print(sorted(signatures() - before))
+"""
+
+
+def test_warm_up_compiles_what_a_run_uses() -> None:
+    """After warm-up, days of windows, late events and dormancy compile nothing more.
+
+    In a fresh process: compiled signatures are per process, and other tests compile more.
+    """
+    done = subprocess.run([sys.executable, "-c", COMPILED_AFTER_WARM_UP], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]", done.stdout
