@@ -331,11 +331,22 @@ def _close_windows(  # pragma: no cover - compiled
         free_slots[n_free_slots] = closing[j]
         n_free_slots += 1
     n_open -= k
-    ch_start = np.empty(c_chan.shape[0], np.int64)
-    ch_chan = np.empty(c_chan.shape[0], np.int64)
-    ch_counts = np.empty((c_chan.shape[0], N_COUNTS), np.int64)
-    ch_sums = np.empty((c_chan.shape[0], N_SUMS), np.float64)
-    ch_cell = np.empty(c_chan.shape[0], np.int64)
+    n_cells = 0  # sizes first: a replay closes a few cells at a time out of large pools
+    n_moves = 0
+    for j in range(k):
+        c = first_cell[closing[j]]
+        while c != NO_SLOT:
+            n_cells += 1
+            c = c_next[c]
+        mv = first_move[closing[j]]
+        while mv != NO_SLOT:
+            n_moves += 1
+            mv = m_next[mv]
+    ch_start = np.empty(n_cells, np.int64)
+    ch_chan = np.empty(n_cells, np.int64)
+    ch_counts = np.empty((n_cells, N_COUNTS), np.int64)
+    ch_sums = np.empty((n_cells, N_SUMS), np.float64)
+    ch_cell = np.empty(n_cells, np.int64)
     n_ch = 0
     for j in range(k):
         c = first_cell[closing[j]]
@@ -374,12 +385,12 @@ def _close_windows(  # pragma: no cover - compiled
         c_entry[c] = -1
         c_free[n_c_free] = c
         n_c_free += 1
-    tr_start = np.empty(m_key.shape[0], np.int64)
-    tr_key = np.empty(m_key.shape[0], np.int64)
-    tr_count = np.empty(m_key.shape[0], np.int64)
-    pop_start = np.empty(2 * m_key.shape[0], np.int64)
-    pop_stage = np.empty(2 * m_key.shape[0], np.int64)
-    pop_change = np.empty(2 * m_key.shape[0], np.int64)
+    tr_start = np.empty(n_moves, np.int64)
+    tr_key = np.empty(n_moves, np.int64)
+    tr_count = np.empty(n_moves, np.int64)
+    pop_start = np.empty(2 * n_moves, np.int64)
+    pop_stage = np.empty(2 * n_moves, np.int64)
+    pop_change = np.empty(2 * n_moves, np.int64)
     n_tr = 0
     n_pop = 0
     for j in range(k):
