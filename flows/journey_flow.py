@@ -1,5 +1,6 @@
 """read (parse, align, mark late) → route by customer shard → score and window → totals → outputs."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from bytewax import operators as op
@@ -11,7 +12,7 @@ from config.model import Settings
 from operators.aggregate import AGGREGATE_KEY, ShardProgress, WindowAggregator
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
-from operators.records import OutRecord, RecordBuilder
+from operators.records import Output, RecordBuilder
 from operators.routing import route
 from operators.shard import ShardOutput, ShardScorer, Snapshot
 
@@ -23,7 +24,7 @@ def build_flow(
     settings: Settings,
     source: Source[SourceRead],
     partitions: int,
-    sink: FixedPartitionedSink[list[OutRecord], Any],
+    sink: FixedPartitionedSink[Sequence[Output], Any],
     *,
     metrics: EngineMetrics,
     shards: int = DEFAULT_SHARDS,
@@ -40,11 +41,12 @@ def build_flow(
     journey = settings.journey
     records = RecordBuilder(journey, settings.topics)
 
-    def read_out(read: SourceRead) -> list[OutRecord] | None:
+    def read_out(read: SourceRead) -> list[Output] | None:
         for reason, count in read.rejected.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.late.inc(len(read.late))
-        return (read.dead_letters + read.late) or None
+        out: list[Output] = [*read.dead_letters, *read.late]
+        return out or None
 
     def scorer(resume: Snapshot | None) -> ShardScorer:
         return ShardScorer(journey, records, metrics, partitions, resume, windows=windows)

@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 from config.model import KafkaSettings
 from journey.errors import BrokerError, DeliveryError
 from operators.reading import PartitionReader, Readers, SourceRead
-from operators.records import OutRecord
+from operators.records import Output, OutRecord, RecordBlock
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("journey.librdkafka")
@@ -169,7 +169,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
                                 self.batch_size, self.readers.reader(for_part))
 
 
-class _SinkPartition(StatefulSinkPartition[Sequence[OutRecord], None]):
+class _SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
     def __init__(self, config: dict[str, object], delivery_timeout_s: float) -> None:
         # one delivery callback for the producer, not an object per message
         self.producer = Producer({**config, "on_delivery": self._on_delivery})
@@ -180,17 +180,38 @@ class _SinkPartition(StatefulSinkPartition[Sequence[OutRecord], None]):
         if err is not None:
             self.failed.append(((msg.topic(), msg.key(), msg.value()), err))
 
-    def _produce(self, records: Iterable[OutRecord]) -> None:
+    def _produce(self, records: Iterable[Output]) -> None:
         produce = self.producer.produce
-        for topic, key, value in records:
-            while True:
-                try:
-                    produce(topic, value, key)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    self.producer.poll(0.05)
+        for record in records:
+            if isinstance(record, RecordBlock):
+                self._produce_block(record)
+                continue
+            topic, key, value = record
+            try:
+                produce(topic, value, key)
+            except BufferError:
+                self._produce_when_room(topic, value, key)
 
-    def write_batch(self, values: list[Sequence[OutRecord]]) -> None:
+    def _produce_block(self, block: RecordBlock) -> None:
+        """Each record of the block, cut from its data here (nothing per record before)."""
+        produce, topic, data, start = self.producer.produce, block.topic, block.data, 0
+        for key, end in zip(block.keys, block.ends, strict=True):
+            try:
+                produce(topic, data[start:end], key)
+            except BufferError:
+                self._produce_when_room(topic, data[start:end], key)
+            start = end
+
+    def _produce_when_room(self, topic: str, value: bytes, key: bytes | None) -> None:
+        while True:  # the local queue is full: let deliveries drain
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:
+                continue
+
+    def write_batch(self, values: list[Sequence[Output]]) -> None:
         """Produce without waiting; failures reported so far end the flow here already."""
         for records in values:
             self._produce(records)
@@ -223,11 +244,15 @@ class _SinkPartition(StatefulSinkPartition[Sequence[OutRecord], None]):
         self._wait_for_deliveries()
 
 
+PRODUCER_TUNING: dict[str, object] = {"linger.ms": 5, "queue.buffering.max.messages": 500_000}
+"""The sink's producer defaults that ``[kafka.properties]`` may override (the partitioner,
+acks and delivery reports it sets are part of what the outputs promise)."""
+
 SINK_PART = "process-{:05d}"
 """This process's one output partition: output is produced by the process that made it."""
 
 
-class KafkaBatchSink(FixedPartitionedSink[Sequence[OutRecord], None]):
+class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
     """Produces lists of (topic, key, value); keys partition with murmur2 like JVM clients.
 
     One partition (a producer) per process, listed only by that process, and items keyed
@@ -258,10 +283,10 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[OutRecord], None]):
         more than producing it); ``flush`` still waits until every message is delivered
         or has failed, and a failure's report reaches ``_on_delivery``.
         """
+        tuning = {k: v for k, v in PRODUCER_TUNING.items() if k not in self.kafka.properties}
         part = _SinkPartition(client_config(
-            self.kafka,
-            **{"partitioner": "murmur2_random", "linger.ms": 5, "acks": "all",
-               "queue.buffering.max.messages": 500_000, "delivery.report.only.error": True},
+            self.kafka, **tuning,
+            **{"partitioner": "murmur2_random", "acks": "all", "delivery.report.only.error": True},
         ), self.delivery_timeout_s)
         self.built.append(part)
         return part

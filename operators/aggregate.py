@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
-from operators.records import OutRecord, RecordBuilder
+from operators.records import Output, RecordBuilder
 from operators.watermark import NO_TIME
 from operators.windows import WindowShares
 
@@ -31,7 +31,7 @@ class ShardProgress(NamedTuple):
     watermark: int | None
 
 
-class WindowAggregator(StatefulBatchLogic[ShardProgress, list[OutRecord], dict[str, Any]]):
+class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str, Any]]):
     """Shares of open windows from ``shards`` shards, kept as entries until all have closed them."""
 
     def __init__(self, records: RecordBuilder, width_ms: int, shards: int,
@@ -44,7 +44,7 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[OutRecord], dict[s
         self.marks: dict[str, int] = dict(resume.get("marks", {}))
         self.population: np.ndarray | None = resume.get("population")
 
-    def on_batch(self, values: list[ShardProgress]) -> tuple[Iterable[list[OutRecord]], bool]:
+    def on_batch(self, values: list[ShardProgress]) -> tuple[Iterable[list[Output]], bool]:
         """Take the shares, then emit every window all shards have closed, oldest first."""
         parts = [] if self.pending is None else [self.pending]
         for v in values:

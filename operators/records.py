@@ -8,7 +8,7 @@ the kernels of ``json_kernels``; the rest are dicts for ``orjson``.
 import base64
 import hashlib
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,35 @@ if TYPE_CHECKING:
 
 OutRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the sink produces it."""
+
+
+class RecordBlock(NamedTuple):
+    """Records of one topic that a kernel wrote one after another into ``data``.
+
+    Record ``i`` is ``data[ends[i - 1]:ends[i]]`` (from 0 for the first), keyed ``keys[i]``.
+    Sessions and window records come by the hundred thousand in a replay; handed on as
+    one block, they are cut only where they are produced, and no tuple per record is
+    made (or traced by the garbage collector) on the way.
+    """
+
+    topic: str
+    keys: list[bytes]
+    data: bytes
+    ends: list[int]
+
+    def records(self) -> list[OutRecord]:
+        """The block's records one by one."""
+        return [(self.topic, key, self.data[a:b])
+                for key, a, b in zip(self.keys, [0, *self.ends[:-1]], self.ends, strict=True)]
+
+
+Output = OutRecord | RecordBlock
+"""What the steps hand to the sink, in lists."""
+
+
+def each_record(outputs: Iterable[Output]) -> list[OutRecord]:
+    """Every record of ``outputs``, blocks taken apart (tests and tools read records this way)."""
+    return [r for out in outputs for r in (out.records() if isinstance(out, RecordBlock) else [out])]
 
 RAW_LIMIT = 65_536
 
@@ -133,13 +162,10 @@ class _Texts:
         self.longest = max(len(t) for t in texts)
 
 
-def _records(topic: str, keys: Iterable[bytes], buf: U8, ends: npt.NDArray[np.int64]) -> list[OutRecord]:
-    """The records a kernel wrote one after another into ``buf``, with their keys."""
+def _block(topic: str, keys: list[bytes], buf: U8, ends: npt.NDArray[np.int64]) -> list[Output]:
+    """The records a kernel wrote one after another into ``buf``, as a block (none if empty)."""
     bounds = ends.tolist()
-    if not bounds:
-        return []
-    data = buf[: bounds[-1]].tobytes()
-    return [(topic, key, data[a:b]) for key, a, b in zip(keys, [0, *bounds[:-1]], bounds, strict=True)]
+    return [RecordBlock(topic, keys, buf[: bounds[-1]].tobytes(), bounds)] if bounds else []
 
 
 class CustomerTexts:
@@ -252,7 +278,7 @@ class RecordBuilder:
             strict=True)]
 
     def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: "ClosedSessions"
-                 ) -> list[OutRecord]:
+                 ) -> list[Output]:
         """One record per closed session (PRODUCT §5); ``ids`` the shard's, ``customers`` their texts."""
         n = closed.rows.shape[0]
         if not n:
@@ -267,11 +293,11 @@ class RecordBuilder:
                   closed.start, closed.end, closed.events, closed.converted,
                   closed.stage.astype(np.int64) + 1, closed.channels, chans.blob, chans.offsets,
                   stages.blob, stages.offsets)
-        return _records(self.topics.sessions, map(customers.keys.__getitem__, closed.rows.tolist()),
-                        buf, ends)
+        keys = customers.keys
+        return _block(self.topics.sessions, [keys[r] for r in closed.rows.tolist()], buf, ends)
 
     def windows(self, w: "WindowShares", width_ms: int, populations: npt.NDArray[np.int64]
-                ) -> list[OutRecord]:
+                ) -> list[Output]:
         """The channel records and the funnel record of closed windows, from their totals.
 
         ``w`` is ``WindowShares.totals()``; ``populations`` holds each window's stage
@@ -297,7 +323,8 @@ class RecordBuilder:
                   np.ascontiguousarray(ch.counts[:, [EVENTS, CUSTOMERS, IMPRESSIONS, CLICKS,
                                                      CONVERSIONS, RESPONSES]]),
                   floats, float_offsets, chans.blob, chans.offsets)
-        out = _records(topic, map(self.channel_keys.__getitem__, ch.channel.tolist()), buf, ends)
+        keys = self.channel_keys
+        out = _block(topic, [keys[c] for c in ch.channel.tolist()], buf, ends)
         tr, moves, stages = w.transitions, self.move_texts, self.population_texts
         k = w.starts.size
         pops = np.ascontiguousarray(populations[:, 1:])
@@ -308,7 +335,7 @@ class RecordBuilder:
         _funnels(buf, ends, self.funnel_lit, w.starts, width_ms,
                  np.searchsorted(tr.start, np.append(w.starts, w.starts[-1] + 1)), tr.key, tr.value,
                  moves.blob, moves.offsets, pops, stages.blob, stages.offsets)
-        return out + _records(topic, [b"funnel"] * k, buf, ends)
+        return out + _block(topic, [b"funnel"] * k, buf, ends)
 
     def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:
         """Late records for events found late only where they were scored (no raw message there).

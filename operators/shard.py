@@ -17,7 +17,7 @@ from config.model import JourneyMap, Topics
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.events import EMPTY_BATCH, MIN_TS_MS, EventBatch
 from operators.metrics import EngineMetrics
-from operators.records import CustomerTexts, OutRecord, RecordBuilder
+from operators.records import CustomerTexts, Output, RecordBuilder
 from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
 from operators.watermark import END, NO_TIME, Report, shard_watermark, stream_end
@@ -37,7 +37,7 @@ class ShardInput(NamedTuple):
 class ShardOutput(NamedTuple):
     """Records for the sink, and this shard's shares of closed windows for the aggregator."""
 
-    records: list[OutRecord]
+    records: list[Output]
     shares: WindowShares | None
     watermark: int | None  # set when the shard's watermark entered a new metrics window
 
@@ -89,7 +89,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         window or session the watermark closed, and a customer's move to dormant before
         an event is found from the watermark that event was read under.
         """
-        out: list[OutRecord] = []
+        out: list[Output] = []
         changed = [self._score([v.events for v in values if len(v.events)], out)]
         for v in values:
             if v.report is not None:
@@ -113,7 +113,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         self._count_open()
         return ([ShardOutput(out, shares, mark)], StatefulBatchLogic.RETAIN)
 
-    def _score(self, batches: list[EventBatch], out: list[OutRecord]) -> npt.NDArray[np.int64]:
+    def _score(self, batches: list[EventBatch], out: list[Output]) -> npt.NDArray[np.int64]:
         """Score ``batches`` in one call; append transitions and late records; the changed rows."""
         if not batches:
             return _NO_ROWS
@@ -142,7 +142,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         m.tracked.inc(self.state.size - size_before)
         return result.changed_rows
 
-    def _dormancy(self, watermark: int, out: list[OutRecord]) -> npt.NDArray[np.int64]:
+    def _dormancy(self, watermark: int, out: list[Output]) -> npt.NDArray[np.int64]:
         """Customers the watermark left ``dormant_after`` behind: transitions, changed rows."""
         if watermark <= self.next_dormant:
             return _NO_ROWS

@@ -1,14 +1,18 @@
 """A delivery that cannot succeed stops the sink with an error; it is never dropped quietly."""
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from itertools import accumulate
 
 import pytest
 
-from config import DEFAULT_PATH, load_settings
+from config import DEFAULT_PATH, Settings, load_settings
 from journey.broker import EmbeddedBroker
 from journey.errors import DeliveryError
 from journey.kafka_io import SINK_PART, KafkaBatchSink, ensure_topics
+from operators.records import RecordBlock
+from tests.broker_fixtures import read_topic
 
 
 def test_epoch_end_raises_when_broker_is_gone() -> None:
@@ -48,3 +52,22 @@ def test_items_stay_in_their_process() -> None:
     for p, sink in enumerate(sinks):
         (own,) = sink.list_parts()
         assert every[sink.part_fn(own) % len(every)] == own == every[p]
+
+
+def test_blocks_and_records_arrive_once_each_in_order(make_settings: Callable[..., Settings]) -> None:
+    """Record blocks are cut into their records at the sink; a full local queue only waits."""
+    settings = make_settings()
+    topic = settings.topics.sessions
+    ensure_topics(settings.kafka, [topic], 1)
+    tiny = replace(settings.kafka, properties={**settings.kafka.properties,
+                                               "queue.buffering.max.messages": "7"})
+    sink = KafkaBatchSink(tiny).build_part("out", SINK_PART.format(0), None)
+    records = [(topic, f"k{i}".encode(), f"value {i}".encode()) for i in range(40)]
+    values = [v for _, _, v in records[10:35]]
+    data = b"".join(values)
+    block = RecordBlock(topic, [k for _, k, _ in records[10:35]], data,
+                        list(accumulate(len(v) for v in values)))
+    assert block.records() == records[10:35]
+    sink.write_batch([records[:10], [block], records[35:]])
+    sink.snapshot()
+    assert [(k, v) for k, v, _ in read_topic(settings, topic)] == [(k, v) for _, k, v in records]

@@ -10,7 +10,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from config import DEFAULT_PATH, load_settings
-from operators.records import CustomerTexts, RecordBuilder
+from operators.records import CustomerTexts, RecordBuilder, each_record
 from operators.window_kernels import (
     CLICKS,
     CONVERSIONS,
@@ -79,7 +79,7 @@ def test_session_records(rb: RecordBuilder, data: st.DataObject) -> None:
     )
     texts = CustomerTexts()
     texts.cover(ids[: data.draw(st.integers(0, n))])  # texts made earlier are extended
-    out = rb.sessions(texts, ids, closed)
+    out = each_record(rb.sessions(texts, ids, closed))
     assert len(out) == n
     for i, (topic, key, value) in enumerate(out):
         r, s, e = int(closed.rows[i]), int(closed.start[i]), int(closed.end[i])
@@ -123,7 +123,7 @@ def test_window_records(rb: RecordBuilder, data: st.DataObject) -> None:
                 np.array(move_counts, dtype=np.int64)),
         Entries(starts[:0], starts[:0], starts[:0]),
     )
-    out = rb.windows(totals, WIDTH, populations)
+    out = each_record(rb.windows(totals, WIDTH, populations))
     assert len(out) == m + k
     for (j, ch), row, total, (topic, key, value) in zip(cells, counts, sums, out[:m], strict=True):
         assert (topic, key) == (SETTINGS.topics.metrics, f"channel:{rb.channel_names[ch]}".encode())

@@ -7,7 +7,7 @@ import orjson
 
 from config import Settings
 from operators.metrics import EngineMetrics
-from operators.records import RecordBuilder
+from operators.records import RecordBuilder, each_record
 from operators.shard import ShardInput, ShardScorer
 from tests.operators.test_scoring import BASE, batch_of
 
@@ -22,8 +22,8 @@ def test_step_emits_coalesced_scores_transitions_and_counts(settings: Settings) 
               for i in range(3)]
     (out,), _ = step.on_batch([ShardInput(batch_of(events, j), None),
                                ShardInput(batch_of(events[:1], j), None)])  # one re-delivery
-    scores = [orjson.loads(v) for topic, _, v in out.records if topic == t.scores]
-    transitions = [orjson.loads(v) for topic, _, v in out.records if topic == t.transitions]
+    scores = [orjson.loads(v) for topic, _, v in each_record(out.records) if topic == t.scores]
+    transitions = [orjson.loads(v) for topic, _, v in each_record(out.records) if topic == t.transitions]
     assert len(scores) == 1 and scores[0]["events"] == 3  # coalesced: one per customer
     assert [(t["from"], t["to"]) for t in transitions] == [(None, "awareness"),
                                                            ("awareness", "decision")]
@@ -35,7 +35,7 @@ def test_step_emits_coalesced_scores_transitions_and_counts(settings: Settings) 
 
     resumed = ShardScorer(j, records, EngineMetrics(), 1, step.snapshot())
     (again,), _ = resumed.on_batch([ShardInput(batch_of(events, j), None)])  # re-deliveries
-    assert [r for r in again.records if r[0] == t.scores] == []
+    assert [r for r in each_record(again.records) if r[0] == t.scores] == []
 
 
 COMPILED_AFTER_WARM_UP = """

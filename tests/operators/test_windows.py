@@ -24,7 +24,7 @@ from operators.aggregate import ShardProgress, WindowAggregator
 from operators.events import EventParser
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
-from operators.records import RecordBuilder
+from operators.records import RecordBuilder, each_record
 from operators.routing import route
 from operators.shard import ShardScorer
 from operators.watermark import END, Report
@@ -74,7 +74,7 @@ class Engine:
         progress = []
         for key, items in by_shard.items():
             (result,), _ = self.steps[key].on_batch(items)
-            self.out += result.records
+            self.out += each_record(result.records)
             if result.shares is not None or result.watermark is not None:
                 progress.append(ShardProgress(key, result.shares, result.watermark))
         # the first shard's progress reaches the metrics step one feed late, as another
@@ -87,7 +87,7 @@ class Engine:
         if progress:
             got, _ = self.totals.on_batch(progress)
             for records in got:
-                self.out += records
+                self.out += each_record(records)
 
     def drain(self) -> None:
         """Deliver the progress held back."""
