@@ -40,16 +40,28 @@ def _unlink(s, r, first_sess, s_next, s_prev):  # pragma: no cover - compiled
         s_prev[nxt] = prv
 
 
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: window number -> bucket is one-to-one per table
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _home(start, width, mask):  # pragma: no cover - compiled
+    """The bucket a window hashes to.
+
+    Its number times an odd constant: consecutive windows land far apart, so probe runs
+    stay short (a delete walks the rest of its run).
+    """
+    return np.int64((np.uint64(start // width) * _SPREAD) & np.uint64(mask))
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _slot_of(start, width, slot_start, h_slot, n_open, free_slots, n_free_slots):  # pragma: no cover
     """The slot of the window at ``start``, opened from the top of the free stack when new.
 
-    Open windows are found through ``h_slot``, a hash table of slots (linear probing, the
-    window number as the hash: open windows are mostly consecutive numbers). Returns
-    (slot, n_open, n_free_slots); the caller makes sure there is room.
+    Open windows are found through ``h_slot``, a hash table of slots (linear probing).
+    Returns (slot, n_open, n_free_slots); the caller makes sure there is room.
     """
     mask = h_slot.shape[0] - 1
-    i = (start // width) & mask
+    i = _home(start, width, mask)
     while h_slot[i] != NO_SLOT:
         if slot_start[h_slot[i]] == start:
             return h_slot[i], n_open, n_free_slots
@@ -67,7 +79,7 @@ def _rehash(old, new, slot_start, width):  # pragma: no cover - compiled
     mask = new.shape[0] - 1
     for w in old:
         if w != NO_SLOT:
-            i = (slot_start[w] // width) & mask
+            i = _home(slot_start[w], width, mask)
             while new[i] != NO_SLOT:
                 i = (i + 1) & mask
             new[i] = w
@@ -77,7 +89,7 @@ def _rehash(old, new, slot_start, width):  # pragma: no cover - compiled
 def _unhash(w, width, slot_start, h_slot):  # pragma: no cover - compiled
     """Take slot ``w`` out of the hash table, moving later entries of its run back into the hole."""
     mask = h_slot.shape[0] - 1
-    i = (slot_start[w] // width) & mask
+    i = _home(slot_start[w], width, mask)
     while h_slot[i] != w:
         i = (i + 1) & mask
     j = i
@@ -86,7 +98,7 @@ def _unhash(w, width, slot_start, h_slot):  # pragma: no cover - compiled
         e = h_slot[j]
         if e == NO_SLOT:
             break
-        home = (slot_start[e] // width) & mask
+        home = _home(slot_start[e], width, mask)
         # the entry at j stays unless its home lies cyclically outside (i, j]
         if (i <= j and (home <= i or home > j)) or (i > j and home <= i and home > j):
             h_slot[i] = e
