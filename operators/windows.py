@@ -37,6 +37,8 @@ from operators.window_kernels import (
 )
 
 I64 = npt.NDArray[np.int64]
+MIN_HASH = 64
+"""Buckets of a shard's hash table of open windows at least (a power of two)."""
 F64 = npt.NDArray[np.float64]
 
 
@@ -229,7 +231,7 @@ class ShardWindows:
         # (a power of two, at most half full); a stack of free slots (the first
         # n_free_slots; the top is used next); per slot its start and the first of its
         # channel cells and of its move cells
-        self.h_slot = np.full(64, NO_SLOT, dtype=np.int64)
+        self.h_slot = np.full(MIN_HASH, NO_SLOT, dtype=np.int64)
         self.n_open = 0
         self.slot_start = np.zeros(0, dtype=np.int64)
         self.free_slots = np.zeros(0, dtype=np.int64)
@@ -276,11 +278,14 @@ class ShardWindows:
         self.ck_cell = _grown(self.ck_cell, cap, 0)
 
     def _ensure_window_slots(self, needed: int) -> None:
-        """Room for ``needed`` windows more: free slots, and a hash table at most half full."""
-        size = self.h_slot.shape[0]
-        if 2 * (self.n_open + needed) > size:
-            while 2 * (self.n_open + needed) > size:
-                size *= 2
+        """Room for ``needed`` windows more: free slots, and a hash table at most half full.
+
+        The table also shrinks back after a burst of windows (closing scans all of it).
+        """
+        size = MIN_HASH
+        while size < 2 * (self.n_open + needed):
+            size *= 2
+        if size > self.h_slot.shape[0] or 8 * size <= self.h_slot.shape[0]:
             h_slot = np.full(size, NO_SLOT, dtype=np.int64)
             _rehash(self.h_slot, h_slot, self.slot_start, self.width)
             self.h_slot = h_slot
@@ -344,7 +349,7 @@ class ShardWindows:
     def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
         to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
-        self._ensure_window_slots(at.size)
+        self._ensure_window_slots(np.unique(at - at % self.width).size)  # many customers, few windows
         moves = self.moves
         moves.ensure(at.size)
         self.n_open, self.n_free_slots, moves.n_free = _add_moves(

@@ -29,7 +29,7 @@ from operators.routing import route
 from operators.shard import ShardScorer
 from operators.watermark import END, Report
 from operators.window_kernels import _SPREAD
-from operators.windows import ShardWindows
+from operators.windows import MIN_HASH, ShardWindows
 from tests.reference_windows import WindowsReference, comparable_metrics, comparable_sessions
 
 BASE = 1_750_000_000_000
@@ -264,3 +264,22 @@ def test_open_windows_are_found_and_closed_exactly(ops: list[tuple[str, Any]]) -
             assert got == [(s, moves.pop(s)) for s in closing]
             assert shares is None or shares.starts.tolist() == closing
         assert windows.open_windows == len(moves)
+
+
+def test_window_table_shrinks_after_a_burst() -> None:
+    """Closing scans the hash table: after many windows closed, it does not stay large."""
+    windows = ShardWindows(SETTINGS.journey)
+    width = windows.width
+    at = BASE + width * np.arange(5_000, dtype=np.int64)
+    windows.count_dormancy(np.zeros(at.size, dtype=np.int16), at)
+    assert windows.h_slot.size >= 10_000
+    shares = windows.close_windows(BASE + 6_000 * width)
+    assert shares is not None and shares.starts.size == 5_000 and windows.open_windows == 0
+    again = np.array([BASE + 7_000 * width, BASE + 7_000 * width + 1, BASE + 7_001 * width])
+    windows.count_dormancy(np.zeros(3, dtype=np.int16), again)
+    assert windows.h_slot.size == MIN_HASH and windows.open_windows == 2
+    shares = windows.close_windows(BASE + 8_000 * width)
+    assert shares is not None
+    starts = (again - again % width).tolist()
+    assert list(zip(shares.transitions.start.tolist(), shares.transitions.value.tolist(),
+                    strict=True)) == [(starts[0], 2), (starts[2], 1)]
