@@ -40,7 +40,7 @@ def _unlink(s, r, first_sess, s_next, s_prev):  # pragma: no cover - compiled
         s_prev[nxt] = prv
 
 
-_SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: window number -> bucket is one-to-one per table
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: a table's worth of consecutive windows fills it
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -75,7 +75,7 @@ def _slot_of(start, width, slot_start, h_slot, n_open, free_slots, n_free_slots)
 
 @njit(cache=True, nogil=True)
 def _rehash(old, new, slot_start, width):  # pragma: no cover - compiled
-    """Every slot of hash table ``old`` into the empty, larger ``new``."""
+    """Every slot of hash table ``old`` into the empty ``new`` (larger, or smaller after a burst)."""
     mask = new.shape[0] - 1
     for w in old:
         if w != NO_SLOT:

@@ -37,9 +37,10 @@ from operators.window_kernels import (
 )
 
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
 MIN_HASH = 64
 """Buckets of a shard's hash table of open windows at least (a power of two)."""
-F64 = npt.NDArray[np.float64]
 
 
 class Entries(NamedTuple):
