@@ -293,25 +293,37 @@ def _add_by_cell(win, key, values, table):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _close_sessions(  # pragma: no cover - compiled
-    watermark, gap, first_sess, s_row, s_end, s_next, s_prev, free, n_free, closed, closed_rows,
+    watermark, gap, first_sess, s_row, s_start, s_end, s_events, s_conv, s_stage, s_chan, s_next,
+    s_prev, free, n_free,
 ):
     """Free every session no future event can join (``end + gap <= watermark``).
 
-    Writes the closed slots and their customers' rows to ``closed``/``closed_rows`` (a
-    slot's data stays readable until it is reused) and returns (count, n_free).
+    Returns n_free and the closed sessions' columns: customer row, start, end, events,
+    converted, stage, channel counts.
     """
-    n_closed = 0
+    n = 0
+    for s in range(s_row.shape[0]):
+        if s_row[s] != NO_SLOT and s_end[s] + gap <= watermark:
+            n += 1
+    rows = np.empty(n, np.int64)
+    start = np.empty(n, np.int64)
+    end = np.empty(n, np.int64)
+    events = np.empty(n, np.int64)
+    conv = np.empty(n, np.bool_)
+    stage = np.empty(n, np.int16)
+    chan = np.empty((n, s_chan.shape[1]), np.int64)
+    k = 0
     for s in range(s_row.shape[0]):
         r = s_row[s]
         if r != NO_SLOT and s_end[s] + gap <= watermark:
+            rows[k], start[k], end[k], events[k] = r, s_start[s], s_end[s], s_events[s]
+            conv[k], stage[k], chan[k] = s_conv[s], s_stage[s], s_chan[s]
+            k += 1
             _unlink(s, r, first_sess, s_next, s_prev)
             s_row[s] = NO_SLOT
             free[n_free] = s
             n_free += 1
-            closed[n_closed] = s
-            closed_rows[n_closed] = r
-            n_closed += 1
-    return n_closed, n_free
+    return n_free, rows, start, end, events, conv, stage, chan
 
 
 @njit(cache=True, nogil=True)

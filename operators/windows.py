@@ -364,14 +364,10 @@ class ShardWindows:
     def close_sessions(self, watermark: int) -> ClosedSessions:
         """Close and free the sessions no future event can join."""
         sess = self.sessions
-        closed = np.empty(sess.size, dtype=np.int64)
-        rows = np.empty(sess.size, dtype=np.int64)
-        count, sess.n_free = _close_sessions(watermark, self.gap, self.first_sess, sess.row,
-                                             sess.end, sess.next, sess.prev, sess.free,
-                                             sess.n_free, closed, rows)
-        idx = closed[:count]
-        return ClosedSessions(rows[:count], sess.start[idx], sess.end[idx], sess.events[idx],
-                              sess.conv[idx], sess.stage[idx], sess.chan[idx])
+        sess.n_free, *columns = _close_sessions(
+            watermark, self.gap, self.first_sess, sess.row, sess.start, sess.end, sess.events,
+            sess.conv, sess.stage, sess.chan, sess.next, sess.prev, sess.free, sess.n_free)
+        return ClosedSessions(*columns)
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
