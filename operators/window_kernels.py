@@ -54,23 +54,23 @@ def _home(start, width, mask):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _slot_of(start, width, slot_start, h_slot, n_open, free_slots, n_free_slots):  # pragma: no cover
+def _slot_of(start, width, slot_start, h_slot, free_slots, n_free_slots):  # pragma: no cover
     """The slot of the window at ``start``, opened from the top of the free stack when new.
 
     Open windows are found through ``h_slot``, a hash table of slots (linear probing).
-    Returns (slot, n_open, n_free_slots); the caller makes sure there is room.
+    Returns (slot, n_free_slots); the caller makes sure there is room.
     """
     mask = h_slot.shape[0] - 1
     i = _home(start, width, mask)
     while h_slot[i] != NO_SLOT:
         if slot_start[h_slot[i]] == start:
-            return h_slot[i], n_open, n_free_slots
+            return h_slot[i], n_free_slots
         i = (i + 1) & mask
     n_free_slots -= 1
     w = free_slots[n_free_slots]
     slot_start[w] = start
     h_slot[i] = w
-    return w, n_open + 1, n_free_slots
+    return w, n_free_slots
 
 
 @njit(cache=True, nogil=True)
@@ -107,6 +107,25 @@ def _unhash(w, width, slot_start, h_slot):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _cell_of(w, key, first, keys, nxt, free, n_free):  # pragma: no cover - compiled
+    """The cell with ``key`` in window slot ``w``'s list, taken from the pool when it has none.
+
+    Returns (cell, new, n_free); a new cell's counts are the caller's to clear.
+    """
+    c = first[w]
+    while c != NO_SLOT and keys[c] != key:
+        c = nxt[c]
+    if c != NO_SLOT:
+        return c, False, n_free
+    n_free -= 1
+    c = free[n_free]
+    keys[c] = key
+    nxt[c] = first[w]
+    first[w] = c
+    return c, True, n_free
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _tally_move(  # pragma: no cover - compiled
     w, key, counted, first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free,
 ):
@@ -115,17 +134,10 @@ def _tally_move(  # pragma: no cover - compiled
     A cell's key is ``from * funnel + to`` (funnel index: stage + 1). Every move changes
     the populations; ``counted`` ones are also transitions.
     """
-    m = first_move[w]
-    while m != NO_SLOT and m_key[m] != key:
-        m = m_next[m]
-    if m == NO_SLOT:
-        n_m_free -= 1
-        m = m_free[n_m_free]
-        m_key[m] = key
+    m, new, n_m_free = _cell_of(w, key, first_move, m_key, m_next, m_free, n_m_free)
+    if new:
         m_moved[m] = 0
         m_counted[m] = 0
-        m_next[m] = first_move[w]
-        first_move[w] = m
     m_moved[m] += 1
     if counted:
         m_counted[m] += 1
@@ -139,7 +151,7 @@ def _add_events(  # pragma: no cover - compiled
     # the session pool
     s_row, s_start, s_end, s_events, s_conv, s_stage, s_chan, s_next, s_prev, free, n_free,
     # open windows: each slot's start, the hash table of slots, free slots, each slot's cells
-    width, slot_start, h_slot, n_open, free_slots, n_free_slots, first_cell, first_move,
+    width, slot_start, h_slot, free_slots, n_free_slots, first_cell, first_move,
     # the channel cell pool and the move cell pool
     c_chan, c_next, c_counts, c_sums, c_free, n_c_free,
     m_key, m_next, m_moved, m_counted, m_free, n_m_free,
@@ -158,8 +170,8 @@ def _add_events(  # pragma: no cover - compiled
     dormant found on arrival is a transition in the window of when it happened; a late
     event's move only changes populations, in the window of its ``own_mark``; both no
     earlier than the watermark's window. The caller has made room: free pool slots and
-    window slots for every event and move. Returns (n_free, n_open, n_free_slots,
-    n_c_free, n_m_free, n_ck).
+    window slots for every event and move. Returns (n_free, n_free_slots, n_c_free,
+    n_m_free, n_ck).
     """
     channels = last_out.shape[1]
     slot = np.full(rows.shape[0], NO_SLOT, np.int64)
@@ -167,25 +179,17 @@ def _add_events(  # pragma: no cover - compiled
         if not windowed[i]:
             continue
         start = ts[i] - ts[i] % width
-        w, n_open, n_free_slots = _slot_of(start, width, slot_start, h_slot, n_open, free_slots,
-                                           n_free_slots)
+        w, n_free_slots = _slot_of(start, width, slot_start, h_slot, free_slots, n_free_slots)
         slot[i] = w
         r = rows[i]
         t = ts[i]
         ch = chan_idx[i]
         roles = type_roles[type_idx[i]]
-        # channel window: the window's cell for this channel, taken from the pool when new
-        c = first_cell[w]
-        while c != NO_SLOT and c_chan[c] != ch:
-            c = c_next[c]
-        if c == NO_SLOT:
-            n_c_free -= 1
-            c = c_free[n_c_free]
-            c_chan[c] = ch
+        # channel window: the window's cell for this channel
+        c, new, n_c_free = _cell_of(w, ch, first_cell, c_chan, c_next, c_free, n_c_free)
+        if new:
             c_counts[c] = 0
             c_sums[c] = 0.0
-            c_next[c] = first_cell[w]
-            first_cell[w] = c
         c_counts[c, EVENTS] += 1
         if roles & ROLE_IMPRESSION:
             c_counts[c, IMPRESSIONS] += 1
@@ -258,29 +262,29 @@ def _add_events(  # pragma: no cover - compiled
         if w == NO_SLOT:
             counted = tr_dormant[j]
             when = max(tr_ts[j] if tr_dormant[j] else own_mark[e], watermark)
-            w, n_open, n_free_slots = _slot_of(when - when % width, width, slot_start, h_slot,
-                                               n_open, free_slots, n_free_slots)
+            w, n_free_slots = _slot_of(when - when % width, width, slot_start, h_slot, free_slots,
+                                       n_free_slots)
         n_m_free = _tally_move(w, (tr_from[j] + 1) * funnel + tr_to[j] + 1, counted, first_move,
                                m_key, m_next, m_moved, m_counted, m_free, n_m_free)
-    return n_free, n_open, n_free_slots, n_c_free, n_m_free, n_ck
+    return n_free, n_free_slots, n_c_free, n_m_free, n_ck
 
 
 @njit(cache=True, nogil=True)
 def _add_moves(  # pragma: no cover - compiled
     times, from_stage, to_stage, funnel,
-    width, slot_start, h_slot, n_open, free_slots, n_free_slots, first_move,
+    width, slot_start, h_slot, free_slots, n_free_slots, first_move,
     m_key, m_next, m_moved, m_counted, m_free, n_m_free,
 ):
     """Transitions (moves that count) in the windows of ``times``; room made by the caller.
 
-    Returns (n_open, n_free_slots, n_m_free).
+    Returns (n_free_slots, n_m_free).
     """
     for i in range(times.shape[0]):
-        w, n_open, n_free_slots = _slot_of(times[i] - times[i] % width, width, slot_start, h_slot,
-                                           n_open, free_slots, n_free_slots)
+        w, n_free_slots = _slot_of(times[i] - times[i] % width, width, slot_start, h_slot,
+                                   free_slots, n_free_slots)
         n_m_free = _tally_move(w, (from_stage[i] + 1) * funnel + to_stage[i] + 1, True,
                                first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free)
-    return n_open, n_free_slots, n_m_free
+    return n_free_slots, n_m_free
 
 
 @njit(cache=True, nogil=True)
@@ -328,7 +332,7 @@ def _close_sessions(  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _close_windows(  # pragma: no cover - compiled
-    last_start, width, slot_start, h_slot, n_open, free_slots, n_free_slots, funnel,
+    last_start, width, slot_start, h_slot, free_slots, n_free_slots, funnel,
     first_cell, c_chan, c_next, c_counts, c_sums, c_entry, c_free, n_c_free,
     first_move, m_key, m_next, m_moved, m_counted, m_free, n_m_free,
     ck_row, ck_cell, n_ck,
@@ -336,13 +340,13 @@ def _close_windows(  # pragma: no cover - compiled
     """Hand on and free the open windows that start at or before ``last_start``, and their cells.
 
     Counts each channel cell's distinct customers from the (row, cell) pairs noted while
-    adding and keeps the other cells' pairs. Returns (n_open, n_free_slots, n_c_free,
-    n_m_free, n_ck), the closed windows' starts (ascending) and their entries: channel
+    adding and keeps the other cells' pairs. Returns (n_free_slots, n_c_free, n_m_free,
+    n_ck), the closed windows' starts (ascending) and their entries: channel
     start/channel/counts/sums, one per cell; transition start/key/count, one per move
     cell with counted moves; population start/stage/change, two per move cell (its from
     and its to; summed by the aggregator).
     """
-    closing = np.empty(n_open, np.int64)
+    closing = np.empty(free_slots.shape[0] - n_free_slots, np.int64)  # the open ones at most
     k = 0
     for w in h_slot:
         if w != NO_SLOT and slot_start[w] <= last_start:
@@ -354,7 +358,6 @@ def _close_windows(  # pragma: no cover - compiled
         _unhash(closing[j], width, slot_start, h_slot)
         free_slots[n_free_slots] = closing[j]
         n_free_slots += 1
-    n_open -= k
     n_cells = 0  # sizes first: a replay closes a few cells at a time out of large pools
     n_moves = 0
     for j in range(k):
@@ -436,7 +439,7 @@ def _close_windows(  # pragma: no cover - compiled
             m_free[n_m_free] = mv
             n_m_free += 1
             mv = m_next[mv]
-    return (n_open, n_free_slots, n_c_free, n_m_free, kept, starts, ch_start[:n_ch],
+    return (n_free_slots, n_c_free, n_m_free, kept, starts, ch_start[:n_ch],
             ch_chan[:n_ch], ch_counts[:n_ch],
             ch_sums[:n_ch], tr_start[:n_tr], tr_key[:n_tr], tr_count[:n_tr],
             pop_start[:n_pop], pop_stage[:n_pop], pop_change[:n_pop])

@@ -228,17 +228,12 @@ class ShardWindows:
                            entry=(row, i64, -1))
         self.moves = _Pool(key=(row, i64, 0), next=(row, i64, NO_SLOT), moved=(row, i64, 0),
                            counted=(row, i64, 0))
-        # open tumbling windows: a slot each, found by start through a hash table of slots
-        # (a power of two, at most half full); a stack of free slots (the first
-        # n_free_slots; the top is used next); per slot its start and the first of its
-        # channel cells and of its move cells
+        # open tumbling windows: a slot each (its start, the first of its channel cells and
+        # of its move cells), found by start through a hash table of slots (a power of two,
+        # at most half full)
+        self.slots = _Pool(start=(row, i64, 0), first_cell=(row, i64, NO_SLOT),
+                           first_move=(row, i64, NO_SLOT))
         self.h_slot = np.full(MIN_HASH, NO_SLOT, dtype=np.int64)
-        self.n_open = 0
-        self.slot_start = np.zeros(0, dtype=np.int64)
-        self.free_slots = np.zeros(0, dtype=np.int64)
-        self.n_free_slots = 0
-        self.first_cell = np.zeros(0, dtype=np.int64)
-        self.first_move = np.zeros(0, dtype=np.int64)
         # distinct customers per channel cell: (row, cell) noted when a customer enters one
         self.ck_row = np.zeros(0, dtype=np.int64)
         self.ck_cell = np.zeros(0, dtype=np.int64)
@@ -257,7 +252,7 @@ class ShardWindows:
     @property
     def open_windows(self) -> int:
         """Tumbling windows not closed yet."""
-        return self.n_open
+        return self.slots.in_use
 
     # -- growth ---------------------------------------------------------------------------
 
@@ -283,27 +278,15 @@ class ShardWindows:
 
         The table also shrinks back after a burst of windows (closing scans all of it).
         """
+        slots = self.slots
         size = MIN_HASH
-        while size < 2 * (self.n_open + needed):
+        while size < 2 * (slots.in_use + needed):
             size *= 2
         if size > self.h_slot.shape[0] or 8 * size <= self.h_slot.shape[0]:
             h_slot = np.full(size, NO_SLOT, dtype=np.int64)
-            _rehash(self.h_slot, h_slot, self.slot_start, self.width)
+            _rehash(self.h_slot, h_slot, slots.start, self.width)
             self.h_slot = h_slot
-        if self.n_free_slots >= needed:
-            return
-        have = self.first_cell.shape[0]
-        cap = max(have + needed - self.n_free_slots, 2 * have, 16)
-        self.first_cell = _grown(self.first_cell, cap, NO_SLOT)
-        self.first_move = _grown(self.first_move, cap, NO_SLOT)
-        self.slot_start = _grown(self.slot_start, cap, 0)
-        # room for every slot; the new ones go under the free ones, low slots are used first
-        free = np.empty(cap, dtype=np.int64)
-        added = cap - have
-        free[:added] = np.arange(cap - 1, have - 1, -1)
-        free[added: added + self.n_free_slots] = self.free_slots[: self.n_free_slots]
-        self.free_slots = free
-        self.n_free_slots += added
+        slots.ensure(needed)
 
     # -- adding ----------------------------------------------------------------------------
 
@@ -331,13 +314,13 @@ class ShardWindows:
         cells.ensure(m)
         moves.ensure(moved)
         self._ensure_keys(m)
-        (sess.n_free, self.n_open, self.n_free_slots, cells.n_free, moves.n_free,
-         self.n_ck) = _add_events(
+        slots = self.slots
+        (sess.n_free, slots.n_free, cells.n_free, moves.n_free, self.n_ck) = _add_events(
             self.first_sess, self.last_out, self.responded, self.last_win,
             sess.row, sess.start, sess.end, sess.events, sess.conv, sess.stage, sess.chan,
             sess.next, sess.prev, sess.free, sess.n_free,
-            self.width, self.slot_start, self.h_slot, self.n_open, self.free_slots,
-            self.n_free_slots, self.first_cell, self.first_move,
+            self.width, slots.start, self.h_slot, slots.free, slots.n_free, slots.first_cell,
+            slots.first_move,
             cells.chan, cells.next, cells.counts, cells.sums, cells.free, cells.n_free,
             moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free,
             self.ck_row, self.ck_cell, self.n_ck,
@@ -351,12 +334,11 @@ class ShardWindows:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
         to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
         self._ensure_window_slots(np.unique(at - at % self.width).size)  # many customers, few windows
-        moves = self.moves
+        slots, moves = self.slots, self.moves
         moves.ensure(at.size)
-        self.n_open, self.n_free_slots, moves.n_free = _add_moves(
+        slots.n_free, moves.n_free = _add_moves(
             at, from_stage, to, self.funnel,
-            self.width, self.slot_start, self.h_slot, self.n_open, self.free_slots,
-            self.n_free_slots, self.first_move,
+            self.width, slots.start, self.h_slot, slots.free, slots.n_free, slots.first_move,
             moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free)
 
     # -- closing ---------------------------------------------------------------------------
@@ -371,17 +353,16 @@ class ShardWindows:
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
-        if not self.n_open:
+        slots, cells, moves = self.slots, self.cells, self.moves
+        if not slots.in_use:
             return None
-        cells, moves = self.cells, self.moves
-        (self.n_open, self.n_free_slots, cells.n_free, moves.n_free, self.n_ck, starts, ch_start,
-         ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count, pop_start, pop_stage,
-         pop_change) = _close_windows(
-            watermark - self.width, self.width, self.slot_start, self.h_slot, self.n_open,
-            self.free_slots, self.n_free_slots, self.funnel,
-            self.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.entry,
+        (slots.n_free, cells.n_free, moves.n_free, self.n_ck, starts, ch_start, ch_chan, ch_counts,
+         ch_sums, tr_start, tr_key, tr_count, pop_start, pop_stage, pop_change) = _close_windows(
+            watermark - self.width, self.width, slots.start, self.h_slot, slots.free, slots.n_free,
+            self.funnel,
+            slots.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.entry,
             cells.free, cells.n_free,
-            self.first_move, moves.key, moves.next, moves.moved, moves.counted, moves.free,
+            slots.first_move, moves.key, moves.next, moves.moved, moves.counted, moves.free,
             moves.n_free, self.ck_row, self.ck_cell, self.n_ck)
         if not starts.size:
             return None
@@ -391,14 +372,14 @@ class ShardWindows:
     # -- recovery --------------------------------------------------------------------------
 
     _ARRAYS = ("first_sess", "last_out", "responded", "last_win", "ck_row", "ck_cell",
-               "h_slot", "slot_start", "free_slots", "first_cell", "first_move")
-    _POOLS = ("sessions", "cells", "moves")
+               "h_slot")
+    _POOLS = ("sessions", "cells", "moves", "slots")
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of everything open (safe to pickle while the windows keep changing)."""
         snap: dict[str, Any] = {name: getattr(self, name).copy() for name in self._ARRAYS}
         snap.update({name: getattr(self, name).snapshot() for name in self._POOLS})
-        snap.update(n_ck=self.n_ck, n_open=self.n_open, n_free_slots=self.n_free_slots)
+        snap["n_ck"] = self.n_ck
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -407,8 +388,7 @@ class ShardWindows:
             setattr(self, name, np.array(snap[name]))
         for name in self._POOLS:
             getattr(self, name).restore(snap[name])
-        self.n_ck, self.n_open = int(snap["n_ck"]), int(snap["n_open"])
-        self.n_free_slots = int(snap["n_free_slots"])
+        self.n_ck = int(snap["n_ck"])
 
 
 def _grown(arr: npt.NDArray[Any], cap: int, fill: object) -> npt.NDArray[Any]:
