@@ -1,6 +1,6 @@
 """End-to-end throughput: Kafka in → scores out, ours against the per-event baseline, in one run.
 
-    python -m benchmarks.bench_e2e [--events N] [--customers C] [--runs R] [--days D]
+    python -m benchmarks.bench_e2e [--events N] [--customers C] [--runs R] [--days D] [--padded]
 
 Produces N simulated events to the embedded broker once, then alternates runs of
 ``journey run --until-end``'s dataflow with windows (sessions, channel and funnel
@@ -10,16 +10,18 @@ stock KafkaSink). Each run is timed from its first consumed message until its la
 was delivered (process start-up, consumer creation and compilation are not counted);
 it writes to fresh output topics. Prints events/s per run, the medians, the ratio
 to the baseline and what windows cost. The machine is shared: trust the ratio more than the absolutes.
+
+``--padded`` adds a fourth flow: ``--no-windows`` whose sink also produces as many
+constant messages as windows add (counted in the first runs), which tells how much of
+what windows cost is producing their records at all.
 """
 
 import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
-from functools import partial
 from typing import TypeVar
 
 import orjson
@@ -45,7 +47,7 @@ from journey.simulate import SimOptions, messages, produce
 from operators.events import EventParser, Rejected
 from operators.metrics import EngineMetrics
 from operators.reading import Readers, SourceRead
-from operators.records import dead_letter
+from operators.records import Output, RecordBlock, dead_letter
 from operators.shard import warm_up
 from tests.reference import Customer, apply_event, score_record
 
@@ -94,14 +96,58 @@ class FirstRead(FixedPartitionedSource[X, S]):
         return part
 
 
-def ours(settings: Settings, *, windows: bool) -> tuple[Dataflow, FirstRead]:
+def ours(settings: Settings, *, windows: bool, sink: KafkaBatchSink | None = None
+         ) -> tuple[Dataflow, FirstRead]:
     partitions = partition_counts(cluster_metadata(settings.kafka), settings.topics.inputs)
     t = settings.topics
     source = FirstRead(KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, t.dlq, t.late),
                                         bounded=True))
-    flow = build_flow(settings, source, len(source.list_parts()), KafkaBatchSink(settings.kafka),
+    flow = build_flow(settings, source, len(source.list_parts()), sink or KafkaBatchSink(settings.kafka),
                       metrics=EngineMetrics(), windows=windows)
     return flow, source
+
+
+PADDING = orjson.dumps({"customer_id": "customer-000123", "session_start": 1_700_000_000_000,
+                        "session_end": 1_700_000_060_000, "duration_ms": 60_000, "events": 3,
+                        "channels": {"web": 2, "email": 1}, "converted": False,
+                        "stage_end": "consideration"})
+"""A constant message about the size of a session or channel record."""
+
+
+class CountingSink(KafkaBatchSink):
+    """Our sink, counting the messages it writes.
+
+    With ``ratio`` > 0 it also produces ``ratio`` times as many constant messages to
+    ``pad_topic``: what producing that much more output costs, with nothing computed for it.
+    """
+
+    def __init__(self, settings: Settings, ratio: float = 0.0) -> None:
+        super().__init__(settings.kafka)
+        self.pad_topic = f"{settings.topics.scores}.padding"
+        self.ratio = ratio
+        self.written = 0
+        self.padded = 0
+        if ratio:
+            ensure_topics(settings.kafka, [self.pad_topic], 4)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None):
+        """The partition, its ``write_batch`` wrapped to count and pad."""
+        part = super().build_part(step_id, for_part, resume_state)
+        write_batch = part.write_batch
+
+        def counted(values: list[list[Output]]) -> None:
+            self.written += sum(len(r.keys) if isinstance(r, RecordBlock) else 1
+                                for records in values for r in records)
+            n = round(self.written * self.ratio) - self.padded
+            if n > 0:
+                self.padded += n
+                values = [*values, [RecordBlock(self.pad_topic, [b"padding"] * n, PADDING * n,
+                                                list(range(len(PADDING), (n + 1) * len(PADDING),
+                                                           len(PADDING))))]]
+            write_batch(values)
+
+        part.write_batch = counted  # type: ignore[method-assign]
+        return part
 
 
 def baseline(settings: Settings) -> tuple[Dataflow, FirstRead]:
@@ -164,6 +210,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--days", type=float, default=30.0,
                    help="event-time span of the history (denser history: fewer, fuller windows)")
+    p.add_argument("--padded", action="store_true",
+                   help="also run --no-windows producing as many messages as windows add")
     args = p.parse_args()
     with EmbeddedBroker() as broker:
         base = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
@@ -175,15 +223,19 @@ def main() -> int:
         n = len(produced)
         warm_up(base.journey, base.topics)
         settle_heap()  # as `journey run` does after warming up
-        flows: dict[str, Callable[[Settings], tuple[Dataflow, FirstRead]]] = {
-            "windows": partial(ours, windows=True),
-            "no-windows": partial(ours, windows=False),
-            "baseline": baseline,
-        }
-        rates: dict[str, list[float]] = {name: [] for name in flows}
+        names = ["windows", "no-windows", "baseline"] + (["padded"] if args.padded else [])
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        written: dict[str, int] = {}  # messages out, of the first run with and without windows
         for run in range(args.runs):
-            for name, build in flows.items():
-                seconds = timed(build(outputs(base, f"bench-{run}-{name}")))
+            for name in names:
+                settings = outputs(base, f"bench-{run}-{name}")
+                if name == "baseline":
+                    seconds = timed(baseline(settings))
+                else:
+                    ratio = written["windows"] / written["no-windows"] - 1 if name == "padded" else 0.0
+                    sink = CountingSink(settings, ratio)
+                    seconds = timed(ours(settings, windows=name == "windows", sink=sink))
+                    written.setdefault(name, sink.written + sink.padded)
                 rates[name].append(n / seconds)
                 print(f"run {run + 1} {name:>10}: {n:,} messages in {seconds:6.2f} s = "
                       f"{n / seconds:>9,.0f} events/s", flush=True)
@@ -193,6 +245,10 @@ def main() -> int:
         print(f"ratio windows / baseline    : {median['windows'] / median['baseline']:.1f}x")
         print(f"ratio no-windows / baseline : {median['no-windows'] / median['baseline']:.1f}x")
         print(f"cost of windows             : {1 - median['windows'] / median['no-windows']:.0%}")
+        if args.padded:
+            print(f"messages out                : {written['windows']:,} with windows, "
+                  f"{written['no-windows']:,} without, {written['padded']:,} padded")
+            print(f"cost of producing as many   : {1 - median['padded'] / median['no-windows']:.0%}")
     return 0
 
 
