@@ -253,7 +253,7 @@ SINK_PART = "process-{:05d}"
 
 
 class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
-    """Produces lists of (topic, key, value); keys partition with murmur2 like JVM clients.
+    """Produces lists of records and record blocks; keys partition with murmur2 like JVM clients.
 
     One partition (a producer) per process, listed only by that process, and items keyed
     with ``local_part`` go to it: nothing crosses processes on its way out. Bytewax

@@ -66,6 +66,7 @@ def each_record(outputs: Iterable[Output]) -> list[OutRecord]:
     """Every record of ``outputs``, blocks taken apart (tests and tools read records this way)."""
     return [r for out in outputs for r in (out.records() if isinstance(out, RecordBlock) else [out])]
 
+
 RAW_LIMIT = 65_536
 
 
