@@ -26,10 +26,10 @@ from typing import TypeVar
 
 import orjson
 from bytewax import operators as op
-from bytewax._bytewax import cli_main
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource
+from bytewax.run import cli_main
 from confluent_kafka import Message
 
 from config import DEFAULT_PATH, Settings, Topics, load_settings
@@ -44,10 +44,11 @@ from journey.kafka_io import (
 )
 from journey.runner import settle_heap
 from journey.simulate import SimOptions, messages, produce
+from operators.base import Output, RecordBlock
 from operators.events import EventParser, Rejected
 from operators.metrics import EngineMetrics
+from operators.raw_records import dead_letter
 from operators.reading import Readers, SourceRead
-from operators.records import Output, RecordBlock, dead_letter
 from operators.shard import warm_up
 from tests.reference import Customer, apply_event, score_record
 

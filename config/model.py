@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from config.arrays import ROLE_BITS, ROLE_CONVERSION, JourneyArrays
+from config.errors import ConfigError
 from config.tables import Table
-from journey.errors import ConfigError
 
 DORMANT = "dormant"
 OTHER_CHANNEL = "other"

@@ -4,7 +4,7 @@ import math
 from typing import Any, NoReturn
 
 from config.durations import parse_duration_ms
-from journey.errors import ConfigError
+from config.errors import ConfigError
 
 _MISSING: Any = object()
 

@@ -10,14 +10,12 @@ from bytewax.outputs import FixedPartitionedSink
 
 from config.model import Settings
 from operators.aggregate import AGGREGATE_KEY, ShardProgress, WindowAggregator
+from operators.base import Output
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
-from operators.records import Output, RecordBuilder
-from operators.routing import route
+from operators.records import RecordBuilder
+from operators.routing import DEFAULT_SHARDS, route
 from operators.shard import ShardOutput, ShardScorer, Snapshot
-
-DEFAULT_SHARDS = 32
-"""Fixed for the life of a recovery store: shard keys name the saved state."""
 
 
 def build_flow(

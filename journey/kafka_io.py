@@ -19,10 +19,10 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
+from config.errors import BrokerError, DeliveryError
 from config.model import KafkaSettings
-from journey.errors import BrokerError, DeliveryError
+from operators.base import Output, OutRecord, RecordBlock
 from operators.reading import PartitionReader, Readers, SourceRead
-from operators.records import Output, OutRecord, RecordBlock
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("journey.librdkafka")

@@ -7,13 +7,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from bytewax._bytewax import cli_main
 from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
+from config.errors import ConfigError, JourneyError
 from config.model import Settings
-from flows.journey_flow import DEFAULT_SHARDS, build_flow
-from journey.errors import ConfigError, JourneyError
+from flows.journey_flow import build_flow
 from journey.kafka_io import (
     KafkaBatchSink,
     KafkaBatchSource,
@@ -23,6 +23,7 @@ from journey.kafka_io import (
 )
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
+from operators.routing import DEFAULT_SHARDS
 from operators.shard import warm_up
 
 log = logging.getLogger(__name__)

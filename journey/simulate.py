@@ -18,11 +18,12 @@ from typing import NamedTuple, TextIO
 import orjson
 from confluent_kafka import Producer
 
+from config.errors import DeliveryError
 from config.model import Settings
-from journey.errors import DeliveryError
 from journey.kafka_io import client_config, ensure_topics
 from journey.poison import catalogue
-from operators.events import event_time_ms, wall_clock_ms
+from operators.base import wall_clock_ms
+from operators.events import event_time_ms
 
 # (type, channel, weight) per step of the journey
 _MENUS: list[list[tuple[str, str, int]]] = [

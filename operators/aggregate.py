@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
-from operators.records import Output, RecordBuilder
-from operators.watermark import NO_TIME
+from operators.base import NO_TIME, Output
+from operators.records import RecordBuilder
 from operators.windows import WindowShares
 
 AGGREGATE_KEY = "windows"

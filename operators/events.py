@@ -5,7 +5,7 @@ output is columnar so that routing and scoring work on whole arrays.
 """
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +16,8 @@ import orjson
 from confluent_kafka import Message
 
 from config.model import JourneyMap
-from operators.records import OutRecord, dead_letter
+from operators.base import NO_TIME, Clock, EventBatch, OutRecord, wall_clock_ms
+from operators.raw_records import dead_letter
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_ID_BYTES = 128
@@ -33,79 +34,8 @@ INVALID_FIELD = "invalid_field"
 UNKNOWN_TYPE = "unknown_type"
 TS_IN_FUTURE = "ts_in_future"
 TS_BEFORE_2000 = "ts_before_2000"
-NO_WATERMARK = -(2**63)
-"""No watermark yet (the same value as ``operators.watermark.NO_TIME``)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-
-Clock = Callable[[], int]
-"""Wall-clock time in epoch milliseconds; injected so tests control 'now'."""
-
-
-def wall_clock_ms() -> int:
-    """The real wall clock in epoch milliseconds."""
-    return int(datetime.now(UTC).timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class EventBatch:
-    """Valid events as columns, in arrival order."""
-
-    customer_ids: list[str]
-    event_ids: list[str]
-    ts: npt.NDArray[np.int64]
-    type_idx: npt.NDArray[np.int32]
-    chan_idx: npt.NDArray[np.int32]
-    sentiment: npt.NDArray[np.float64]  # NaN where the event carries none
-    late: npt.NDArray[np.bool_]  # older than the watermark when read: scored, but in no window
-    mark: npt.NDArray[np.int64]  # the watermark when it was read (NO_TIME: none yet)
-    # what its own partition alone allowed the watermark to be when it was read (its read
-    # position minus the lateness): never below ``mark``, and the same in a replay as live
-    own_mark: npt.NDArray[np.int64]
-
-    def __len__(self) -> int:
-        return len(self.customer_ids)
-
-    def take(self, idx: npt.NDArray[np.intp]) -> "EventBatch":
-        """The events at ``idx``, in that order."""
-        cids, eids = self.customer_ids, self.event_ids
-        return EventBatch(
-            [cids[i] for i in idx.tolist()],
-            [eids[i] for i in idx.tolist()],
-            self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx], self.late[idx],
-            self.mark[idx], self.own_mark[idx],
-        )
-
-    def slice(self, start: int, stop: int) -> "EventBatch":
-        """Events ``start`` to ``stop`` (views, no copies of the arrays)."""
-        return EventBatch(
-            self.customer_ids[start:stop], self.event_ids[start:stop], self.ts[start:stop],
-            self.type_idx[start:stop], self.chan_idx[start:stop], self.sentiment[start:stop],
-            self.late[start:stop], self.mark[start:stop], self.own_mark[start:stop],
-        )
-
-    @staticmethod
-    def concat(batches: Sequence["EventBatch"]) -> "EventBatch":
-        """One batch holding ``batches`` one after the other."""
-        if len(batches) == 1:
-            return batches[0]
-        return EventBatch(
-            [c for b in batches for c in b.customer_ids],
-            [e for b in batches for e in b.event_ids],
-            np.concatenate([b.ts for b in batches]),
-            np.concatenate([b.type_idx for b in batches]),
-            np.concatenate([b.chan_idx for b in batches]),
-            np.concatenate([b.sentiment for b in batches]),
-            np.concatenate([b.late for b in batches]),
-            np.concatenate([b.mark for b in batches]),
-            np.concatenate([b.own_mark for b in batches]),
-        )
-
-
-EMPTY_BATCH = EventBatch([], [], np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32),
-                         np.empty(0, np.float64), np.empty(0, np.bool_), np.empty(0, np.int64),
-                         np.empty(0, np.int64))
-
 
 @dataclass(frozen=True)
 class ParsedBatch:
@@ -237,8 +167,8 @@ class EventParser:
             np.array(chans, dtype=np.int32),
             np.array(sents, dtype=np.float64),
             np.zeros(len(cids), dtype=np.bool_),
-            np.full(len(cids), NO_WATERMARK, dtype=np.int64),  # a reader sets both marks
-            np.full(len(cids), NO_WATERMARK, dtype=np.int64),
+            np.full(len(cids), NO_TIME, dtype=np.int64),  # a reader sets both marks
+            np.full(len(cids), NO_TIME, dtype=np.int64),
         )
         return ParsedBatch(events, np.array(index, dtype=np.int64), dead, dead_index, dead_reasons)
 

@@ -16,9 +16,10 @@ import numpy.typing as npt
 from confluent_kafka import Message
 
 from config.model import JourneyMap
-from operators.events import EMPTY_BATCH, Clock, EventBatch, EventParser, ParsedBatch, wall_clock_ms
-from operators.records import OutRecord, late_record
-from operators.watermark import NO_TIME, Aligner, Report
+from operators.base import EMPTY_BATCH, NO_TIME, Clock, EventBatch, OutRecord, wall_clock_ms
+from operators.events import EventParser, ParsedBatch
+from operators.raw_records import late_record
+from operators.watermark import Aligner, Report
 
 REPORT_EVERY_MS = 500
 """A partition re-broadcasts a watermark that moved at most this often (wall clock)..."""

@@ -5,17 +5,14 @@ Sessions and windows, which come by the hundred thousand in a replay, are writte
 the kernels of ``json_kernels``; the rest are dicts for ``orjson``.
 """
 
-import base64
-import hashlib
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-from confluent_kafka import Message
 
 from config.model import DORMANT, OTHER_CHANNEL, JourneyMap, Topics
+from operators.base import EventBatch, Output, OutRecord, RecordBlock
 from operators.json_kernels import _channels, _funnels, _sessions
 from operators.state import ShardState
 from operators.window_kernels import (
@@ -29,95 +26,7 @@ from operators.window_kernels import (
     SENTIMENT_N,
     SENTIMENT_SUM,
 )
-
-if TYPE_CHECKING:
-    from operators.events import EventBatch
-    from operators.windows import ClosedSessions, WindowShares
-
-OutRecord = tuple[str, bytes | None, bytes]
-"""(topic, key, value) as the sink produces it."""
-
-
-class RecordBlock(NamedTuple):
-    """Records of one topic that a kernel wrote one after another into ``data``.
-
-    Record ``i`` is ``data[ends[i - 1]:ends[i]]`` (from 0 for the first), keyed ``keys[i]``.
-    Sessions and window records come by the hundred thousand in a replay; handed on as
-    one block, they are cut only where they are produced, and no tuple per record is
-    made (or traced by the garbage collector) on the way.
-    """
-
-    topic: str
-    keys: list[bytes]
-    data: bytes
-    ends: list[int]
-
-    def records(self) -> list[OutRecord]:
-        """The block's records one by one."""
-        return [(self.topic, key, self.data[a:b])
-                for key, a, b in zip(self.keys, [0, *self.ends[:-1]], self.ends, strict=True)]
-
-
-Output = OutRecord | RecordBlock
-"""What the steps hand to the sink, in lists."""
-
-
-def each_record(outputs: Iterable[Output]) -> list[OutRecord]:
-    """Every record of ``outputs``, blocks taken apart (tests and tools read records this way)."""
-    return [r for out in outputs for r in (out.records() if isinstance(out, RecordBlock) else [out])]
-
-
-RAW_LIMIT = 65_536
-
-
-def _bytes_field(data: bytes | None, limit: int) -> dict[str, Any]:
-    """Raw bytes as UTF-8 text when they are text, else base64; cut at ``limit`` bytes."""
-    if data is None:
-        return {"text": None, "encoding": None, "bytes": 0, "truncated": False}
-    cut = data[:limit]
-    try:
-        data.decode("utf-8")
-        text, encoding = cut.decode("utf-8", "ignore"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(cut).decode("ascii"), "base64"
-    return {"text": text, "encoding": encoding, "bytes": len(data), "truncated": len(data) > limit}
-
-
-def dead_letter(topic: str, msg: Message, reason: str, detail: str) -> OutRecord:
-    """The dead-letter record of PRODUCT §2 for a rejected message."""
-    value, msg_key = msg.value(), msg.key()
-    raw = _bytes_field(value, RAW_LIMIT)
-    key = _bytes_field(msg_key, RAW_LIMIT)
-    record = {
-        "reason": reason,
-        "detail": detail,
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-        "key": key["text"],
-        "key_encoding": key["encoding"],
-        "raw": raw["text"],
-        "raw_encoding": raw["encoding"],
-        "raw_bytes": raw["bytes"],
-        "raw_truncated": raw["truncated"],
-        "raw_sha256": hashlib.sha256(value).hexdigest() if value is not None else None,
-    }
-    return (topic, msg_key, orjson.dumps(record))
-
-
-def late_record(topic: str, customer_id: str, msg: Message, late_by_ms: int) -> OutRecord:
-    """The late-event record of PRODUCT §5: the event as sent and how late it was.
-
-    Keyed by customer id like every output that has one (the message key may be anything).
-    """
-    return (topic, customer_id.encode(), orjson.dumps({
-        "event": orjson.loads(msg.value() or b"null"),
-        "late_by_ms": late_by_ms,
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-    }))
-
+from operators.windows import ClosedSessions, WindowShares
 
 U8 = npt.NDArray[np.uint8]
 _INT_WIDTH = 20  # the longest int64 in decimal, sign included
@@ -278,7 +187,7 @@ class RecordBuilder:
             customer_ids, (from_stage + 1).tolist(), (to_stage + 1).tolist(), ts, event_ids, versions,
             strict=True)]
 
-    def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: "ClosedSessions"
+    def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: ClosedSessions
                  ) -> list[Output]:
         """One record per closed session (PRODUCT §5); ``ids`` the shard's, ``customers`` their texts."""
         n = closed.rows.shape[0]
@@ -297,7 +206,7 @@ class RecordBuilder:
         keys = customers.keys
         return _block(self.topics.sessions, [keys[r] for r in closed.rows.tolist()], buf, ends)
 
-    def windows(self, w: "WindowShares", width_ms: int, populations: npt.NDArray[np.int64]
+    def windows(self, w: WindowShares, width_ms: int, populations: npt.NDArray[np.int64]
                 ) -> list[Output]:
         """The channel records and the funnel record of closed windows, from their totals.
 
@@ -338,7 +247,7 @@ class RecordBuilder:
                  moves.blob, moves.offsets, pops, stages.blob, stages.offsets)
         return out + _block(topic, [b"funnel"] * k, buf, ends)
 
-    def late_at_shard(self, batch: "EventBatch", idx: Sequence[int], watermark: int) -> list[OutRecord]:
+    def late_at_shard(self, batch: EventBatch, idx: Sequence[int], watermark: int) -> list[OutRecord]:
         """Late records for events found late only where they were scored (no raw message there).
 
         Rare: a shard can hear a watermark from another worker before an event that was on

@@ -5,12 +5,23 @@ disagree; CRC-32 of the UTF-8 bytes is the same everywhere, forever.
 """
 
 import zlib
+from typing import NamedTuple
 
 import numpy as np
 
-from operators.events import EMPTY_BATCH, EventBatch
+from operators.base import EMPTY_BATCH, EventBatch
 from operators.reading import SourceRead
-from operators.shard import ShardInput
+from operators.watermark import Report
+
+DEFAULT_SHARDS = 32
+"""Fixed for the life of a recovery store: shard keys name the saved state."""
+
+
+class ShardInput(NamedTuple):
+    """What one hand-over of one partition brings to one shard."""
+
+    events: EventBatch
+    report: Report | None
 
 
 def shard_of(customer_id: str, shards: int) -> int:

@@ -6,10 +6,9 @@ import numpy as np
 import numpy.typing as npt
 
 from config.arrays import JourneyArrays
-from operators.events import EventBatch
-from operators.kernels import NO_STAGE, _dormant_rows, _fnv1a64, _score_batch
+from operators.base import NO_STAGE, NO_TIME, EventBatch
+from operators.score_kernels import _dormant_rows, _fnv1a64, _score_batch
 from operators.state import ShardState
-from operators.watermark import NO_TIME
 
 _EMPTY_I64: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 

@@ -15,23 +15,18 @@ from bytewax.operators import StatefulBatchLogic
 
 from config.model import JourneyMap, Topics
 from operators.aggregate import ShardProgress, WindowAggregator
-from operators.events import EMPTY_BATCH, MIN_TS_MS, EventBatch
+from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, Output
+from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
-from operators.records import CustomerTexts, Output, RecordBuilder
+from operators.records import CustomerTexts, RecordBuilder
+from operators.routing import ShardInput
 from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
-from operators.watermark import END, NO_TIME, Report, shard_watermark, stream_end
+from operators.watermark import Report, shard_watermark, stream_end
 from operators.windows import ShardWindows, WindowShares
 
 Snapshot = dict[str, Any]
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
-
-
-class ShardInput(NamedTuple):
-    """What one hand-over of one partition brings to one shard."""
-
-    events: EventBatch
-    report: Report | None
 
 
 class ShardOutput(NamedTuple):

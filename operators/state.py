@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from config.arrays import JourneyArrays
-from operators.kernels import EMPTY_TS, NO_STAGE
+from operators.base import NO_STAGE, NO_TIME
 
 _GROWTH = 2
 
@@ -33,7 +33,7 @@ class ShardState:
         self.n: npt.NDArray[np.int64] = np.zeros(capacity, dtype=np.int64)
         self.stage: npt.NDArray[np.int16] = np.full(capacity, NO_STAGE, dtype=np.int16)
         self.dd_hash: npt.NDArray[np.uint64] = np.zeros((capacity, arrays.dedup_slots), dtype=np.uint64)
-        self.dd_ts: npt.NDArray[np.int64] = np.full((capacity, arrays.dedup_slots), EMPTY_TS,
+        self.dd_ts: npt.NDArray[np.int64] = np.full((capacity, arrays.dedup_slots), NO_TIME,
                                                     dtype=np.int64)
 
     @property
@@ -60,7 +60,7 @@ class ShardState:
         new_cap = max(needed, self.capacity * _GROWTH, 16)
         for name in self._ARRAYS:
             old = getattr(self, name)
-            fill = EMPTY_TS if name == "dd_ts" else (NO_STAGE if name == "stage" else 0)
+            fill = NO_TIME if name == "dd_ts" else (NO_STAGE if name == "stage" else 0)
             new = np.full((new_cap, *old.shape[1:]), fill, dtype=old.dtype)
             new[: old.shape[0]] = old
             setattr(self, name, new)

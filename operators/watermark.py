@@ -36,12 +36,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from operators.events import NO_WATERMARK, Clock
+from operators.base import END, NO_TIME, Clock
 
-NO_TIME = NO_WATERMARK
-"""No event time yet: holds every watermark and alignment limit back."""
-END = 2**63 - 1
-"""Past every event time: what a finished input contributes."""
 CAUGHT_UP_MS = 1_000
 """A partition whose consumer had nothing for this long no longer makes the others wait for
 its reading (its read-time position is then final as far as anyone can know). Well above

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from config.arrays import ROLE_CLICK, ROLE_CONVERSION, ROLE_IMPRESSION, ROLE_OUTBOUND, ROLE_RESPONSE
-from operators.kernels import EMPTY_TS
+from operators.base import NO_TIME
 
 NO_SLOT = -1
 
@@ -200,10 +200,10 @@ def _add_events(  # pragma: no cover - compiled
         if not np.isnan(sentiment[i]):
             c_sums[c, SENTIMENT_SUM] += sentiment[i]
             c_counts[c, SENTIMENT_N] += 1
-        if roles & ROLE_OUTBOUND and (last_out[r, ch] == EMPTY_TS or t >= last_out[r, ch]):
+        if roles & ROLE_OUTBOUND and (last_out[r, ch] == NO_TIME or t >= last_out[r, ch]):
             last_out[r, ch] = t
             responded[r, ch] = False
-        if roles & ROLE_RESPONSE and last_out[r, ch] != EMPTY_TS and t >= last_out[r, ch] \
+        if roles & ROLE_RESPONSE and last_out[r, ch] != NO_TIME and t >= last_out[r, ch] \
                 and not responded[r, ch]:
             responded[r, ch] = True
             c_counts[c, RESPONSES] += 1

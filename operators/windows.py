@@ -19,8 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from config.model import JourneyMap
-from operators.events import EventBatch
-from operators.kernels import EMPTY_TS
+from operators.base import NO_TIME, EventBatch
 from operators.scoring import ScoreResult
 from operators.state import ShardState
 from operators.window_kernels import (
@@ -215,9 +214,9 @@ class ShardWindows:
         self.width = journey.metrics_window_ms
         # per customer
         self.first_sess = np.full(0, NO_SLOT, dtype=np.int64)
-        self.last_out = np.full((0, c), EMPTY_TS, dtype=np.int64)
+        self.last_out = np.full((0, c), NO_TIME, dtype=np.int64)
         self.responded = np.zeros((0, c), dtype=np.bool_)
-        self.last_win = np.full((0, c), EMPTY_TS, dtype=np.int64)
+        self.last_win = np.full((0, c), NO_TIME, dtype=np.int64)
         i64, row = np.int64, ()
         self.sessions = _Pool(row=(row, i64, NO_SLOT), start=(row, i64, 0), end=(row, i64, 0),
                               events=(row, i64, 0), conv=(row, np.bool_, False),
@@ -262,9 +261,9 @@ class ShardWindows:
             return
         cap = max(size, 2 * have, 256)
         self.first_sess = _grown(self.first_sess, cap, NO_SLOT)
-        self.last_out = _grown(self.last_out, cap, EMPTY_TS)
+        self.last_out = _grown(self.last_out, cap, NO_TIME)
         self.responded = _grown(self.responded, cap, False)
-        self.last_win = _grown(self.last_win, cap, EMPTY_TS)
+        self.last_win = _grown(self.last_win, cap, NO_TIME)
 
     def _ensure_keys(self, needed: int) -> None:
         if self.n_ck + needed <= self.ck_row.shape[0]:

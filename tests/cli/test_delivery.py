@@ -8,10 +8,10 @@ from itertools import accumulate
 import pytest
 
 from config import DEFAULT_PATH, Settings, load_settings
+from config.errors import DeliveryError
 from journey.broker import EmbeddedBroker
-from journey.errors import DeliveryError
 from journey.kafka_io import SINK_PART, KafkaBatchSink, ensure_topics
-from operators.records import RecordBlock
+from operators.base import RecordBlock
 from tests.broker_fixtures import read_topic
 
 

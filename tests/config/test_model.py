@@ -7,7 +7,7 @@ import pytest
 
 from config import DEFAULT_PATH, load_settings
 from config.durations import format_duration_ms, parse_duration_ms
-from journey.errors import ConfigError
+from config.errors import ConfigError
 
 MINIMAL = """
 [journey]

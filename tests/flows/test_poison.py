@@ -11,7 +11,7 @@ import pytest
 from config import Settings
 from journey.poison import catalogue
 from journey.simulate import SimMessage, SimOptions, messages, produce
-from operators.events import wall_clock_ms
+from operators.base import wall_clock_ms
 from tests.broker_fixtures import read_json
 from tests.flows.test_end_to_end import assert_matches_reference, reference_from, run_flow
 

@@ -17,7 +17,7 @@ from config import DEFAULT_PATH, Settings, Topics, load_settings
 from journey.kafka_io import ensure_topics
 from journey.runner import RunOptions, run
 from journey.simulate import SimMessage, SimOptions, messages, produce
-from operators.events import wall_clock_ms
+from operators.base import wall_clock_ms
 from operators.metrics import EngineMetrics
 from tests.broker_fixtures import ROOT, read_json, read_topic, write_config
 from tests.flows.test_end_to_end import assert_matches_reference, reference_from, run_flow, with_outputs

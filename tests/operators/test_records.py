@@ -10,7 +10,8 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from config import DEFAULT_PATH, load_settings
-from operators.records import CustomerTexts, RecordBuilder, each_record
+from operators.base import each_record
+from operators.records import CustomerTexts, RecordBuilder
 from operators.window_kernels import (
     CLICKS,
     CONVERSIONS,

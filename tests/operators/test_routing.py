@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operators.events import EventBatch
+from operators.base import EventBatch
 from operators.routing import shard_key, shard_of, split_by_shard
 
 

@@ -11,11 +11,10 @@ from hypothesis import strategies as st
 
 from config import Settings
 from config.model import JourneyMap, Topics
-from operators.events import EventBatch
+from operators.base import NO_TIME, EventBatch
 from operators.records import RecordBuilder
 from operators.scoring import hash_ids, score_batch
 from operators.state import ShardState
-from operators.watermark import NO_TIME
 from tests.reference import Reference, close
 
 BASE = 1_700_000_000_000

@@ -6,9 +6,11 @@ import sys
 import orjson
 
 from config import Settings
+from operators.base import each_record
 from operators.metrics import EngineMetrics
-from operators.records import RecordBuilder, each_record
-from operators.shard import ShardInput, ShardScorer
+from operators.records import RecordBuilder
+from operators.routing import ShardInput
+from operators.shard import ShardScorer
 from tests.operators.test_scoring import BASE, batch_of
 
 
@@ -43,12 +45,12 @@ import random, sys
 from dataclasses import replace
 from numba.core.registry import CPUDispatcher
 from config import DEFAULT_PATH, load_settings
-from operators import json_kernels, kernels, window_kernels
+from operators import json_kernels, score_kernels, window_kernels
 from operators.shard import warm_up
 from tests.operators.test_windows import BASE, CHANNELS, MINUTE, TYPES, event, run
 
 def signatures():
-    return {(m.__name__, name, str(sig)) for m in (json_kernels, kernels, window_kernels)
+    return {(m.__name__, name, str(sig)) for m in (json_kernels, score_kernels, window_kernels)
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher) for sig in f.signatures}
 
 settings = load_settings(DEFAULT_PATH)

@@ -4,8 +4,9 @@ import orjson
 from confluent_kafka import Message
 
 from config import Settings
+from operators.base import END, NO_TIME
 from operators.reading import Readers
-from operators.watermark import END, NO_TIME, Report, shard_watermark
+from operators.watermark import Report, shard_watermark
 
 T0 = 1_800_000_000_000
 MIN = 60_000

@@ -21,13 +21,14 @@ from hypothesis import strategies as st
 from config import DEFAULT_PATH, load_settings
 from config.model import Settings
 from operators.aggregate import ShardProgress, WindowAggregator
+from operators.base import END, each_record
 from operators.events import EventParser
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
-from operators.records import RecordBuilder, each_record
+from operators.records import RecordBuilder
 from operators.routing import route
 from operators.shard import ShardScorer
-from operators.watermark import END, Report
+from operators.watermark import Report
 from operators.window_kernels import _SPREAD
 from operators.windows import MIN_HASH, ShardWindows
 from tests.reference_windows import WindowsReference, comparable_metrics, comparable_sessions

@@ -9,8 +9,8 @@ whole; an older event is added decayed to ``T``.
 import numpy as np
 from numba import njit
 
-EMPTY_TS = np.iinfo(np.int64).min  # a de-duplication slot that holds nothing
-NO_STAGE = -1  # the "from" of a customer's first transition (entry into the journey)
+from operators.base import NO_TIME
+
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
@@ -88,7 +88,7 @@ def _score_batch(  # pragma: no cover - compiled
         if n[r] > 0 and abs(T[r] - t) <= dedup_window_ms:
             dup = False
             for j in range(slots):
-                if dd_hash[r, j] == h and dd_ts[r, j] != EMPTY_TS:
+                if dd_hash[r, j] == h and dd_ts[r, j] != NO_TIME:
                     dup = True
                     break
             if dup:

@@ -1,4 +1,9 @@
-"""One root exception for the project, so callers can catch everything we raise on purpose."""
+"""One root exception for the project, so callers can catch everything we raise on purpose.
+
+The bottom of the import order: every layer may raise these, and this module imports
+nothing of ours. Each error's message says what to do; the CLI prints it without a
+traceback and exits with the error's code.
+"""
 
 
 class JourneyError(Exception):
@@ -8,7 +13,7 @@ class JourneyError(Exception):
 
 
 class ConfigError(JourneyError):
-    """The journey map or settings file is invalid; the message names the file and the key."""
+    """The journey map, settings or a recovery store do not fit; the message names the file and the key."""
 
     exit_code = 2
 
