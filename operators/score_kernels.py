@@ -1,15 +1,65 @@
-"""Numba kernels: whole batches against struct-of-arrays state; they see only arrays and scalars.
+"""Numba kernels: whole batches against struct-of-arrays state, passed as named bundles.
 
 The semantics are PRODUCT §4. Every sum is valued at the customer's reference time
 ``T`` (the largest accepted event time), which makes the final state independent of
 arrival order: an event at or after ``T`` decays the sums to its time and is added
 whole; an older event is added decayed to ``T``.
+
+Kernels see only arrays and scalars, in the bundles declared here (``CustomerColumns``,
+``ScoreBatch``, ``Transitions``) and the map's ``JourneyArrays``.
 """
 
+from typing import NamedTuple
+
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
-from operators.base import NO_TIME
+from operators.base import NO_STAGE, NO_TIME
+from operators.columns import F64, I64, column
+
+I16 = npt.NDArray[np.int16]
+U64 = npt.NDArray[np.uint64]
+BOOL = npt.NDArray[np.bool_]
+
+
+class CustomerColumns(NamedTuple):
+    """A shard's customers, a row each; every sum valued at the row's ``T``."""
+
+    T: I64 = column(np.int64)  # the largest accepted event time
+    S: F64 = column(np.float64)  # engagement score
+    E: F64 = column(np.float64, 0.0, "stages")  # evidence per stage
+    Sn: F64 = column(np.float64)  # sentiment numerator
+    Sd: F64 = column(np.float64)  # sentiment denominator
+    counts: I64 = column(np.int64, 0, "required")  # lifetime counts of the types a stage requires
+    n: I64 = column(np.int64)  # accepted events (the version)
+    stage: I16 = column(np.int16, NO_STAGE)
+    dd_hash: U64 = column(np.uint64, 0, "dedup")  # remembered event ids (hashes) ...
+    dd_ts: I64 = column(np.int64, NO_TIME, "dedup")  # ... and their event times
+
+
+class ScoreBatch(NamedTuple):
+    """A batch as the scoring kernel reads it, in arrival order."""
+
+    rows: I64  # the customer's row
+    ts: I64
+    type_idx: npt.NDArray[np.int32]
+    chan_idx: npt.NDArray[np.int32]
+    sentiment: F64  # NaN: none
+    eid_hash: U64
+    mark: I64  # the watermark when the event was read
+
+
+class Transitions(NamedTuple):
+    """Stage changes, in the order they happened (the scoring kernel writes them)."""
+
+    event: I64  # index into the batch
+    from_stage: I16
+    to_stage: I16
+    version: I64
+    ts: I64  # the event's time, or when the customer went dormant
+    dormant: BOOL  # a move to dormant, found when the event arrived
+
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -31,78 +81,64 @@ def _fnv1a64(buf, ends):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _stage_of(r, E, Sn, Sd, counts, threshold, min_sentiment, requires):  # pragma: no cover
-    """Scan the stages from last to second; the first whose rule holds, else the first."""
-    for k in range(threshold.shape[0] - 1, 0, -1):
-        if E[r, k] < threshold[k]:
+def _stage_of(c, r, m):  # pragma: no cover - compiled
+    """Row ``r``'s stage under map ``m``: the last stage whose rule holds, else the first."""
+    for k in range(m.stage_threshold.shape[0] - 1, 0, -1):
+        if c.E[r, k] < m.stage_threshold[k]:
             continue
         ok = True
-        for q in range(requires.shape[1]):
-            if counts[r, q] < requires[k, q]:
+        for q in range(m.stage_requires.shape[1]):
+            if c.counts[r, q] < m.stage_requires[k, q]:
                 ok = False
                 break
         if not ok:
             continue
-        ms = min_sentiment[k]
-        if not np.isnan(ms) and not (Sd[r] > 0.0 and Sn[r] / Sd[r] >= ms):
+        ms = m.stage_min_sentiment[k]
+        if not np.isnan(ms) and not (c.Sd[r] > 0.0 and c.Sn[r] / c.Sd[r] >= ms):
             continue
         return k
     return 0
 
 
 @njit(cache=True, nogil=True)
-def _score_batch(  # pragma: no cover - compiled
-    # per-customer state, one row per customer of the shard
-    T, S, E, Sn, Sd, counts, n, stage, dd_hash, dd_ts,
-    # the batch, in arrival order; mark is the watermark when each event was read
-    rows, ts, type_idx, chan_idx, sentiment, eid_hash, mark,
-    # the journey map
-    type_weight, type_factor, type_req_slot, channel_mult,
-    threshold, min_sentiment, requires, half_life_ms, dedup_window_ms, dormant_after_ms,
-    # outputs: accepted[i] and the stage after it per event; transitions as (event index, from, to,
-    # version, time); tr_dormant marks a move to dormant found on the event's arrival
-    accepted, stage_after, tr_event, tr_from, tr_to, tr_version, tr_ts, tr_dormant,
-):
-    """Apply a batch event by event; return the number of transitions written.
+def _score_batch(c, b, m, dormant_after_ms, accepted, stage_after, out):  # pragma: no cover
+    """Apply batch ``b`` to customers ``c`` under map ``m``, event by event.
 
-    Before an event is applied, its customer goes dormant if the watermark it was read
-    under had passed ``T + dormant_after`` (PRODUCT §4), so dormancy does not depend on
-    when a shard hears the watermark.
+    Writes per event whether it was accepted and the stage after it, and every stage
+    change to ``out`` (room for two per event); returns how many it wrote. Before an
+    event is applied, its customer goes dormant if the watermark it was read under had
+    passed ``T + dormant_after`` (PRODUCT §4), so dormancy does not depend on when a
+    shard hears the watermark.
     """
     n_tr = 0
-    n_stages = threshold.shape[0]
-    slots = dd_hash.shape[1]
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        t = ts[i]
-        h = eid_hash[i]
-        if n[r] > 0 and stage[r] != n_stages and T[r] + dormant_after_ms < mark[i]:
-            tr_event[n_tr] = i
-            tr_from[n_tr] = stage[r]
-            tr_to[n_tr] = n_stages
-            tr_version[n_tr] = n[r]
-            tr_ts[n_tr] = T[r] + dormant_after_ms
-            tr_dormant[n_tr] = True
-            n_tr += 1
+    n_stages = m.stage_threshold.shape[0]
+    slots = c.dd_hash.shape[1]
+    T, S, E, Sn, Sd, n, stage = c.T, c.S, c.E, c.Sn, c.Sd, c.n, c.stage
+    for i in range(b.rows.shape[0]):
+        r = b.rows[i]
+        t = b.ts[i]
+        h = b.eid_hash[i]
+        if n[r] > 0 and stage[r] != n_stages and T[r] + dormant_after_ms < b.mark[i]:
+            n_tr = _transition(out, n_tr, i, stage[r], n_stages, n[r], T[r] + dormant_after_ms, True)
             stage[r] = n_stages
-        if n[r] > 0 and abs(T[r] - t) <= dedup_window_ms:
+        if n[r] > 0 and abs(T[r] - t) <= m.dedup_window_ms:
             dup = False
             for j in range(slots):
-                if dd_hash[r, j] == h and dd_ts[r, j] != NO_TIME:
+                if c.dd_hash[r, j] == h and c.dd_ts[r, j] != NO_TIME:
                     dup = True
                     break
             if dup:
                 accepted[i] = False
                 continue
         accepted[i] = True
-        tp = type_idx[i]
-        w = type_weight[tp] * channel_mult[chan_idx[i]]
-        s = sentiment[i]
+        tp = b.type_idx[i]
+        w = m.type_weight[tp] * m.channel_mult[b.chan_idx[i]]
+        s = b.sentiment[i]
         if n[r] == 0 or t >= T[r]:
-            d = 2.0 ** (-(t - T[r]) / half_life_ms) if n[r] > 0 else 0.0
+            d = 2.0 ** (-(t - T[r]) / m.half_life_ms) if n[r] > 0 else 0.0
             S[r] = S[r] * d + w
             for k in range(n_stages):
-                E[r, k] = E[r, k] * d + w * type_factor[tp, k]
+                E[r, k] = E[r, k] * d + w * m.type_factor[tp, k]
             Sn[r] *= d
             Sd[r] *= d
             if not np.isnan(s):
@@ -110,56 +146,72 @@ def _score_batch(  # pragma: no cover - compiled
                 Sd[r] += 1.0
             T[r] = t
         else:
-            d = 2.0 ** (-(T[r] - t) / half_life_ms)
+            d = 2.0 ** (-(T[r] - t) / m.half_life_ms)
             S[r] += w * d
             for k in range(n_stages):
-                E[r, k] += w * type_factor[tp, k] * d
+                E[r, k] += w * m.type_factor[tp, k] * d
             if not np.isnan(s):
                 Sn[r] += s * d
                 Sd[r] += d
-        q = type_req_slot[tp]
+        q = m.type_req_slot[tp]
         if q >= 0:
-            counts[r, q] += 1
+            c.counts[r, q] += 1
         n[r] += 1
-        # Remember the id unless it is already too old for any duplicate to be caught.
-        horizon = T[r] - dedup_window_ms
-        if t >= horizon:
-            victim = 0
-            for j in range(slots):
-                if dd_ts[r, j] < horizon:
-                    victim = j
-                    break
-                if dd_ts[r, j] < dd_ts[r, victim]:
-                    victim = j
-            dd_hash[r, victim] = h
-            dd_ts[r, victim] = t
-        new = _stage_of(r, E, Sn, Sd, counts, threshold, min_sentiment, requires)
+        _remember(c, r, h, t, T[r] - m.dedup_window_ms)
+        new = _stage_of(c, r, m)
         if new != stage[r]:
-            tr_event[n_tr] = i
-            tr_from[n_tr] = stage[r]
-            tr_to[n_tr] = new
-            tr_version[n_tr] = n[r]
-            tr_ts[n_tr] = t
-            tr_dormant[n_tr] = False
-            n_tr += 1
+            n_tr = _transition(out, n_tr, i, stage[r], new, n[r], t, False)
             stage[r] = new
         stage_after[i] = new
     return n_tr
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _transition(out, k, event, from_stage, to_stage, version, ts, dormant):  # pragma: no cover
+    """Write stage change ``k``; returns ``k + 1``."""
+    out.event[k] = event
+    out.from_stage[k] = from_stage
+    out.to_stage[k] = to_stage
+    out.version[k] = version
+    out.ts[k] = ts
+    out.dormant[k] = dormant
+    return k + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _remember(c, r, h, t, horizon):  # pragma: no cover - compiled
+    """Remember event id hash ``h`` at ``t`` in row ``r``, unless no duplicate could still be caught.
+
+    It takes the slot of an id already older than ``horizon`` (``T - dedup_window``), else
+    the oldest.
+    """
+    if t < horizon:
+        return
+    victim = 0
+    for j in range(c.dd_ts.shape[1]):
+        if c.dd_ts[r, j] < horizon:
+            victim = j
+            break
+        if c.dd_ts[r, j] < c.dd_ts[r, victim]:
+            victim = j
+    c.dd_hash[r, victim] = h
+    c.dd_ts[r, victim] = t
+
+
 @njit(cache=True, nogil=True)
-def _dormant_rows(watermark, dormant_after, T, n, stage, dormant, size, out_rows):  # pragma: no cover
-    """Rows whose ``T + dormant_after`` the watermark passed and that are not dormant yet.
+def _dormant_rows(c, size, watermark, dormant_after, out_rows):  # pragma: no cover - compiled
+    """Rows (of the first ``size``) whose ``T + dormant_after`` the watermark passed, not dormant yet.
 
     Returns their count and the smallest ``T + dormant_after`` of the others (the next
     time anyone can go dormant; the largest int64 when no one can).
     """
+    dormant = c.E.shape[1]  # the stage after the last
     count = 0
     earliest = np.iinfo(np.int64).max
     for r in range(size):
-        if n[r] == 0 or stage[r] == dormant:
+        if c.n[r] == 0 or c.stage[r] == dormant:
             continue
-        due = T[r] + dormant_after
+        due = c.T[r] + dormant_after
         if due < watermark:
             out_rows[count] = r
             count += 1

@@ -12,14 +12,14 @@ as entries of what is not zero. Customers belong to exactly one shard, so shares
 up to the exact totals, distinct customers included.
 """
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from config.model import JourneyMap
-from operators.base import NO_TIME, EventBatch
+from operators.base import EventBatch
+from operators.columns import Pool, capacity, copied, grown, restored, rows
 from operators.scoring import ScoreResult
 from operators.state import ShardState
 from operators.window_kernels import (
@@ -27,6 +27,14 @@ from operators.window_kernels import (
     N_COUNTS,
     N_SUMS,
     NO_SLOT,
+    ChannelCells,
+    CustomerKeys,
+    CustomerWindows,
+    MoveCells,
+    Sessions,
+    WindowedBatch,
+    WindowMap,
+    WindowSlots,
     _add_by_cell,
     _add_events,
     _add_moves,
@@ -133,8 +141,7 @@ def _rows(group: Any, which: npt.NDArray[np.bool_]) -> Any:
     return type(group)(*(col[which] for col in group))
 
 
-@dataclass(frozen=True)
-class ClosedSessions:
+class ClosedSessions(NamedTuple):
     """Sessions closed in one step, as columns."""
 
     rows: I64
@@ -146,97 +153,25 @@ class ClosedSessions:
     channels: I64  # [session, channel] event counts
 
 
-class _Pool:
-    """Records of equal shape in preallocated columns, reused through a stack of free slots.
-
-    Memory follows the most records open at once, never the number ever made. Columns
-    are read as attributes (``pool.start``) and handed to the kernels, which take slots
-    from the top of ``free[:n_free]`` and push closed ones back.
-    """
-
-    def __init__(self, **columns: tuple[tuple[int, ...], Any, object]) -> None:
-        self._spec = columns
-        for name, (tail, dtype, fill) in columns.items():
-            setattr(self, name, np.full((0, *tail), fill, dtype=dtype))
-        self.free = np.zeros(0, dtype=np.int64)
-        self.n_free = 0
-
-    def __getattr__(self, name: str) -> Any:
-        """Only reached for names that are not columns (the columns are set per instance)."""
-        raise AttributeError(name)
-
-    @property
-    def size(self) -> int:
-        """Slots reserved, in use or free."""
-        return int(self.free.shape[0])
-
-    @property
-    def in_use(self) -> int:
-        """Slots holding an open record."""
-        return self.size - self.n_free
-
-    def ensure(self, needed: int) -> None:
-        """At least ``needed`` free slots (low slots are used first)."""
-        if self.n_free >= needed:
-            return
-        have = self.size
-        cap = max(have + needed - self.n_free, 2 * have, 256)
-        for name, (_, _, fill) in self._spec.items():
-            setattr(self, name, _grown(getattr(self, name), cap, fill))
-        free = np.empty(cap, dtype=np.int64)
-        free[: self.n_free] = self.free[: self.n_free]
-        added = np.arange(cap - 1, have - 1, -1, dtype=np.int64)
-        free[self.n_free: self.n_free + added.size] = added
-        self.free = free
-        self.n_free += added.size
-
-    def snapshot(self) -> dict[str, Any]:
-        """Copies of the columns and the free stack."""
-        return {**{name: getattr(self, name).copy() for name in self._spec},
-                "free": self.free.copy(), "n_free": self.n_free}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Take over the state of ``snapshot()`` output."""
-        for name in self._spec:
-            setattr(self, name, np.array(snap[name]))
-        self.free, self.n_free = np.array(snap["free"]), int(snap["n_free"])
-
-
 class ShardWindows:
-    """The open sessions and windows of one shard."""
+    """The open sessions and windows of one shard, as bundles of columns (``window_kernels``)."""
 
     def __init__(self, journey: JourneyMap) -> None:
         arrays = journey.arrays
         self.channels = c = len(journey.channels) + 1
-        self.funnel = arrays.n_stages + 2  # no stage yet, the stages, dormant
-        self.type_roles = arrays.type_roles
-        self.gap = journey.session_gap_ms
-        self.width = journey.metrics_window_ms
-        # per customer
-        self.first_sess = np.full(0, NO_SLOT, dtype=np.int64)
-        self.last_out = np.full((0, c), NO_TIME, dtype=np.int64)
-        self.responded = np.zeros((0, c), dtype=np.bool_)
-        self.last_win = np.full((0, c), NO_TIME, dtype=np.int64)
-        i64, row = np.int64, ()
-        self.sessions = _Pool(row=(row, i64, NO_SLOT), start=(row, i64, 0), end=(row, i64, 0),
-                              events=(row, i64, 0), conv=(row, np.bool_, False),
-                              stage=(row, np.int16, 0), chan=((c,), i64, 0), next=(row, i64, 0),
-                              prev=(row, i64, 0))
-        self.cells = _Pool(chan=(row, i64, 0), next=(row, i64, NO_SLOT),
-                           counts=((N_COUNTS,), i64, 0), sums=((N_SUMS,), np.float64, 0.0),
-                           entry=(row, i64, -1))
-        self.moves = _Pool(key=(row, i64, 0), next=(row, i64, NO_SLOT), moved=(row, i64, 0),
-                           counted=(row, i64, 0))
-        # open tumbling windows: a slot each (its start, the first of its channel cells and
-        # of its move cells), found by start through a hash table of slots (a power of two,
-        # at most half full)
-        self.slots = _Pool(start=(row, i64, 0), first_cell=(row, i64, NO_SLOT),
-                           first_move=(row, i64, NO_SLOT))
+        # funnel indices: no stage yet, the stages, dormant
+        self.map = WindowMap(arrays.type_roles, journey.metrics_window_ms, journey.session_gap_ms,
+                             arrays.n_stages + 2)
+        self.width = self.map.width
+        self.customers = rows(CustomerWindows, 0, channels=c)
+        self.sessions = Pool(Sessions, channels=c)
+        self.cells = Pool(ChannelCells, counts=N_COUNTS, sums=N_SUMS)
+        self.moves = Pool(MoveCells)
+        # open tumbling windows: a slot each, found by start through a hash table of slots
+        # (a power of two, at most half full)
+        self.slots = Pool(WindowSlots)
         self.h_slot = np.full(MIN_HASH, NO_SLOT, dtype=np.int64)
-        # distinct customers per channel cell: (row, cell) noted when a customer enters one
-        self.ck_row = np.zeros(0, dtype=np.int64)
-        self.ck_cell = np.zeros(0, dtype=np.int64)
-        self.n_ck = 0
+        self.keys = rows(CustomerKeys, 0)
 
     @property
     def open_sessions(self) -> int:
@@ -256,21 +191,15 @@ class ShardWindows:
     # -- growth ---------------------------------------------------------------------------
 
     def _ensure_rows(self, size: int) -> None:
-        have = self.first_sess.shape[0]
-        if size <= have:
-            return
-        cap = max(size, 2 * have, 256)
-        self.first_sess = _grown(self.first_sess, cap, NO_SLOT)
-        self.last_out = _grown(self.last_out, cap, NO_TIME)
-        self.responded = _grown(self.responded, cap, False)
-        self.last_win = _grown(self.last_win, cap, NO_TIME)
+        have = capacity(self.customers)
+        if size > have:
+            self.customers = grown(self.customers, max(size, 2 * have, 256))
 
     def _ensure_keys(self, needed: int) -> None:
-        if self.n_ck + needed <= self.ck_row.shape[0]:
-            return
-        cap = max(self.n_ck + needed, 2 * self.ck_row.shape[0], 1024)
-        self.ck_row = _grown(self.ck_row, cap, 0)
-        self.ck_cell = _grown(self.ck_cell, cap, 0)
+        keys = self.keys
+        have = capacity(keys)
+        if int(keys.top[0]) + needed > have:
+            self.keys = grown(keys, max(int(keys.top[0]) + needed, 2 * have, 1024))
 
     def _ensure_window_slots(self, needed: int) -> None:
         """Room for ``needed`` windows more: free slots, and a hash table at most half full.
@@ -283,7 +212,7 @@ class ShardWindows:
             size *= 2
         if size > self.h_slot.shape[0] or 8 * size <= self.h_slot.shape[0]:
             h_slot = np.full(size, NO_SLOT, dtype=np.int64)
-            _rehash(self.h_slot, h_slot, slots.start, self.width)
+            _rehash(self.h_slot, h_slot, slots.cols.start, self.width)
             self.h_slot = h_slot
         slots.ensure(needed)
 
@@ -308,61 +237,40 @@ class ShardWindows:
             return
         self._ensure_rows(state.size)
         self._ensure_window_slots(m + moved)
-        sess, cells, moves = self.sessions, self.cells, self.moves
-        sess.ensure(m)
-        cells.ensure(m)
-        moves.ensure(moved)
+        self.sessions.ensure(m)
+        self.cells.ensure(m)
+        self.moves.ensure(moved)
         self._ensure_keys(m)
-        slots = self.slots
-        (sess.n_free, slots.n_free, cells.n_free, moves.n_free, self.n_ck) = _add_events(
-            self.first_sess, self.last_out, self.responded, self.last_win,
-            sess.row, sess.start, sess.end, sess.events, sess.conv, sess.stage, sess.chan,
-            sess.next, sess.prev, sess.free, sess.n_free,
-            self.width, slots.start, self.h_slot, slots.free, slots.n_free, slots.first_cell,
-            slots.first_move,
-            cells.chan, cells.next, cells.counts, cells.sums, cells.free, cells.n_free,
-            moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free,
-            self.ck_row, self.ck_cell, self.n_ck,
-            result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
-            result.stage_after, windowed, batch.own_mark,
-            tr.event, tr.from_stage, tr.to_stage, tr.ts, tr.dormant, watermark, self.funnel,
-            self.type_roles, self.gap,
+        _add_events(
+            self.customers, self.sessions.cols, self.slots.cols, self.h_slot, self.cells.cols,
+            self.moves.cols, self.keys,
+            WindowedBatch(result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
+                          result.stage_after, windowed, batch.own_mark),
+            tr, watermark, self.map,
         )
 
     def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
         """Count transitions to ``dormant`` in the windows of the times they happened at."""
-        to = np.full(at.size, self.funnel - 2, dtype=np.int16)  # dormant, as a stage index
+        to = np.full(at.size, self.map.funnel - 2, dtype=np.int16)  # dormant, as a stage index
         self._ensure_window_slots(np.unique(at - at % self.width).size)  # many customers, few windows
-        slots, moves = self.slots, self.moves
-        moves.ensure(at.size)
-        slots.n_free, moves.n_free = _add_moves(
-            at, from_stage, to, self.funnel,
-            self.width, slots.start, self.h_slot, slots.free, slots.n_free, slots.first_move,
-            moves.key, moves.next, moves.moved, moves.counted, moves.free, moves.n_free)
+        self.moves.ensure(at.size)
+        _add_moves(at, from_stage, to, self.map, self.slots.cols, self.h_slot, self.moves.cols)
 
     # -- closing ---------------------------------------------------------------------------
 
     def close_sessions(self, watermark: int) -> ClosedSessions:
         """Close and free the sessions no future event can join."""
-        sess = self.sessions
-        sess.n_free, *columns = _close_sessions(
-            watermark, self.gap, self.first_sess, sess.row, sess.start, sess.end, sess.events,
-            sess.conv, sess.stage, sess.chan, sess.next, sess.prev, sess.free, sess.n_free)
-        return ClosedSessions(*columns)
+        return ClosedSessions(*_close_sessions(watermark, self.map.gap, self.customers,
+                                               self.sessions.cols))
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
-        slots, cells, moves = self.slots, self.cells, self.moves
-        if not slots.in_use:
+        if not self.slots.in_use:
             return None
-        (slots.n_free, cells.n_free, moves.n_free, self.n_ck, starts, ch_start, ch_chan, ch_counts,
-         ch_sums, tr_start, tr_key, tr_count, pop_start, pop_stage, pop_change) = _close_windows(
-            watermark - self.width, self.width, slots.start, self.h_slot, slots.free, slots.n_free,
-            self.funnel,
-            slots.first_cell, cells.chan, cells.next, cells.counts, cells.sums, cells.entry,
-            cells.free, cells.n_free,
-            slots.first_move, moves.key, moves.next, moves.moved, moves.counted, moves.free,
-            moves.n_free, self.ck_row, self.ck_cell, self.n_ck)
+        (starts, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count, pop_start,
+         pop_stage, pop_change) = _close_windows(
+            watermark - self.width, self.map, self.slots.cols, self.h_slot, self.cells.cols,
+            self.moves.cols, self.keys)
         if not starts.size:
             return None
         return WindowShares(starts, ChannelEntries(ch_start, ch_chan, ch_counts, ch_sums),
@@ -370,27 +278,18 @@ class ShardWindows:
 
     # -- recovery --------------------------------------------------------------------------
 
-    _ARRAYS = ("first_sess", "last_out", "responded", "last_win", "ck_row", "ck_cell",
-               "h_slot")
     _POOLS = ("sessions", "cells", "moves", "slots")
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of everything open (safe to pickle while the windows keep changing)."""
-        snap: dict[str, Any] = {name: getattr(self, name).copy() for name in self._ARRAYS}
-        snap.update({name: getattr(self, name).snapshot() for name in self._POOLS})
-        snap["n_ck"] = self.n_ck
+        snap: dict[str, Any] = {name: getattr(self, name).snapshot() for name in self._POOLS}
+        snap.update(customers=copied(self.customers), keys=copied(self.keys), h_slot=self.h_slot.copy())
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Take over the state of ``snapshot()`` output (recovery resume)."""
-        for name in self._ARRAYS:
-            setattr(self, name, np.array(snap[name]))
         for name in self._POOLS:
             getattr(self, name).restore(snap[name])
-        self.n_ck = int(snap["n_ck"])
-
-
-def _grown(arr: npt.NDArray[Any], cap: int, fill: object) -> npt.NDArray[Any]:
-    new = np.full((cap, *arr.shape[1:]), fill, dtype=arr.dtype)
-    new[: arr.shape[0]] = arr
-    return new
+        self.customers = restored(CustomerWindows, snap["customers"])
+        self.keys = restored(CustomerKeys, snap["keys"])
+        self.h_slot = np.array(snap["h_slot"])
