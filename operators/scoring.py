@@ -57,7 +57,7 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays,
                    hash_ids(batch.event_ids), batch.mark),
         arrays, dormant_after_ms, accepted, stage_after, moves,
     )
-    tr = Transitions(*(col[:n_tr] for col in moves))
+    tr = Transitions._make(col[:n_tr] for col in moves)
     return ScoreResult(
         rows=rows,
         accepted=accepted,

@@ -104,7 +104,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
                 mark = heard
         rows = np.unique(np.concatenate(changed))
         if rows.size:
-            out[:0] = self.records.scores(self.state, rows)
+            out[:0] = self.records.scores(self.customer_texts, self.state, rows)
         self._count_open()
         return ([ShardOutput(out, shares, mark)], StatefulBatchLogic.RETAIN)
 
@@ -126,11 +126,12 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         if self.windows is not None:
             self.windows.add(self.state, batch, result, result.accepted & ~late, self.watermark)
         tr = result.transitions
-        cids, eids = batch.customer_ids, batch.event_ids
+        eids = batch.event_ids
         out += self.records.transitions(
-            [cids[i] for i in tr.event.tolist()], tr.from_stage, tr.to_stage, tr.ts.tolist(),
-            [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(), strict=True)],
-            tr.version.tolist())
+            self.customer_texts, self.state.ids, result.rows[tr.event], tr.from_stage, tr.to_stage,
+            tr.ts, [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(),
+                                                           strict=True)],
+            tr.version)
         m.events.inc(len(batch) - result.duplicates)
         m.duplicates.inc(result.duplicates)
         self._count_transitions(tr.from_stage.tolist(), tr.to_stage.tolist())
@@ -143,10 +144,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
             return _NO_ROWS
         rows, before, at, self.next_dormant = dormancy(self.state, watermark, self.dormant_after)
         if rows.size:
-            ids = self.state.ids
-            out += self.records.transitions([ids[r] for r in rows.tolist()], before,
-                                            self.state.stage[rows], at.tolist(), [None] * rows.size,
-                                            self.state.n[rows].tolist())
+            out += self.records.transitions(self.customer_texts, self.state.ids, rows, before,
+                                            self.state.stage[rows], at, [None] * rows.size,
+                                            self.state.n[rows])
             self._count_transitions(before.tolist(), self.state.stage[rows].tolist())
             if self.windows is not None:
                 self.windows.count_dormancy(before, at)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from config import DEFAULT_PATH, load_settings
 from operators.base import each_record
 from operators.records import CustomerTexts, RecordBuilder
+from operators.state import ShardState
 from operators.window_kernels import (
     CLICKS,
     CONVERSIONS,
@@ -146,4 +147,73 @@ def test_window_records(rb: RecordBuilder, data: st.DataObject) -> None:
             "transitions": {f"{names[key // funnel]}>{names[key % funnel]}": n
                             for (w, key), n in zip(moves, move_counts, strict=True) if w == j},
             "populations": dict(zip(names[1:], populations[j, 1:].tolist(), strict=True)),
+        })
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e15, max_value=1e15)
+
+
+@given(builders(), st.data())
+@hyp_settings(max_examples=150, deadline=None)
+def test_score_records(rb: RecordBuilder, data: st.DataObject) -> None:
+    jmap = SETTINGS.journey
+    n = data.draw(st.integers(min_value=1, max_value=12))
+    ids = data.draw(st.lists(st.text(max_size=12), min_size=n, max_size=n, unique=True))
+    state = ShardState(jmap.arrays, capacity=1)
+    state.rows_for(ids)
+    k = len(jmap.stage_names)
+    cols = state.columns
+    cols.S[:n] = data.draw(st.lists(finite, min_size=n, max_size=n))
+    cols.Sn[:n] = data.draw(st.lists(finite, min_size=n, max_size=n))
+    cols.Sd[:n] = data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.25]), min_size=n, max_size=n))
+    cols.E[:n] = np.array(data.draw(st.lists(finite, min_size=n * k, max_size=n * k))).reshape(n, k)
+    cols.n[:n] = data.draw(st.lists(st.integers(1, 2**62), min_size=n, max_size=n))
+    cols.T[:n] = data.draw(st.lists(st.integers(0, 2**62), min_size=n, max_size=n))
+    cols.stage[:n] = data.draw(st.lists(st.integers(0, k), min_size=n, max_size=n))
+    rows = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True)),
+                    dtype=np.int64)
+    texts = CustomerTexts()
+    texts.cover(ids[: data.draw(st.integers(0, n))])  # texts made earlier are extended
+    out = each_record(rb.scores(texts, state, rows))
+    assert len(out) == rows.size
+    for r, (topic, key, value) in zip(rows.tolist(), out, strict=True):
+        S, Sn, Sd = float(cols.S[r]), float(cols.Sn[r]), float(cols.Sd[r])
+        pos = S if S > 0.0 else 0.0  # as numpy.maximum: -0.0 counts as 0.0
+        assert (topic, key) == (SETTINGS.topics.scores, ids[r].encode())
+        assert value == orjson.dumps({
+            "customer_id": ids[r], "stage": rb.stage_name(int(cols.stage[r])), "score": S,
+            "engagement": 100.0 * pos / (pos + jmap.saturation),
+            "sentiment": Sn / Sd if Sd > 0 else None,
+            "evidence": dict(zip(jmap.stage_names, cols.E[r].tolist(), strict=True)),
+            "events": int(cols.n[r]), "last_event_ts": int(cols.T[r]),
+        })
+
+
+@given(builders(), st.data())
+@hyp_settings(max_examples=150, deadline=None)
+def test_transition_records(rb: RecordBuilder, data: st.DataObject) -> None:
+    ids = data.draw(st.lists(st.text(max_size=12), min_size=1, max_size=8, unique=True))
+    m = data.draw(st.integers(min_value=1, max_value=12))
+    stages = len(rb.names_by_index)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(ids) - 1), min_size=m, max_size=m)), dtype=np.int64)
+    from_stage = np.array(data.draw(st.lists(st.integers(-1, stages - 2), min_size=m, max_size=m)),
+                          dtype=np.int16)
+    to_stage = np.array(data.draw(st.lists(st.integers(0, stages - 2), min_size=m, max_size=m)),
+                        dtype=np.int16)
+    ts = np.array(data.draw(st.lists(ints, min_size=m, max_size=m)), dtype=np.int64)
+    versions = np.array(data.draw(st.lists(st.integers(1, 2**62), min_size=m, max_size=m)), dtype=np.int64)
+    # plain ids take a faster path than ids that need escaping; dormancy has no event id
+    eid_texts = data.draw(st.sampled_from([st.text(max_size=12),
+                                           st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True)]))
+    event_ids = data.draw(st.lists(st.none() | eid_texts, min_size=m, max_size=m))
+    out = each_record(rb.transitions(CustomerTexts(), ids, rows, from_stage, to_stage, ts, event_ids,
+                                     versions))
+    assert len(out) == m
+    for i, (topic, key, value) in enumerate(out):
+        r = int(rows[i])
+        assert (topic, key) == (SETTINGS.topics.transitions, ids[r].encode())
+        assert value == orjson.dumps({
+            "customer_id": ids[r], "from": rb.stage_name(int(from_stage[i])),
+            "to": rb.stage_name(int(to_stage[i])), "ts": int(ts[i]), "event_id": event_ids[i],
+            "version": int(versions[i]),
         })
