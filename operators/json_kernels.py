@@ -1,14 +1,15 @@
 """A Numba kernel that writes many JSON records into one byte buffer, from a declared layout.
 
-Window records come by the hundred thousand in a replay of sparse history, and building
-a dict per record for ``orjson`` cost more than computing the windows. ``_render``
-writes the same bytes ``orjson.dumps`` writes for the same dict (keys in order, no
-spaces), record after record, and notes where each ends. What it writes is a
-``RecordLayout``: per field its format and where its value is, made once from a
-record kind's declaration (``records``). Everything textual arrives pre-rendered, as
-pieces of text tables (a blob of pieces one separator byte apart, with offsets): the
-literal ``{"name":`` pieces, names, customer ids, and floats in orjson's own text (one
-call per batch), so escaping and float formatting stay orjson's.
+Records come by the hundred thousand in a replay, and building a dict per record for
+``orjson`` cost more than computing them. ``_render`` writes the same bytes
+``orjson.dumps`` writes for the same dict (keys in order, no spaces), record after
+record, and notes where each ends. What it writes is a ``RecordLayout``: per field its
+format and where its value is, made once from a record kind's declaration
+(``records``). Everything textual arrives pre-rendered as pieces of three text tables
+(a blob of pieces one separator byte apart, with offsets): ``static`` holds the literal
+``{"name":`` pieces and the names a kind uses, ``customers`` a shard's customer ids,
+``texts`` what one call brings (floats in orjson's own text, event ids). Escaping and
+float formatting stay orjson's.
 """
 
 from typing import NamedTuple
@@ -19,31 +20,44 @@ from numba import njit
 
 from operators.columns import I64
 
-INT, PIECE, OBJECT = range(3)
-"""Field formats: an integer; a piece of a text table; an object of entries (``{key: value}``)."""
+INT, PIECE, OBJECT, ENTRIES = range(4)
+"""Field formats: an integer; a piece of text; an object of one value per key (a block of
+columns); an object of entries (``RecordValues.first/keys/values``)."""
+STATIC_TEXT, CUSTOMER_TEXT, CALL_TEXT = range(3)
+"""Text tables a piece comes from."""
+NUMBER = -1
+"""An object's values are the integers themselves, not pieces of text."""
 
 _MINUS, _ZERO, _COMMA, _COLON = 45, 48, 44, 58
 _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
 class RecordLayout(NamedTuple):
-    """How a record kind is written, per field (text table 0 holds the literal pieces)."""
+    """How a record kind is written, per field; static piece ``f`` is the literal before field ``f``."""
 
-    format: I64  # INT, PIECE or OBJECT
-    column: I64  # INT, PIECE: column of ``RecordValues.ints`` (the integer, the piece); OBJECT: entry set
-    table: I64  # PIECE: the piece's text table; OBJECT: the keys' text table
-    value_table: I64  # OBJECT: the values' text table, -1 when values are integers
+    format: I64  # INT, PIECE, OBJECT or ENTRIES
+    column: I64  # the field's (first) column of ``RecordValues.ints``
+    width: I64  # OBJECT: its columns, one per key
+    source: I64  # PIECE: the piece's text table; OBJECT, ENTRIES: the values' (or NUMBER)
+    base: I64  # static piece number of a STATIC_TEXT piece 0, or of an object's key 0
+    skip_zeros: I64  # OBJECT: leave out keys whose value is 0
 
 
 class RecordValues(NamedTuple):
-    """What one call writes: per record its integers and piece numbers, text tables, entries."""
+    """What one call writes: per record its integers and piece numbers; the entries of ENTRIES."""
 
     ints: I64  # [record, column]
-    blobs: tuple[npt.NDArray[np.uint8], ...]  # text tables (read-only)
-    offsets: tuple[I64, ...]  # piece ``p`` of table ``t``: blobs[t][offsets[t][p]:offsets[t][p + 1] - 1]
-    first: tuple[I64, ...]  # per entry set: record ``i``'s entries are first[i]:first[i + 1]
-    keys: tuple[I64, ...]  # the entry's key (a piece of the field's key table)
-    values: tuple[I64, ...]  # its value: an integer, or a piece of the field's value table
+    first: I64  # record ``i``'s entries are ``first[i]:first[i + 1]``
+    keys: I64  # the entry's key (static piece number - base)
+    values: I64  # its value: an integer, or a piece number
+
+
+class Texts(NamedTuple):
+    """A text table: pieces one separator byte apart in ``blob``, piece ``i`` from ``offsets[i]``."""
+
+    blob: npt.NDArray[np.uint8]
+    offsets: I64
+    longest: int  # the longest piece's length (for sizing buffers; kernels ignore it)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -55,7 +69,7 @@ def _put_text(buf, pos, blob, off, i):  # pragma: no cover - compiled
     return pos + b - a
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put_int(buf, pos, v):  # pragma: no cover - compiled
     if v < 0:
         buf[pos] = _MINUS
@@ -76,38 +90,62 @@ def _put_int(buf, pos, v):  # pragma: no cover - compiled
     return pos + n
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _put_entry(buf, pos, first, key, value, source, s_blob, s_off, v_blob, v_off):  # pragma: no cover
+    """``"key":value`` of an object (a static key; an integer value or a piece of ``v_blob``)."""
+    if not first:
+        buf[pos] = _COMMA
+        pos += 1
+    pos = _put_text(buf, pos, s_blob, s_off, key)
+    buf[pos] = _COLON
+    pos += 1
+    if source == NUMBER:
+        return _put_int(buf, pos, value)
+    return _put_text(buf, pos, v_blob, v_off, value)
+
+
 @njit(cache=True, nogil=True)
-def _render(buf, ends, layout, v):  # pragma: no cover - compiled
+def _render(buf, ends, layout, v, static, customers, texts):  # pragma: no cover - compiled
     """Every record of ``v`` as ``layout`` says, one after another; ``ends[i]`` is where record i ends.
 
-    Returns the bytes written.
+    Returns the bytes written. Arrays are taken out of their bundles once, before the
+    loops (inside them, each use would count a reference).
     """
-    lit, lit_off = v.blobs[0], v.offsets[0]
-    fields = layout.format.shape[0]
+    fmts, cols, widths = layout.format, layout.column, layout.width
+    sources, bases, skips = layout.source, layout.base, layout.skip_zeros
+    ints, first, keys, values = v.ints, v.first, v.keys, v.values
+    s_blob, s_off = static.blob, static.offsets
+    c_blob, c_off = customers.blob, customers.offsets
+    t_blob, t_off = texts.blob, texts.offsets
+    fields = fmts.shape[0]
     pos = 0
-    for i in range(v.ints.shape[0]):
+    for i in range(ints.shape[0]):
         for f in range(fields):
-            pos = _put_text(buf, pos, lit, lit_off, f)
-            fmt, col = layout.format[f], layout.column[f]
+            pos = _put_text(buf, pos, s_blob, s_off, f)
+            fmt, col, source = fmts[f], cols[f], sources[f]
             if fmt == INT:
-                pos = _put_int(buf, pos, v.ints[i, col])
+                pos = _put_int(buf, pos, ints[i, col])
             elif fmt == PIECE:
-                t = layout.table[f]
-                pos = _put_text(buf, pos, v.blobs[t], v.offsets[t], v.ints[i, col])
+                if source == STATIC_TEXT:
+                    pos = _put_text(buf, pos, s_blob, s_off, ints[i, col] + bases[f])
+                elif source == CUSTOMER_TEXT:
+                    pos = _put_text(buf, pos, c_blob, c_off, ints[i, col])
+                else:
+                    pos = _put_text(buf, pos, t_blob, t_off, ints[i, col])
+            elif fmt == OBJECT:
+                skip, base, none_yet = skips[f], bases[f], True
+                for k in range(widths[f]):
+                    value = ints[i, col + k]
+                    if skip and value == 0:
+                        continue
+                    pos = _put_entry(buf, pos, none_yet, base + k, value, source, s_blob, s_off,
+                                     t_blob, t_off)
+                    none_yet = False
             else:
-                first, keys, values = v.first[col], v.keys[col], v.values[col]
-                kt, vt = layout.table[f], layout.value_table[f]
+                base = bases[f]
                 for e in range(first[i], first[i + 1]):
-                    if e > first[i]:
-                        buf[pos] = _COMMA
-                        pos += 1
-                    pos = _put_text(buf, pos, v.blobs[kt], v.offsets[kt], keys[e])
-                    buf[pos] = _COLON
-                    pos += 1
-                    if vt < 0:
-                        pos = _put_int(buf, pos, values[e])
-                    else:
-                        pos = _put_text(buf, pos, v.blobs[vt], v.offsets[vt], values[e])
-        pos = _put_text(buf, pos, lit, lit_off, fields)
+                    pos = _put_entry(buf, pos, e == first[i], base + keys[e], values[e], source,
+                                     s_blob, s_off, t_blob, t_off)
+        pos = _put_text(buf, pos, s_blob, s_off, fields)
         ends[i] = pos
     return pos

@@ -18,7 +18,20 @@ import orjson
 from config.model import DORMANT, OTHER_CHANNEL, JourneyMap, Topics
 from operators.base import EventBatch, Output, OutRecord, RecordBlock
 from operators.columns import I64
-from operators.json_kernels import INT, OBJECT, PIECE, RecordLayout, RecordValues, _render
+from operators.json_kernels import (
+    CALL_TEXT,
+    CUSTOMER_TEXT,
+    ENTRIES,
+    INT,
+    NUMBER,
+    OBJECT,
+    PIECE,
+    STATIC_TEXT,
+    RecordLayout,
+    RecordValues,
+    Texts,
+    _render,
+)
 from operators.state import ShardState
 from operators.window_kernels import (
     CLICKS,
@@ -37,20 +50,23 @@ U8 = npt.NDArray[np.uint8]
 _INT_WIDTH = 20  # the longest int64 in decimal, sign included
 CONST = -1
 """A field whose value is the same JSON text in every record (folded into the literal pieces)."""
+CUSTOMER_IDS = "customers"
+"""The text table of a shard's customer ids (by row)."""
 
 
 class Field(NamedTuple):
     """One JSON field of a record kind."""
 
     name: str
-    format: int  # INT, PIECE, OBJECT (json_kernels) or CONST
-    column: str = ""  # INT: the integer's column; PIECE: the piece number's; OBJECT: the entry set
-    table: str = ""  # PIECE: the text table of the piece; OBJECT: of the keys; CONST: the JSON text
-    value_table: str = ""  # OBJECT: the text table of the values ("": integers)
+    format: int  # INT, PIECE, OBJECT, ENTRIES (json_kernels) or CONST
+    column: str = ""  # the column of the value (the piece number; OBJECT: a block of one per key)
+    table: str = ""  # PIECE: the text table of the piece; OBJECT, ENTRIES: of the keys; CONST: the text
+    value_table: str = ""  # OBJECT, ENTRIES: the text table of the values ("": integers)
+    skip_zeros: bool = False  # OBJECT: leave out keys whose value is 0
 
 
 SCORE = (
-    Field("customer_id", PIECE, "row", "customers"),
+    Field("customer_id", PIECE, "row", CUSTOMER_IDS),
     Field("stage", PIECE, "stage", "stages"),
     Field("score", PIECE, "score", "floats"),
     Field("engagement", PIECE, "engagement", "floats"),
@@ -60,7 +76,7 @@ SCORE = (
     Field("last_event_ts", INT, "last_event_ts"),
 )
 TRANSITION = (
-    Field("customer_id", PIECE, "row", "customers"),
+    Field("customer_id", PIECE, "row", CUSTOMER_IDS),
     Field("from", PIECE, "from", "stages"),
     Field("to", PIECE, "to", "stages"),
     Field("ts", INT, "ts"),
@@ -68,12 +84,12 @@ TRANSITION = (
     Field("version", INT, "version"),
 )
 SESSION = (
-    Field("customer_id", PIECE, "row", "customers"),
+    Field("customer_id", PIECE, "row", CUSTOMER_IDS),
     Field("session_start", INT, "start"),
     Field("session_end", INT, "end"),
     Field("duration_ms", INT, "duration"),
     Field("events", INT, "events"),
-    Field("channels", OBJECT, "channels", "channels"),
+    Field("channels", OBJECT, "channels", "channels", skip_zeros=True),
     Field("converted", PIECE, "converted", "booleans"),
     Field("stage_end", PIECE, "stage", "stages"),
 )
@@ -96,31 +112,17 @@ FUNNEL = (
     Field("kind", CONST, table='"funnel"'),
     Field("window_start", INT, "start"),
     Field("window_end", INT, "end"),
-    Field("transitions", OBJECT, "transitions", "moves"),
+    Field("transitions", ENTRIES, "transitions", "moves"),
     Field("populations", OBJECT, "populations", "populations"),
 )
 
 
-class Texts(NamedTuple):
-    """A text table: pieces one separator byte apart in ``blob``, piece ``i`` from ``offsets[i]``."""
-
-    blob: U8  # read-only, so every table has one type for the kernel
-    offsets: I64
-    longest: int
-
-
 class Entries(NamedTuple):
-    """An object field's entries: record ``i`` has entries ``first[i]:first[i + 1]``."""
+    """An ENTRIES field's entries: record ``i`` has entries ``first[i]:first[i + 1]``."""
 
     first: I64
-    keys: I64
+    keys: I64  # the key: a piece number of the field's key table
     values: I64
-
-
-def _read_only(blob: U8) -> U8:
-    view = blob.view()
-    view.flags.writeable = False
-    return view
 
 
 def _pieces(texts: Sequence[bytes]) -> Texts:
@@ -131,14 +133,17 @@ def _pieces(texts: Sequence[bytes]) -> Texts:
                  max((len(t) for t in texts), default=0))
 
 
+_NONE = _pieces([])
+
+
 def _json_strings(texts: Sequence[str | None]) -> Texts:
     """Strings in JSON (None as null), laid out as ``_pieces`` does, from one ``orjson`` call.
 
-    Without a backslash in the output and with no null, every quote is a string's first or
-    last byte.
+    Without a backslash and a null in the output, every quote is a string's first or last
+    byte.
     """
     whole = orjson.dumps(texts)
-    if b"\\" in whole or b"null" in whole or not texts:
+    if not texts or b"\\" in whole or b"null" in whole:
         return _pieces([orjson.dumps(t) for t in texts])
     body = np.frombuffer(whole, dtype=np.uint8)[1:-1]
     quotes = np.flatnonzero(body == ord('"'))
@@ -153,21 +158,9 @@ def _float_texts(values: npt.NDArray[np.float64]) -> Texts:
     return Texts(body, offsets, int(np.diff(offsets).max()) - 1)
 
 
-def _names(names: Sequence[str | None]) -> Texts:
+def _names(names: Sequence[str | None]) -> list[bytes]:
     """Names as JSON strings (None as null)."""
-    return _pieces([orjson.dumps(name) for name in names])
-
-
-def _dense(table: npt.NDArray[np.int64], skip_zeros: bool) -> Entries:
-    """A [record, key] table as entries (every key, or only the keys whose value is not zero)."""
-    n, k = table.shape
-    if not skip_zeros:
-        return Entries(np.arange(n + 1, dtype=np.int64) * k, np.tile(np.arange(k, dtype=np.int64), n),
-                       np.ascontiguousarray(table, dtype=np.int64).ravel())
-    flat = np.flatnonzero(table)
-    record, key = np.divmod(flat, k)
-    return Entries(np.searchsorted(record, np.arange(n + 1)).astype(np.int64), key,
-                   table.ravel()[flat].astype(np.int64))
+    return [orjson.dumps(name) for name in names]
 
 
 def _block(topic: str, keys: list[bytes], buf: U8, ends: I64) -> list[Output]:
@@ -177,61 +170,91 @@ def _block(topic: str, keys: list[bytes], buf: U8, ends: I64) -> list[Output]:
 
 
 class RecordKind:
-    """A record kind's layout, derived once from its declared fields; renders batches of records."""
+    """A record kind's layout, derived once from its declared fields; renders batches of records.
 
-    def __init__(self, fields: Sequence[Field]) -> None:
-        self.fields = tuple(fields)
+    ``names`` are the text tables of names the fields may refer to (stages, channels...):
+    with the literal pieces they make the kind's static table. Any other table but the
+    customer ids is the one table of text a call brings (floats, event ids).
+    """
+
+    def __init__(self, fields: Sequence[Field], names: Mapping[str, Sequence[bytes]]) -> None:
         literals: list[str] = []
-        text = "{"
         written: list[Field] = []
+        text = "{"
         for f in fields:
             text += ("" if text == "{" else ",") + orjson.dumps(f.name).decode() + ":"
             if f.format == CONST:
                 text += f.table
                 continue
-            literals.append(text + ("{" if f.format == OBJECT else ""))
-            text = "}" if f.format == OBJECT else ""
+            literals.append(text + ("{" if f.format in (OBJECT, ENTRIES) else ""))
+            text = "}" if f.format in (OBJECT, ENTRIES) else ""
             written.append(f)
         literals.append(text + "}")
-        self.literals = _pieces([t.encode() for t in literals])
-        self.columns = tuple(dict.fromkeys(f.column for f in written if f.format != OBJECT))
-        self.entry_sets = tuple(f.column for f in written if f.format == OBJECT)
-        self.tables = ("", *dict.fromkeys(t for f in written for t in (f.table, f.value_table) if t))
-        table = {name: i for i, name in enumerate(self.tables)}
-        self.written = tuple(written)
-        self.layout = RecordLayout(
-            np.array([f.format for f in written], dtype=np.int64),
-            np.array([self.entry_sets.index(f.column) if f.format == OBJECT else self.columns.index(f.column)
-                      for f in written], dtype=np.int64),
-            np.array([table.get(f.table, 0) for f in written], dtype=np.int64),
-            np.array([table[f.value_table] if f.value_table else -1 for f in written], dtype=np.int64),
-        )
+        pieces = [t.encode() for t in literals]
+        base: dict[str, int] = {}
+        for t in dict.fromkeys(t for f in written for t in (f.table, f.value_table) if t in names):
+            base[t] = len(pieces)
+            pieces += names[t]
+        self.static = _pieces(pieces)
+        per_call = {t for f in written for t in (f.table, f.value_table)} - {"", CUSTOMER_IDS, *names}
+        if len(per_call) > 1:
+            msg = f"a record kind takes one table of text per call, not {sorted(per_call)}"
+            raise ValueError(msg)
 
-    def render(self, topic: str, keys: list[bytes], columns: Mapping[str, npt.NDArray[Any]],
-               tables: Mapping[str, Texts], entries: Mapping[str, Entries] | None = None) -> list[Output]:
-        """One record per key, from its integer ``columns``, text ``tables`` and object ``entries``."""
+        def source(table: str) -> int:
+            if not table:
+                return NUMBER
+            return STATIC_TEXT if table in names else CUSTOMER_TEXT if table == CUSTOMER_IDS else CALL_TEXT
+
+        self.widths = {f.column: len(names[f.table]) if f.format == OBJECT else 1
+                       for f in written if f.format != ENTRIES}
+        starts = np.cumsum([0, *self.widths.values()]).tolist()
+        self.columns = dict(zip(self.widths, starts, strict=False))
+        self.layout = RecordLayout(*(np.array(column, dtype=np.int64) for column in zip(*(
+            (f.format, self.columns.get(f.column, 0), self.widths.get(f.column, 0),
+             source(f.value_table if f.format in (OBJECT, ENTRIES) else f.table),
+             base.get(f.table, 0), f.skip_zeros) for f in written), strict=True)))
+        longest = {t: max(map(len, names[t])) for t in base}
+        # bytes per record at most, but for what a call's tables add
+        self.fixed = int(self.static.offsets[len(literals)]) - len(literals)
+        self.fixed += sum(_INT_WIDTH if f.format == INT else longest.get(f.table, 0)
+                          for f in written if f.format in (INT, PIECE))
+        self.fixed += sum(self.widths[f.column] * (longest[f.table] + 2 + _INT_WIDTH)
+                          for f in written if f.format == OBJECT and not f.value_table)
+        self.per_call = [(f.format, f.table if f.format == PIECE else f.value_table,
+                          self.widths.get(f.column, 1), longest.get(f.table, 0))
+                         for f in written if f.format == ENTRIES or source(f.table) != STATIC_TEXT
+                         or (f.format == OBJECT and f.value_table)]
+
+    def render(self, topic: str, keys: list[bytes], columns: Mapping[str, npt.NDArray[Any]], *,
+               customers: Texts = _NONE, texts: Texts = _NONE, entries: Entries | None = None
+               ) -> list[Output]:
+        """One record per key, from its ``columns``, the customer ids, a call's ``texts`` and ``entries``."""
         n = len(keys)
         if not n:
             return []
-        entries = entries or {}
-        texts = [self.literals, *(tables[t] for t in self.tables[1:])]
-        size = n * (int(self.literals.offsets[-1]) + sum(
-            _INT_WIDTH if f.format == INT else tables[f.table].longest
-            for f in self.written if f.format != OBJECT))
-        for f in self.written:
-            if f.format == OBJECT:
-                e = entries[f.column]
-                value = tables[f.value_table].longest if f.value_table else _INT_WIDTH
-                size += e.keys.size * (tables[f.table].longest + 2 + value)
-        sets = [entries[name] for name in self.entry_sets] or [Entries(*([np.zeros(1, np.int64)] * 3))]
-        values = RecordValues(
-            np.stack([np.asarray(columns[c], dtype=np.int64) for c in self.columns], axis=1),
-            tuple(_read_only(t.blob) for t in texts), tuple(t.offsets for t in texts),
-            tuple(e.first for e in sets), tuple(e.keys for e in sets), tuple(e.values for e in sets))
+        ints = np.empty((n, sum(self.widths.values())), dtype=np.int64)
+        for name, at in self.columns.items():
+            values = columns[name]
+            ints[:, at: at + self.widths[name]] = values.reshape(n, -1) if values.ndim == 1 else values
+        size = n * self.fixed
+        for fmt, table, width, key_longest in self.per_call:
+            if fmt == ENTRIES:
+                assert entries is not None
+                size += entries.keys.size * (key_longest + 2 + _INT_WIDTH)
+            elif fmt == OBJECT:
+                size += n * width * (key_longest + 2 + texts.longest)
+            else:
+                size += n * (customers.longest if table == CUSTOMER_IDS else texts.longest)
+        e = entries or _NO_ENTRIES
         buf = np.empty(size, dtype=np.uint8)
         ends = np.empty(n, dtype=np.int64)
-        _render(buf, ends, self.layout, values)
+        _render(buf, ends, self.layout, RecordValues(ints, e.first, e.keys, e.values), self.static,
+                customers, texts)
         return _block(topic, keys, buf, ends)
+
+
+_NO_ENTRIES = Entries(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 class CustomerTexts:
@@ -267,9 +290,6 @@ class CustomerTexts:
         return Texts(self.blob, self.offsets, self.longest)
 
 
-_BOOLEANS = _pieces([b"false", b"true"])
-
-
 class RecordBuilder:
     """Renders every record of one journey map: scores, transitions, sessions, windows, late events."""
 
@@ -282,17 +302,19 @@ class RecordBuilder:
         # funnel index (stage + 1) -> name; a transition's key is from * funnel_size + to
         self.funnel_names = ("none", *self.names_by_index[1:])
         self.funnel_size = len(self.funnel_names)
-        self.tables = {
+        names = {
             "stages": _names(self.names_by_index),  # by stage + 1: null, stages, dormant
             "evidence": _names(journey.stage_names),
             "channels": _names(self.channel_names),
             "moves": _names([f"{a}>{b}" for a in self.funnel_names for b in self.funnel_names]),
             "populations": _names(self.funnel_names[1:]),
-            "booleans": _BOOLEANS,
+            "booleans": [b"false", b"true"],
         }
-        self.kinds = {name: RecordKind(fields) for name, fields in (
-            ("scores", SCORE), ("transitions", TRANSITION), ("sessions", SESSION),
-            ("channels", CHANNEL_WINDOW), ("funnels", FUNNEL))}
+        self.score_kind = RecordKind(SCORE, names)
+        self.transition_kind = RecordKind(TRANSITION, names)
+        self.session_kind = RecordKind(SESSION, names)
+        self.channel_kind = RecordKind(CHANNEL_WINDOW, names)
+        self.funnel_kind = RecordKind(FUNNEL, names)
         self.n_stages = len(journey.stage_names)
         self.saturation = journey.saturation
         self.topics = topics
@@ -309,24 +331,21 @@ class RecordBuilder:
         S = state.S[rows]
         pos = np.maximum(S, 0.0)
         Sd = state.Sd[rows]
-        floats = np.empty((n, 3 + k), dtype=np.float64)
+        floats = np.empty((n, 3 + k), dtype=np.float64)  # score, engagement, sentiment, evidence
         floats[:, 0] = S
         floats[:, 1] = 100.0 * pos / (pos + self.saturation)
         with np.errstate(divide="ignore", invalid="ignore"):
             floats[:, 2] = np.where(Sd > 0.0, state.Sn[rows] / Sd, np.nan)
         floats[:, 3:] = state.E[rows]
-        piece = np.arange(n, dtype=np.int64) * (3 + k)
-        table = customers.cover(state.ids)
+        piece = np.arange(0, n * (3 + k), 3 + k, dtype=np.int64)
+        ids = customers.cover(state.ids)
         keys = customers.keys
-        return self.kinds["scores"].render(
+        return self.score_kind.render(
             self.topics.scores, [keys[r] for r in rows.tolist()],
             {"row": rows, "stage": state.stage[rows] + 1, "score": piece, "engagement": piece + 1,
-             "sentiment": piece + 2, "events": state.n[rows], "last_event_ts": state.T[rows]},
-            {**self.tables, "customers": table, "floats": _float_texts(floats.ravel())},
-            {"evidence": Entries(np.arange(n + 1, dtype=np.int64) * k,
-                                 np.tile(np.arange(k, dtype=np.int64), n),
-                                 (piece[:, None] + 3 + np.arange(k)).ravel())},
-        )
+             "sentiment": piece + 2, "evidence": piece[:, None] + np.arange(3, 3 + k),
+             "events": state.n[rows], "last_event_ts": state.T[rows]},
+            customers=ids, texts=_float_texts(floats.ravel()))
 
     def transitions(self, customers: CustomerTexts, ids: Sequence[str], rows: I64,
                     from_stage: npt.NDArray[np.int16], to_stage: npt.NDArray[np.int16], ts: I64,
@@ -334,26 +353,23 @@ class RecordBuilder:
         """One record per stage change, in the order given (``rows`` of the shard's ``ids``)."""
         table = customers.cover(ids)
         keys = customers.keys
-        return self.kinds["transitions"].render(
+        return self.transition_kind.render(
             self.topics.transitions, [keys[r] for r in rows.tolist()],
             {"row": rows, "from": from_stage + 1, "to": to_stage + 1, "ts": ts,
              "event": np.arange(rows.size), "version": versions},
-            {**self.tables, "customers": table, "event_ids": _json_strings(event_ids)},
-        )
+            customers=table, texts=_json_strings(event_ids))
 
     def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: ClosedSessions
                  ) -> list[Output]:
         """One record per closed session (PRODUCT §5); ``ids`` the shard's, ``customers`` their texts."""
         table = customers.cover(ids)
         keys = customers.keys
-        return self.kinds["sessions"].render(
+        return self.session_kind.render(
             self.topics.sessions, [keys[r] for r in closed.rows.tolist()],
             {"row": closed.rows, "start": closed.start, "end": closed.end,
-             "duration": closed.end - closed.start, "events": closed.events,
-             "converted": closed.converted, "stage": closed.stage.astype(np.int64) + 1},
-            {**self.tables, "customers": table},
-            {"channels": _dense(closed.channels, skip_zeros=True)},
-        )
+             "duration": closed.end - closed.start, "events": closed.events, "channels": closed.channels,
+             "converted": closed.converted, "stage": closed.stage + 1},
+            customers=table)
 
     def windows(self, w: WindowShares, width_ms: int, populations: I64) -> list[Output]:
         """The channel records and the funnel record of closed windows, from their totals.
@@ -371,23 +387,21 @@ class RecordBuilder:
                               np.where(sent_n > 0, ch.sums[:, SENTIMENT_SUM] / sent_n, np.nan),
                               np.where(responses > 0, ch.sums[:, RESPONSE_TIME_SUM] / responses, np.nan)],
                              axis=1)
-        piece = 3 * np.arange(ch.start.size, dtype=np.int64)
+        piece = np.arange(0, 3 * ch.start.size, 3, dtype=np.int64)
         keys = self.channel_keys
-        out = self.kinds["channels"].render(
+        out = self.channel_kind.render(
             topic, [keys[c] for c in ch.channel.tolist()],
             {"start": ch.start, "end": ch.start + width_ms, "channel": ch.channel,
              "events": counts[EVENTS], "customers": counts[CUSTOMERS], "impressions": impressions,
              "clicks": clicks, "ctr": piece, "conversions": counts[CONVERSIONS],
              "sentiment_mean": piece + 1, "responses": responses, "response_time_mean_ms": piece + 2},
-            {**self.tables, "floats": _float_texts(means.ravel())},
-        ) if ch.start.size else []
+            texts=_float_texts(means.ravel())) if ch.start.size else []
         tr, starts = w.transitions, w.starts
         first = np.searchsorted(tr.start, np.append(starts, starts[-1] + 1)).astype(np.int64)
-        return out + self.kinds["funnels"].render(
-            topic, [b"funnel"] * starts.size, {"start": starts, "end": starts + width_ms}, self.tables,
-            {"transitions": Entries(first, tr.key, tr.value),
-             "populations": _dense(populations[:, 1:], skip_zeros=False)},
-        )
+        return out + self.funnel_kind.render(
+            topic, [b"funnel"] * starts.size,
+            {"start": starts, "end": starts + width_ms, "populations": populations[:, 1:]},
+            entries=Entries(first, tr.key, tr.value))
 
     def late_at_shard(self, batch: EventBatch, idx: Sequence[int], watermark: int) -> list[OutRecord]:
         """Late records for events found late only where they were scored (no raw message there).
