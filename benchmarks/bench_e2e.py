@@ -20,15 +20,16 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from bytewax import operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import FixedPartitionedSource
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
@@ -38,6 +39,7 @@ from journey.broker import EmbeddedBroker
 from journey.kafka_io import (
     KafkaBatchSink,
     KafkaBatchSource,
+    SinkPartition,
     cluster_metadata,
     ensure_topics,
     partition_counts,
@@ -58,8 +60,9 @@ S = TypeVar("S")
 
 def outputs(settings: Settings, tag: str) -> Settings:
     t = settings.topics
-    topics = replace(t, **{name: f"{tag}.{getattr(t, name)}" for name in
-                           ("scores", "transitions", "sessions", "metrics", "late", "dlq")})
+    names: dict[str, Any] = {name: f"{tag}.{getattr(t, name)}" for name in
+                             ("scores", "transitions", "sessions", "metrics", "late", "dlq")}
+    topics = replace(t, **names)
     ensure_topics(settings.kafka, topics.outputs, 4)
     return replace(settings, topics=topics)
 
@@ -82,13 +85,14 @@ class FirstRead(FixedPartitionedSource[X, S]):
         """The inner source's partitions."""
         return self.inner.list_parts()
 
-    def build_part(self, step_id: str, for_part: str, resume_state: S | None):
+    def build_part(self, step_id: str, for_part: str, resume_state: S | None
+                   ) -> StatefulSourcePartition[X, S]:
         """The inner partition, its ``next_batch`` wrapped to note the first read."""
         part = self.inner.build_part(step_id, for_part, resume_state)
         next_batch = part.next_batch
 
         def timed_next_batch() -> list[X]:
-            batch = next_batch()
+            batch = list(next_batch())
             if self.at is None and any(_carries_messages(item) for item in batch):
                 self.at = time.perf_counter()
             return batch
@@ -98,7 +102,7 @@ class FirstRead(FixedPartitionedSource[X, S]):
 
 
 def ours(settings: Settings, *, windows: bool, sink: KafkaBatchSink | None = None
-         ) -> tuple[Dataflow, FirstRead]:
+         ) -> tuple[Dataflow, FirstRead[Any, Any]]:
     partitions = partition_counts(cluster_metadata(settings.kafka), settings.topics.inputs)
     t = settings.topics
     source = FirstRead(KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, t.dlq, t.late),
@@ -131,12 +135,12 @@ class CountingSink(KafkaBatchSink):
         if ratio:
             ensure_topics(settings.kafka, [self.pad_topic], 4)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None):
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> SinkPartition:
         """The partition, its ``write_batch`` wrapped to count and pad."""
         part = super().build_part(step_id, for_part, resume_state)
         write_batch = part.write_batch
 
-        def counted(values: list[list[Output]]) -> None:
+        def counted(values: list[Sequence[Output]]) -> None:
             self.written += sum(len(r.keys) if isinstance(r, RecordBlock) else 1
                                 for records in values for r in records)
             n = round(self.written * self.ratio) - self.padded
@@ -151,14 +155,14 @@ class CountingSink(KafkaBatchSink):
         return part
 
 
-def baseline(settings: Settings) -> tuple[Dataflow, FirstRead]:
+def baseline(settings: Settings) -> tuple[Dataflow, FirstRead[Any, Any]]:
     """The same job per event: validate, de-duplicate, score, one score message per event."""
     j, topics = settings.journey, settings.topics
     parser = EventParser(j, topics.dlq)
     type_names = list(j.touchpoints)
     channel_names = ["", *j.channels]
 
-    def parse(msg):  # -> (customer_id, event) or a dead letter
+    def parse(msg: Any) -> tuple[str, Any]:  # (customer_id, event) or ("", a dead letter)
         try:
             cid, eid, t, tp, ch, sent = parser.validate(msg.value, parser.clock() + j.max_future_ms)
         except Rejected as rej:
@@ -169,7 +173,8 @@ def baseline(settings: Settings) -> tuple[Dataflow, FirstRead]:
         return (cid, {"customer_id": cid, "event_id": eid, "ts": t, "type": type_names[tp],
                       "channel": channel_names[ch], "sentiment": None if sent != sent else sent})
 
-    def score(customer, item):
+    def score(customer: Customer | None, item: Any
+              ) -> tuple[Customer | None, list[KafkaSinkMessage[bytes, bytes]]]:
         if isinstance(item, KafkaSinkMessage):
             return customer, [item]
         c = customer or Customer(E={s: 0.0 for s in j.stage_names})
@@ -196,7 +201,7 @@ def baseline(settings: Settings) -> tuple[Dataflow, FirstRead]:
     return flow, source
 
 
-def timed(flow_and_source: tuple[Dataflow, FirstRead]) -> float:
+def timed(flow_and_source: tuple[Dataflow, FirstRead[Any, Any]]) -> float:
     """Seconds from the first consumed message until the flow ends (its sink flushed on close)."""
     flow, source = flow_and_source
     cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from config.arrays import ROLE_BITS, ROLE_CONVERSION, JourneyArrays
+from config.durations import format_duration_ms
 from config.errors import ConfigError
 from config.tables import Table
 
@@ -118,15 +120,58 @@ class JourneyMap:
         )
 
     @cached_property
+    def layout(self) -> dict[str, object]:
+        """What gives the state a run keeps its shape: saved state resumes only under the same.
+
+        Stages, the touchpoint types some stage ``requires`` (counted per customer),
+        channels (windows count per channel), the metrics window (open windows are keyed
+        by it) and the de-duplication memory. Weights, factors, thresholds, multipliers,
+        saturation and the other timings are not part of it: they apply from the next
+        event on.
+        """
+        return {
+            "stages": list(self.stage_names),
+            "requires": sorted({t for s in self.stages for t in s.requires}),
+            "channels": list(self.channels),
+            "metrics_window_ms": self.metrics_window_ms,
+            "dedup_slots": self.dedup_slots,
+        }
+
+    @cached_property
     def fingerprint(self) -> str:
-        """Hash of everything that shapes per-customer state: a changed layout changes it."""
-        a = self.arrays
-        h = hashlib.sha256()
-        h.update("\0".join((*self.stage_names, "|", *self.touchpoints)).encode())
-        for arr in (a.type_req_slot, a.stage_requires):
-            h.update(arr.tobytes())
-        h.update(str(a.dedup_slots).encode())
-        return h.hexdigest()[:16]
+        """A short hash of ``layout``, for summaries."""
+        return hashlib.sha256(repr(sorted(self.layout.items())).encode()).hexdigest()[:16]
+
+
+_LAYOUT_KEYS = {
+    "schema": "the state's schema version (the store was written by another version of journey-stream)",
+    "shards": "the number of shards",
+    "stages": "[journey].stages",
+    "requires": "the touchpoint types that [stages.*].requires names",
+    "channels": "[channels]",
+    "metrics_window_ms": "[journey].metrics_window",
+    "dedup_slots": "[journey].dedup_slots",
+}
+
+
+def layout_changes(saved: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
+    """What differs between a saved state layout and the current one, in the file's terms."""
+    changes = []
+    for key, label in _LAYOUT_KEYS.items():
+        was, now = saved.get(key), current.get(key)
+        if was == now:
+            continue
+        if isinstance(was, list) and isinstance(now, list):
+            added = [x for x in now if x not in was]
+            removed = [x for x in was if x not in now]
+            parts = [f"added {', '.join(map(repr, added))}"] if added else []
+            parts += [f"removed {', '.join(map(repr, removed))}"] if removed else []
+            changes.append(f"{label}: {'; '.join(parts) or 'order changed'}")
+        elif key == "metrics_window_ms" and isinstance(was, int) and isinstance(now, int):
+            changes.append(f"{label}: {format_duration_ms(was)} -> {format_duration_ms(now)}")
+        else:
+            changes.append(f"{label}: {was} -> {now}")
+    return changes
 
 
 @dataclass(frozen=True)
@@ -137,7 +182,7 @@ class KafkaSettings:
     properties: Mapping[str, str] = field(default_factory=dict)
     secret_keys: frozenset[str] = frozenset()
 
-    def client_config(self, **extra: object) -> dict[str, object]:
+    def client_config(self, **extra: Any) -> dict[str, Any]:
         """A confluent-kafka config dict: brokers, the file's properties, then ``extra``."""
         return {"bootstrap.servers": self.brokers, **self.properties, **extra}
 

@@ -17,6 +17,10 @@ from operators.records import RecordBuilder
 from operators.routing import DEFAULT_SHARDS, route
 from operators.shard import ShardOutput, ShardScorer, Snapshot
 
+FLOW_ID = "journey"
+SCORE_STEP = "score"
+"""The step whose snapshots hold the shards (``FLOW_ID.SCORE_STEP`` in a recovery store)."""
+
 
 def build_flow(
     settings: Settings,
@@ -47,7 +51,7 @@ def build_flow(
         return out or None
 
     def scorer(resume: Snapshot | None) -> ShardScorer:
-        return ShardScorer(journey, records, metrics, partitions, resume, windows=windows)
+        return ShardScorer(journey, records, metrics, partitions, resume, windows=windows, shards=shards)
 
     def progress(item: tuple[str, ShardOutput]) -> tuple[str, ShardProgress] | None:
         shard, out = item
@@ -58,11 +62,11 @@ def build_flow(
     def aggregator(resume: dict[str, object] | None) -> WindowAggregator:
         return WindowAggregator(records, journey.metrics_window_ms, shards, resume)
 
-    flow = Dataflow("journey")
+    flow = Dataflow(FLOW_ID)
     reads = op.input("kafka_in", flow, source)
     rejected = op.filter_map("dead_letters_and_late", reads, read_out)
     routed = op.flat_map("route", reads, lambda read: route(read, shards))
-    scored = op.stateful_batch("score", routed, scorer)
+    scored = op.stateful_batch(SCORE_STEP, routed, scorer)
     outputs = [rejected, op.map("records", scored, lambda item: item[1].records)]
     if windows:
         totals = op.stateful_batch("windows", op.filter_map("progress", scored, progress), aggregator)

@@ -107,9 +107,9 @@ def _watch(settings: Settings, flow: "subprocess.Popen[bytes]", stop: threading.
         for m in view.consume(10_000, 0.2):
             if m.error() is not None:
                 continue
-            topic = m.topic()
-            if topic == t.transitions:
-                rec = orjson.loads(m.value())
+            topic, value = m.topic(), m.value()
+            if topic == t.transitions and value is not None:
+                rec = orjson.loads(value)
                 stages[rec["customer_id"]] = rec["to"]
             elif topic == t.scores:
                 scores += 1

@@ -32,7 +32,7 @@ IDLE_POLL = timedelta(milliseconds=2)
 """How long a partition that had nothing to hand over waits before it is asked again."""
 
 
-def client_config(kafka: KafkaSettings, **extra: object) -> dict[str, object]:
+def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
     """Client config with librdkafka's own log lines routed to Python logging."""
     return kafka.client_config(logger=kafka_log, **extra)
 
@@ -107,10 +107,10 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
             read = self.consumer.consume(self.batch_size, 0)  # never block the worker
             messages = [m for m in read if m.error() is None]
             if len(messages) < len(read):
-                self._read_errors(m.error() for m in read if m.error() is not None)
+                self._read_errors(err for m in read if (err := m.error()) is not None)
             if messages:
                 reader.add(messages)
-                self.next_offset = messages[-1].offset() + 1
+                self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
             else:
                 reader.drained()
         out = [r for r in (reader.take(),) if r is not None]
@@ -169,7 +169,9 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
                                 self.batch_size, self.readers.reader(for_part))
 
 
-class _SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
+class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
+    """The process's producer: writes as records come, waits for every delivery at the end of an epoch."""
+
     def __init__(self, config: dict[str, object], delivery_timeout_s: float) -> None:
         # one delivery callback for the producer, not an object per message
         self.producer = Producer({**config, "on_delivery": self._on_delivery})
@@ -241,6 +243,7 @@ class _SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
             self._produce(record for record, _ in failed)
 
     def close(self) -> None:
+        """The flow ended: deliver what is left."""
         self._wait_for_deliveries()
 
 
@@ -266,7 +269,7 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
         self.kafka = kafka
         self.local_part = SINK_PART.format(process)
         self.delivery_timeout_s = delivery_timeout_s
-        self.built: list[_SinkPartition] = []
+        self.built: list[SinkPartition] = []
 
     def list_parts(self) -> list[str]:
         """Only this process's partition (every worker of the process lists it)."""
@@ -276,7 +279,7 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
         """The process number: Bytewax indexes the sorted partitions of all processes with it."""
         return int(item_key.rpartition("-")[2])
 
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _SinkPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> SinkPartition:
         """One producer for the process.
 
         Only failed deliveries are reported (a Python callback per delivered message cost
@@ -284,7 +287,7 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
         or has failed, and a failure's report reaches ``_on_delivery``.
         """
         tuning = {k: v for k, v in PRODUCER_TUNING.items() if k not in self.kafka.properties}
-        part = _SinkPartition(client_config(
+        part = SinkPartition(client_config(
             self.kafka, **tuning,
             **{"partitioner": "murmur2_random", "acks": "all", "delivery.report.only.error": True},
         ), self.delivery_timeout_s)

@@ -7,11 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
-from config.errors import ConfigError, JourneyError
+from config.errors import JourneyError
 from config.model import Settings
 from flows.journey_flow import build_flow
 from journey.kafka_io import (
@@ -21,19 +20,17 @@ from journey.kafka_io import (
     ensure_topics,
     partition_counts,
 )
+from journey.recovery import prepare_recovery
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
 from operators.routing import DEFAULT_SHARDS
-from operators.shard import warm_up
+from operators.shard import state_layout, warm_up
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=BaseException)
 
 STOP_DELIVERY_S = 30.0
 """How long a stopped run waits for output it had produced but not yet seen delivered."""
-
-RECOVERY_PARTITIONS = 4
-"""Recovery store partitions created for a new --recovery-dir (Bytewax spreads state over them)."""
 
 
 @dataclass(frozen=True)
@@ -51,18 +48,6 @@ class RunOptions:
     windows: bool = True
 
 
-def prepare_recovery(directory: Path) -> RecoveryConfig:
-    """Create and initialise the store when missing; reuse it when it holds partitions."""
-    if directory.exists() and not directory.is_dir():
-        msg = f"--recovery-dir {directory} exists and is not a directory"
-        raise ConfigError(msg)
-    if not directory.exists() or not any(directory.glob("part-*.sqlite3")):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        init_db_dir(directory, RECOVERY_PARTITIONS)
-        log.info("initialised recovery store %s with %d partitions", directory, RECOVERY_PARTITIONS)
-    return RecoveryConfig(str(directory))
-
-
 def settle_heap() -> None:
     """Collect once, then exempt everything start-up made from later collections.
 
@@ -76,6 +61,9 @@ def settle_heap() -> None:
 
 def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
     """Run the flow until the input ends (``until_end``) or the process is stopped."""
+    recovery = None
+    if options.recovery_dir is not None:
+        recovery = prepare_recovery(options.recovery_dir, state_layout(settings.journey, options.shards))
     metadata = cluster_metadata(settings.kafka)
     partitions = partition_counts(metadata, settings.topics.inputs)
     created = ensure_topics(settings.kafka, settings.topics.outputs,
@@ -93,7 +81,6 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0)
     flow = build_flow(settings, source, len(source.list_parts()), sink,
                       metrics=metrics, shards=options.shards, windows=options.windows)
-    recovery = prepare_recovery(options.recovery_dir) if options.recovery_dir else None
     try:
         cli_main(
             flow,

@@ -40,7 +40,8 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
         self.width = width_ms
         self.shards = shards
         resume = resume or {}
-        self.pending: WindowShares | None = resume.get("pending")
+        pending = resume.get("pending")
+        self.pending = None if pending is None else WindowShares.from_plain(pending)
         self.marks: dict[str, int] = dict(resume.get("marks", {}))
         self.population: np.ndarray | None = resume.get("population")
 
@@ -74,5 +75,6 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
 
     def snapshot(self) -> dict[str, Any]:
         """Open windows' entries, shard watermarks and populations."""
-        return {"pending": self.pending, "marks": dict(self.marks),
+        return {"pending": None if self.pending is None else self.pending.plain(),
+                "marks": dict(self.marks),
                 "population": None if self.population is None else self.population.copy()}

@@ -13,19 +13,22 @@ import numpy as np
 import numpy.typing as npt
 from bytewax.operators import StatefulBatchLogic
 
-from config.model import JourneyMap, Topics
+from config.errors import ConfigError
+from config.model import JourneyMap, Topics, layout_changes
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, Output
 from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
 from operators.records import CustomerTexts, RecordBuilder
-from operators.routing import ShardInput
+from operators.routing import DEFAULT_SHARDS, ShardInput
 from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
 from operators.watermark import Report, shard_watermark, stream_end
 from operators.windows import ShardWindows, WindowShares
 
 Snapshot = dict[str, Any]
+STATE_SCHEMA = 1
+"""Version of what a shard's snapshot holds; a store of another version is not resumed."""
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 
 
@@ -41,7 +44,8 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
     """Scores, windows and closes for one shard. ``partitions`` is the number of input partitions."""
 
     def __init__(self, journey: JourneyMap, records: RecordBuilder, metrics: EngineMetrics,
-                 partitions: int, resume: Snapshot | None, *, windows: bool = True) -> None:
+                 partitions: int, resume: Snapshot | None, *, windows: bool = True,
+                 shards: int = DEFAULT_SHARDS) -> None:
         self.arrays = journey.arrays
         self.records = records
         self.metrics = metrics
@@ -53,9 +57,14 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         self.reports: dict[str, Report] = {}
         self.watermark = NO_TIME
         self.next_dormant = NO_TIME  # no customer can go dormant before the watermark passes this
+        self.layout = state_layout(journey, shards)
         if resume is None:
             self.state = ShardState(self.arrays)
         else:
+            changes = layout_changes(resume.get("layout", {"schema": 0}), self.layout)
+            if changes:
+                msg = f"saved state of another layout: {'; '.join(changes)}"
+                raise ConfigError(msg)
             self.state = ShardState.from_snapshot(self.arrays, resume["state"])
             if self.windows is not None and "windows" in resume:
                 self.windows.restore(resume["windows"])
@@ -159,10 +168,15 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
 
     def snapshot(self) -> Snapshot:
         """Copies of the shard's arrays (Bytewax may pickle them after we change the state)."""
-        snap: Snapshot = {"state": self.state.snapshot()}
+        snap: Snapshot = {"layout": self.layout, "state": self.state.snapshot()}
         if self.windows is not None:
             snap["windows"] = self.windows.snapshot()
         return snap
+
+
+def state_layout(journey: JourneyMap, shards: int) -> dict[str, object]:
+    """What a shard's snapshot must match to be resumed (``JourneyMap.layout``, shards, schema)."""
+    return {"schema": STATE_SCHEMA, "shards": shards, **journey.layout}
 
 
 def warm_up(journey: JourneyMap, topics: Topics) -> None:

@@ -87,6 +87,16 @@ class WindowShares(NamedTuple):
         return WindowShares(np.concatenate([p.starts for p in parts]),
                             *(_joined([p[g] for p in parts]) for g in (1, 2, 3)))
 
+    def plain(self) -> tuple[Any, ...]:
+        """The entries as tuples of arrays: a snapshot that does not name these classes."""
+        return (self.starts, *(tuple(group) for group in self[1:]))
+
+    @staticmethod
+    def from_plain(plain: tuple[Any, ...]) -> "WindowShares":
+        """Shares from ``plain()`` output."""
+        starts, channels, transitions, populations = plain
+        return WindowShares(starts, ChannelEntries(*channels), Entries(*transitions), Entries(*populations))
+
     def split(self, end: int) -> "tuple[WindowShares, WindowShares]":
         """The windows that start before ``end``, and the others."""
         cut = self.starts < end

@@ -6,6 +6,7 @@ every event id it has accepted, so it is the exact semantics without memory boun
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from config.model import JourneyMap
 
@@ -36,7 +37,7 @@ class Customer:
 class Transition:
     customer_id: str
     from_stage: str | None
-    to_stage: str
+    to_stage: str | None
     ts: int
     event_id: str
     version: int
@@ -49,7 +50,7 @@ class Reference:
         self.transitions: list[Transition] = []
         self.duplicates = 0
 
-    def apply(self, event: dict) -> bool:
+    def apply(self, event: dict[str, Any]) -> bool:
         """Apply one valid event; False when it was a duplicate."""
         cid = event["customer_id"]
         c = self.customers.get(cid)
@@ -64,11 +65,11 @@ class Reference:
                                                event["event_id"], c.n))
         return True
 
-    def score_record(self, cid: str) -> dict:
+    def score_record(self, cid: str) -> dict[str, Any]:
         return score_record(self.journey, cid, self.customers[cid])
 
 
-def apply_event(j: JourneyMap, c: Customer, event: dict) -> bool:
+def apply_event(j: JourneyMap, c: Customer, event: dict[str, Any]) -> bool:
     """PRODUCT §4 for one event and one customer; False when it was a duplicate."""
     eid = event["event_id"]
     t = event_time_ms(event["ts"])
@@ -105,7 +106,7 @@ def apply_event(j: JourneyMap, c: Customer, event: dict) -> bool:
 def stage_of(j: JourneyMap, c: Customer) -> str:
     stages = j.stages
     for stage in reversed(stages[1:]):
-        if c.E[stage.name] < stage.threshold:
+        if stage.threshold is not None and c.E[stage.name] < stage.threshold:
             continue
         if any(c.counts.get(tp, 0) < need for tp, need in stage.requires.items()):
             continue
@@ -116,7 +117,7 @@ def stage_of(j: JourneyMap, c: Customer) -> str:
     return stages[0].name
 
 
-def score_record(j: JourneyMap, cid: str, c: Customer) -> dict:
+def score_record(j: JourneyMap, cid: str, c: Customer) -> dict[str, Any]:
     pos = max(c.S, 0.0)
     return {
         "customer_id": cid,
@@ -137,7 +138,7 @@ def close(a: float | None, b: float | None, scale: float = 1.0) -> bool:
     return abs(a - b) <= 1e-9 * max(abs(a), abs(b), scale)
 
 
-def records_match(got: dict, want: dict, scale: float = 1.0) -> list[str]:
+def records_match(got: dict[str, Any], want: dict[str, Any], scale: float = 1.0) -> list[str]:
     """Field-by-field differences between a score record and the reference's."""
     problems = []
     for key in ("customer_id", "stage", "events", "last_event_ts"):

@@ -1,0 +1,83 @@
+"""The recovery store: created when missing, and checked before a run resumes from it.
+
+Bytewax keeps snapshots in SQLite files (``part-*.sqlite3``, table ``snaps``) and
+resumes every step from them. A shard's snapshot carries the layout of the state it
+holds (``operators.shard.state_layout``); resuming it under a journey map of another
+layout would index arrays of one shape as another. So before the flow reads any
+input, the newest shard snapshot's layout is compared with the run's, and a mismatch
+stops the run with exit 2 and what changed.
+"""
+
+import logging
+import pickle
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+
+from config.errors import ConfigError
+from config.model import layout_changes
+from flows.journey_flow import FLOW_ID, SCORE_STEP
+
+log = logging.getLogger(__name__)
+
+RECOVERY_PARTITIONS = 4
+"""Recovery store partitions created for a new --recovery-dir (Bytewax spreads state over them)."""
+
+
+def prepare_recovery(directory: Path, layout: dict[str, object]) -> RecoveryConfig:
+    """Create and initialise the store when missing; reuse it when its state has ``layout``."""
+    if directory.exists() and not directory.is_dir():
+        msg = f"--recovery-dir {directory} exists and is not a directory"
+        raise ConfigError(msg)
+    if not directory.exists() or not any(directory.glob("part-*.sqlite3")):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        init_db_dir(directory, RECOVERY_PARTITIONS)
+        log.info("initialised recovery store %s with %d partitions", directory, RECOVERY_PARTITIONS)
+    else:
+        check_layout(directory, layout)
+    return RecoveryConfig(str(directory))
+
+
+def check_layout(directory: Path, layout: dict[str, object]) -> None:
+    """Refuse a store whose newest shard snapshot was written under another state layout."""
+    saved = saved_layout(directory)
+    if saved is None:
+        return
+    changes = layout_changes(saved, layout)
+    if changes:
+        msg = (f"--recovery-dir {directory} holds state of another journey map layout: "
+               f"{'; '.join(changes)}. Resume it with the map that wrote it, or start with a new "
+               "--recovery-dir: the run then reads the input topics from the beginning and "
+               "replays their history under this map")
+        raise ConfigError(msg)
+
+
+def saved_layout(directory: Path) -> dict[str, Any] | None:
+    """The layout of the newest shard snapshot in the store (None: no shard was saved yet).
+
+    A snapshot from before layouts were saved reads as schema 0.
+    """
+    newest: tuple[int, bytes] | None = None
+    for part in sorted(directory.glob("part-*.sqlite3")):
+        try:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+                row = db.execute(
+                    "SELECT snap_epoch, ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL"
+                    " ORDER BY snap_epoch DESC LIMIT 1", (f"{FLOW_ID}.{SCORE_STEP}",)).fetchone()
+        except sqlite3.Error as err:
+            msg = f"--recovery-dir {directory}: cannot read {part.name} ({err}); is it a recovery store?"
+            raise ConfigError(msg) from err
+        if row is not None and (newest is None or row[0] > newest[0]):
+            newest = row
+    if newest is None:
+        return None
+    try:
+        snap = pickle.loads(newest[1])
+    except Exception as err:
+        msg = (f"--recovery-dir {directory}: cannot read its saved state ({err}); it was written by "
+               "another version of journey-stream: start with a new --recovery-dir")
+        raise ConfigError(msg) from err
+    layout = snap.get("layout") if isinstance(snap, dict) else None
+    return layout if isinstance(layout, dict) else {"schema": 0}
