@@ -2,10 +2,13 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import orjson
+import pytest
 
 from config import Settings
+from config.errors import ConfigError
 from operators.base import each_record
 from operators.metrics import EngineMetrics
 from operators.records import RecordBuilder
@@ -81,3 +84,19 @@ def test_warm_up_compiles_what_a_run_uses() -> None:
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_snapshot_resumes_only_under_its_layout(settings: Settings) -> None:
+    j = settings.journey
+    records = RecordBuilder(j, settings.topics)
+    step = ShardScorer(j, records, EngineMetrics(), 1, None)
+    step.on_batch([ShardInput(batch_of([{"customer_id": "a", "event_id": "1", "ts": BASE,
+                                         "type": "purchase"}], j), None)])
+    snap = step.snapshot()
+    wider = replace(j, channels={**j.channels, "tv": 1.3})
+    with pytest.raises(ConfigError, match=r"\[channels\]: added 'tv'"):
+        ShardScorer(wider, RecordBuilder(wider, settings.topics), EngineMetrics(), 1, snap)
+    heavier = replace(j, half_life_ms=j.half_life_ms // 2,
+                      channels={name: 2 * m for name, m in j.channels.items()})
+    resumed = ShardScorer(heavier, RecordBuilder(heavier, settings.topics), EngineMetrics(), 1, snap)
+    assert resumed.state.ids == ["a"]

@@ -1,0 +1,100 @@
+"""A recovery store resumes only under the state layout that wrote it; other map changes apply
+from the first new event (real broker, ``journey run`` as a user runs it)."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from config import Settings, load_settings
+from config.model import layout_changes
+from journey.simulate import SimOptions, messages, produce
+from operators.routing import DEFAULT_SHARDS
+from operators.shard import state_layout
+from tests.broker_fixtures import journey_cli, read_topic, write_config
+from tests.flows.test_end_to_end import assert_matches_reference, reference_from
+from tests.reference import records_match
+
+pytestmark = pytest.mark.slow
+DAY = 86_400_000
+
+
+def run(config: Path, store: Path) -> tuple[int, str]:
+    done = journey_cli("run", "--config", str(config), "--until-end", "--recovery-dir", str(store))
+    return done.returncode, done.stderr
+
+
+def test_a_resume_under_another_layout_stops_before_reading_input(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(inputs=("events",))
+    produced = messages(settings, SimOptions(customers=100, events=1_000, seed=3, span_ms=DAY))
+    produce(settings, produced[:600], progress=None, partitions=1)
+    config = write_config(settings, tmp_path / "map.toml")
+    store = tmp_path / "store"
+    rc, err = run(config, store)
+    assert rc == 0, err[-3000:]
+    written = len(read_topic(settings, settings.topics.scores))
+    produce(settings, produced[600:], progress=None, partitions=1)
+
+    wider = tmp_path / "wider.toml"
+    wider.write_text(config.read_text().replace("[channels]\n", "[channels]\ntv = 1.3\n"))
+    rc, err = run(wider, store)
+    assert rc == 2, err[-3000:]
+    assert "[channels]: added 'tv'" in err and "new --recovery-dir" in err and str(store) in err
+    assert "Traceback" not in err
+    assert len(read_topic(settings, settings.topics.scores)) == written  # nothing was read
+
+    rc, err = run(config, store)  # the map that wrote the store still resumes it
+    assert rc == 0, err[-3000:]
+    assert len(read_topic(settings, settings.topics.scores)) > written
+
+
+def test_changes_that_keep_the_layout_resume_and_apply_from_the_next_event(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(inputs=("events",))
+    produced = messages(settings, SimOptions(customers=300, events=6_000, seed=5, span_ms=2 * DAY))
+    before, after = produced[:3_000], produced[3_000:]
+    config = write_config(settings, tmp_path / "map.toml")
+    changed = tmp_path / "changed.toml"
+    changed.write_text(config.read_text()
+                       .replace('half_life = "14d"', 'half_life = "7d"')
+                       .replace("[stages.decision]\nthreshold = 5.0", "[stages.decision]\nthreshold = 3.5")
+                       .replace("[channels]\nweb = 1.0", "[channels]\nweb = 1.6")
+                       .replace("purchase]\nweight = 10.0", "purchase]\nweight = 7.5"))
+    new_map = load_settings(changed).journey
+    assert new_map.layout == settings.journey.layout and new_map != settings.journey
+    store = tmp_path / "store"
+
+    produce(settings, before, progress=None, partitions=1)
+    rc, err = run(config, store)
+    assert rc == 0, err[-3000:]
+    produce(settings, after, progress=None, partitions=1)
+    rc, err = run(changed, store)
+    assert rc == 0, err[-3000:]
+
+    ref = reference_from(settings, before)
+    ref.journey = new_map  # the changed map, from the first event after the restart
+    for m in after:
+        if m.kind != "malformed":
+            ref.apply(orjson.loads(m.value))
+    scores = assert_matches_reference(settings, ref)
+    returning = {orjson.loads(m.value)["customer_id"] for m in after} & {
+        orjson.loads(m.value)["customer_id"] for m in before}
+    unchanged = reference_from(settings, produced)  # had the first map stayed
+    assert len(returning) > 100
+    assert sum(1 for c in returning if records_match(scores[c], unchanged.score_record(c), 10.0)) > 100
+
+
+def test_layout_changes_are_named_in_the_files_terms(settings: Settings) -> None:
+    saved = state_layout(settings.journey, DEFAULT_SHARDS)
+    assert layout_changes(saved, saved) == []
+    now = {**saved, "stages": [*saved["stages"][:-1], "loyal", "advocacy"],  # type: ignore[misc]
+           "channels": saved["channels"][1:], "metrics_window_ms": 300_000, "shards": 16}  # type: ignore[index]
+    assert layout_changes(saved, now) == [
+        "the number of shards: 32 -> 16",
+        "[journey].stages: added 'loyal'",
+        "[channels]: removed 'web'",
+        "[journey].metrics_window: 1m -> 5m",
+    ]
+    assert layout_changes({"schema": 0}, saved)[0].startswith("the state's schema version")
