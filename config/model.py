@@ -307,7 +307,7 @@ def _touchpoints(table: Table, stage_names: list[str]) -> dict[str, Touchpoint]:
         for stage in st.names():
             if stage not in stage_names:
                 st.fail(stage, f"a stage of [journey].stages ({', '.join(stage_names)})", stage)
-            stages[stage] = st.number(stage, minimum=0.0)
+            stages[stage] = st.number(stage)  # may be negative: evidence against a stage
         roles = t.raw("roles", [])
         if not isinstance(roles, list) or not all(r in ROLE_BITS for r in roles):
             t.fail("roles", f"an array of roles from {', '.join(ROLE_BITS)}", roles)

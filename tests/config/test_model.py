@@ -85,3 +85,11 @@ def test_durations() -> None:
     assert format_duration_ms(86_400_000) == "1d" and format_duration_ms(1500) == "1500ms"
     with pytest.raises(ValueError, match="duration"):
         parse_duration_ms("5 fortnights")
+
+
+def test_evidence_factors_may_be_negative(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, MINIMAL.replace("{ b = 1.0 }", "{ a = 1.5, b = -0.5 }")))
+    assert dict(s.journey.touchpoints["x"].stages) == {"a": 1.5, "b": -0.5}
+    assert s.journey.arrays.type_factor[0].tolist() == [1.5, -0.5]
+    with pytest.raises(ConfigError, match=r"\[touchpoints.x.stages.b\]: expected a number"):
+        load_settings(write(tmp_path, MINIMAL.replace("{ b = 1.0 }", "{ b = nan }")))

@@ -126,3 +126,23 @@ def test_in_order_transitions_match_reference(make_settings: Callable[..., Setti
             (t.from_stage, t.to_stage, t.ts, t.event_id, t.version))
     assert got == want
     assert sum(len(v) for v in want.values()) > len(want)  # customers did move through stages
+
+
+def test_a_map_with_negative_evidence_factors_checks_and_runs(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(inputs=("events",))
+    config = write_config(settings, tmp_path / "negative.toml")
+    against = "stages = { retention = -1.0, advocacy = -2.0 }"
+    config.write_text(config.read_text()
+                      .replace("{ retention = 1.0 }", "{ retention = 1.0, advocacy = -0.5 }")
+                      .replace("weight = -3.0", f"weight = -3.0\n{against}"))
+    checked = journey_cli("check-config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    negative = load_settings(config)
+    assert negative.journey.touchpoints["complaint"].stages == {"retention": -1.0, "advocacy": -2.0}
+    produced = messages(negative, SimOptions(customers=400, events=8_000, seed=13))
+    produce(negative, produced, progress=None)
+    done = journey_cli("run", "--config", str(config), "--until-end")
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = assert_matches_reference(negative, reference_from(negative, produced))
+    assert sum(1 for s in scores.values() if s["evidence"]["advocacy"] < 0) > 5

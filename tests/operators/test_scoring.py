@@ -2,6 +2,7 @@
 
 import itertools
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -218,6 +219,30 @@ HYP = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @given(data=st.data())
 def test_kernel_matches_reference(settings: Settings, data) -> None:
     jmap = settings.journey
+    events, cuts = data.draw(event_lists(jmap))
+    state, transitions, dups = run_kernel(events, jmap, cuts)
+    ref = reference_of(events, jmap)
+    assert dups == ref.duplicates
+    assert transitions == ref_transitions(ref, jmap)
+    assert_state_matches(state, ref, jmap)
+
+
+def with_negative_factors(jmap: JourneyMap) -> JourneyMap:
+    """Evidence against stages (PRODUCT §3): a support ticket counts against advocacy."""
+    tps = dict(jmap.touchpoints)
+    for name, factors in (("support_ticket", {"retention": 1.0, "advocacy": -0.5}),
+                          ("unsubscribe", {"consideration": -1.0, "decision": -1.0}),
+                          ("complaint", {"retention": -0.75, "advocacy": -2.0}),
+                          ("ad_click", {"awareness": 1.0, "decision": -0.25})):
+        tps[name] = replace(tps[name], stages=factors)
+    return replace(jmap, touchpoints=tps)
+
+
+@HYP
+@given(data=st.data())
+def test_kernel_matches_reference_with_negative_factors(settings: Settings, data) -> None:
+    jmap = with_negative_factors(settings.journey)
+    assert (jmap.arrays.type_factor < 0).sum() == 6
     events, cuts = data.draw(event_lists(jmap))
     state, transitions, dups = run_kernel(events, jmap, cuts)
     ref = reference_of(events, jmap)
