@@ -1,0 +1,93 @@
+"""Imports flow one way, in the order data flows; no module imports itself through others.
+
+Read from the source (every import statement, in functions and ``TYPE_CHECKING`` blocks
+too), so a cycle kept alive by a deferred import fails here as well.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("config", "operators", "flows", "journey")
+
+LAYERS: dict[str, tuple[str, ...]] = {
+    # shared types, sentinels, errors: they import nothing of ours
+    "base": ("config.errors", "operators", "operators.base", "operators.columns", "operators.metrics",
+             "flows", "journey"),
+    "config": ("config", "config.durations", "config.tables", "config.arrays", "config.model"),
+    "parse": ("operators.events", "operators.raw_records", "operators.watermark", "operators.reading"),
+    "route": ("operators.routing",),
+    "score": ("operators.score_kernels", "operators.state", "operators.scoring"),
+    "window": ("operators.window_kernels", "operators.windows"),
+    "render": ("operators.json_kernels", "operators.records"),
+    "steps": ("operators.shard", "operators.aggregate"),
+    "flows": ("flows.journey_flow",),
+    "runtime": ("journey.cli", "journey.runner", "journey.recovery", "journey.kafka_io",
+                "journey.broker", "journey.simulate", "journey.poison", "journey.demo"),
+}
+RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py"))}
+
+
+def imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules ``path`` imports (``from pkg import mod`` counts as ``pkg.mod``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found & modules
+
+
+GRAPH = {name: imports(path, set(project_modules())) for name, path in project_modules().items()}
+
+
+def test_every_module_has_a_layer() -> None:
+    assert sorted(set(GRAPH) - set(RANK)) == []
+    assert sorted(set(RANK) - set(GRAPH)) == []
+
+
+def test_there_is_no_import_cycle() -> None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(GRAPH[module]):
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target):], target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module)
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_follow_the_data(module: str) -> None:
+    upward = sorted(t for t in GRAPH[module] if RANK[t] > RANK[module])
+    assert upward == [], f"{module} ({_layer(module)}) imports later layers: " + ", ".join(
+        f"{t} ({_layer(t)})" for t in upward)
+    if RANK[module] == 0:
+        assert GRAPH[module] == set(), f"{module} is shared: it imports nothing of ours"
+
+
+def _layer(module: str) -> str:
+    return list(LAYERS)[RANK[module]]
