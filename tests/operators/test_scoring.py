@@ -218,7 +218,10 @@ HYP = hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @HYP
 @given(data=st.data())
 def test_kernel_matches_reference(settings: Settings, data) -> None:
-    jmap = settings.journey
+    assert_kernel_matches_reference(settings.journey, data)
+
+
+def assert_kernel_matches_reference(jmap: JourneyMap, data) -> None:
     events, cuts = data.draw(event_lists(jmap))
     state, transitions, dups = run_kernel(events, jmap, cuts)
     ref = reference_of(events, jmap)
@@ -243,12 +246,7 @@ def with_negative_factors(jmap: JourneyMap) -> JourneyMap:
 def test_kernel_matches_reference_with_negative_factors(settings: Settings, data) -> None:
     jmap = with_negative_factors(settings.journey)
     assert (jmap.arrays.type_factor < 0).sum() == 6
-    events, cuts = data.draw(event_lists(jmap))
-    state, transitions, dups = run_kernel(events, jmap, cuts)
-    ref = reference_of(events, jmap)
-    assert dups == ref.duplicates
-    assert transitions == ref_transitions(ref, jmap)
-    assert_state_matches(state, ref, jmap)
+    assert_kernel_matches_reference(jmap, data)
 
 
 @HYP
