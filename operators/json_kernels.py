@@ -6,10 +6,10 @@ Records come by the hundred thousand in a replay, and building a dict per record
 record, and notes where each ends. What it writes is a ``RecordLayout``: per field its
 format and where its value is, made once from a record kind's declaration
 (``records``). Everything textual arrives pre-rendered as pieces of three text tables
-(a blob of pieces one separator byte apart, with offsets): ``static`` holds the literal
-``{"name":`` pieces and the names a kind uses, ``customers`` a shard's customer ids,
-``texts`` what one call brings (floats in orjson's own text, event ids). Escaping and
-float formatting stay orjson's.
+(a blob of pieces one separator byte apart, with offsets): the layout's static table
+holds the literal ``{"name":`` pieces and the names a kind uses; the call brings a
+shard's customer ids and its own texts (floats in orjson's own text, event ids).
+Escaping and float formatting stay orjson's.
 """
 
 from typing import NamedTuple
@@ -19,6 +19,8 @@ import numpy.typing as npt
 from numba import njit
 
 from operators.columns import I64
+
+U8 = npt.NDArray[np.uint8]
 
 INT, PIECE, OBJECT, ENTRIES = range(4)
 """Field formats: an integer; a piece of text; an object of one value per key (a block of
@@ -33,7 +35,11 @@ _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
 class RecordLayout(NamedTuple):
-    """How a record kind is written, per field; static piece ``f`` is the literal before field ``f``."""
+    """How a record kind is written, per field, and its static text table.
+
+    Static piece ``f`` is the literal before field ``f`` (piece ``fields``: the closing
+    one); the names the fields use follow.
+    """
 
     format: I64  # INT, PIECE, OBJECT or ENTRIES
     column: I64  # the field's (first) column of ``RecordValues.ints``
@@ -41,23 +47,21 @@ class RecordLayout(NamedTuple):
     source: I64  # PIECE: the piece's text table; OBJECT, ENTRIES: the values' (or NUMBER)
     base: I64  # static piece number of a STATIC_TEXT piece 0, or of an object's key 0
     skip_zeros: I64  # OBJECT: leave out keys whose value is 0
+    static_blob: U8
+    static_offsets: I64
 
 
 class RecordValues(NamedTuple):
-    """What one call writes: per record its integers and piece numbers; the entries of ENTRIES."""
+    """What one call writes: integers and piece numbers, the entries of ENTRIES, the call's texts."""
 
     ints: I64  # [record, column]
     first: I64  # record ``i``'s entries are ``first[i]:first[i + 1]``
     keys: I64  # the entry's key (static piece number - base)
     values: I64  # its value: an integer, or a piece number
-
-
-class Texts(NamedTuple):
-    """A text table: pieces one separator byte apart in ``blob``, piece ``i`` from ``offsets[i]``."""
-
-    blob: npt.NDArray[np.uint8]
-    offsets: I64
-    longest: int  # the longest piece's length (for sizing buffers; kernels ignore it)
+    customer_blob: U8  # the shard's customer ids (CUSTOMER_TEXT)
+    customer_offsets: I64
+    text_blob: U8  # what the call brings (CALL_TEXT): floats, event ids
+    text_offsets: I64
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -105,7 +109,7 @@ def _put_entry(buf, pos, first, key, value, source, s_blob, s_off, v_blob, v_off
 
 
 @njit(cache=True, nogil=True)
-def _render(buf, ends, layout, v, static, customers, texts):  # pragma: no cover - compiled
+def _render(buf, ends, layout, v):  # pragma: no cover - compiled
     """Every record of ``v`` as ``layout`` says, one after another; ``ends[i]`` is where record i ends.
 
     Returns the bytes written. Arrays are taken out of their bundles once, before the
@@ -114,9 +118,9 @@ def _render(buf, ends, layout, v, static, customers, texts):  # pragma: no cover
     fmts, cols, widths = layout.format, layout.column, layout.width
     sources, bases, skips = layout.source, layout.base, layout.skip_zeros
     ints, first, keys, values = v.ints, v.first, v.keys, v.values
-    s_blob, s_off = static.blob, static.offsets
-    c_blob, c_off = customers.blob, customers.offsets
-    t_blob, t_off = texts.blob, texts.offsets
+    s_blob, s_off = layout.static_blob, layout.static_offsets
+    c_blob, c_off = v.customer_blob, v.customer_offsets
+    t_blob, t_off = v.text_blob, v.text_offsets
     fields = fmts.shape[0]
     pos = 0
     for i in range(ints.shape[0]):

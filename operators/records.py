@@ -29,7 +29,6 @@ from operators.json_kernels import (
     STATIC_TEXT,
     RecordLayout,
     RecordValues,
-    Texts,
     _render,
 )
 from operators.state import ShardState
@@ -117,6 +116,14 @@ FUNNEL = (
 )
 
 
+class Texts(NamedTuple):
+    """A text table: pieces one separator byte apart in ``blob``, piece ``i`` from ``offsets[i]``."""
+
+    blob: U8
+    offsets: I64
+    longest: int  # the longest piece's length, or more (buffers are sized by it)
+
+
 class Entries(NamedTuple):
     """An ENTRIES field's entries: record ``i`` has entries ``first[i]:first[i + 1]``."""
 
@@ -134,6 +141,7 @@ def _pieces(texts: Sequence[bytes]) -> Texts:
 
 
 _NONE = _pieces([])
+_NO_ENTRIES = Entries(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 def _json_strings(texts: Sequence[str | None]) -> Texts:
@@ -151,11 +159,14 @@ def _json_strings(texts: Sequence[str | None]) -> Texts:
     return Texts(body, offsets, int(np.diff(offsets).max()) - 1)
 
 
+_FLOAT_WIDTH = 24  # the longest float orjson writes: -2.2250738585072014e-308
+
+
 def _float_texts(values: npt.NDArray[np.float64]) -> Texts:
     """The text orjson writes for each value (NaN as null), laid out as ``_pieces`` does."""
     body = np.frombuffer(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)[1:-1]
     offsets = np.concatenate(([0], np.flatnonzero(body == ord(",")) + 1, [body.size + 1]))
-    return Texts(body, offsets, int(np.diff(offsets).max()) - 1)
+    return Texts(body, offsets, _FLOAT_WIDTH)
 
 
 def _names(names: Sequence[str | None]) -> list[bytes]:
@@ -174,7 +185,8 @@ class RecordKind:
 
     ``names`` are the text tables of names the fields may refer to (stages, channels...):
     with the literal pieces they make the kind's static table. Any other table but the
-    customer ids is the one table of text a call brings (floats, event ids).
+    customer ids is the one table of text a call brings (floats, event ids), each of its
+    pieces written once.
     """
 
     def __init__(self, fields: Sequence[Field], names: Mapping[str, Sequence[bytes]]) -> None:
@@ -195,7 +207,7 @@ class RecordKind:
         for t in dict.fromkeys(t for f in written for t in (f.table, f.value_table) if t in names):
             base[t] = len(pieces)
             pieces += names[t]
-        self.static = _pieces(pieces)
+        static = _pieces(pieces)
         per_call = {t for f in written for t in (f.table, f.value_table)} - {"", CUSTOMER_IDS, *names}
         if len(per_call) > 1:
             msg = f"a record kind takes one table of text per call, not {sorted(per_call)}"
@@ -206,55 +218,48 @@ class RecordKind:
                 return NUMBER
             return STATIC_TEXT if table in names else CUSTOMER_TEXT if table == CUSTOMER_IDS else CALL_TEXT
 
-        self.widths = {f.column: len(names[f.table]) if f.format == OBJECT else 1
-                       for f in written if f.format != ENTRIES}
-        starts = np.cumsum([0, *self.widths.values()]).tolist()
-        self.columns = dict(zip(self.widths, starts, strict=False))
-        self.layout = RecordLayout(*(np.array(column, dtype=np.int64) for column in zip(*(
-            (f.format, self.columns.get(f.column, 0), self.widths.get(f.column, 0),
+        widths = {f.column: len(names[f.table]) if f.format == OBJECT else 1
+                  for f in written if f.format != ENTRIES}
+        starts = dict(zip(widths, np.cumsum([0, *widths.values()]).tolist(), strict=False))
+        self.plan = [(name, starts[name], width) for name, width in widths.items()]
+        self.width = sum(widths.values())
+        per_field = [np.array(column, dtype=np.int64) for column in zip(*(
+            (f.format, starts.get(f.column, 0), widths.get(f.column, 0),
              source(f.value_table if f.format in (OBJECT, ENTRIES) else f.table),
-             base.get(f.table, 0), f.skip_zeros) for f in written), strict=True)))
+             base.get(f.table, 0), f.skip_zeros) for f in written), strict=True)]
+        self.layout = RecordLayout._make([*per_field, static.blob, static.offsets])
+        # bytes a record takes at most, but for the customer ids and a call's texts
         longest = {t: max(map(len, names[t])) for t in base}
-        # bytes per record at most, but for what a call's tables add
-        self.fixed = int(self.static.offsets[len(literals)]) - len(literals)
-        self.fixed += sum(_INT_WIDTH if f.format == INT else longest.get(f.table, 0)
-                          for f in written if f.format in (INT, PIECE))
-        self.fixed += sum(self.widths[f.column] * (longest[f.table] + 2 + _INT_WIDTH)
-                          for f in written if f.format == OBJECT and not f.value_table)
-        self.per_call = [(f.format, f.table if f.format == PIECE else f.value_table,
-                          self.widths.get(f.column, 1), longest.get(f.table, 0))
-                         for f in written if f.format == ENTRIES or source(f.table) != STATIC_TEXT
-                         or (f.format == OBJECT and f.value_table)]
+        self.fixed = int(static.offsets[len(literals)]) - len(literals) + sum(
+            _INT_WIDTH if f.format == INT
+            else longest.get(f.table, 0) if f.format == PIECE
+            else widths[f.column] * (longest[f.table] + 2 + (0 if f.value_table else _INT_WIDTH))
+            for f in written if f.format != ENTRIES)
+        self.customer_fields = sum(1 for f in written if f.table == CUSTOMER_IDS)
+        self.entry_bytes = max((longest[f.table] + 2 + _INT_WIDTH for f in written if f.format == ENTRIES),
+                               default=0)
 
     def render(self, topic: str, keys: list[bytes], columns: Mapping[str, npt.NDArray[Any]], *,
-               customers: Texts = _NONE, texts: Texts = _NONE, entries: Entries | None = None
+               customers: Texts = _NONE, texts: Texts = _NONE, entries: Entries = _NO_ENTRIES
                ) -> list[Output]:
         """One record per key, from its ``columns``, the customer ids, a call's ``texts`` and ``entries``."""
         n = len(keys)
         if not n:
             return []
-        ints = np.empty((n, sum(self.widths.values())), dtype=np.int64)
-        for name, at in self.columns.items():
-            values = columns[name]
-            ints[:, at: at + self.widths[name]] = values.reshape(n, -1) if values.ndim == 1 else values
-        size = n * self.fixed
-        for fmt, table, width, key_longest in self.per_call:
-            if fmt == ENTRIES:
-                assert entries is not None
-                size += entries.keys.size * (key_longest + 2 + _INT_WIDTH)
-            elif fmt == OBJECT:
-                size += n * width * (key_longest + 2 + texts.longest)
+        ints = np.empty((n, self.width), dtype=np.int64)
+        for name, at, width in self.plan:
+            if width == 1:
+                ints[:, at] = columns[name]
             else:
-                size += n * (customers.longest if table == CUSTOMER_IDS else texts.longest)
-        e = entries or _NO_ENTRIES
+                ints[:, at: at + width] = columns[name]
+        size = (n * (self.fixed + self.customer_fields * customers.longest) + texts.blob.size
+                + entries.keys.size * self.entry_bytes)
         buf = np.empty(size, dtype=np.uint8)
         ends = np.empty(n, dtype=np.int64)
-        _render(buf, ends, self.layout, RecordValues(ints, e.first, e.keys, e.values), self.static,
-                customers, texts)
+        _render(buf, ends, self.layout, RecordValues(ints, entries.first, entries.keys, entries.values,
+                                                     customers.blob, customers.offsets, texts.blob,
+                                                     texts.offsets))
         return _block(topic, keys, buf, ends)
-
-
-_NO_ENTRIES = Entries(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
 class CustomerTexts:
@@ -316,6 +321,7 @@ class RecordBuilder:
         self.channel_kind = RecordKind(CHANNEL_WINDOW, names)
         self.funnel_kind = RecordKind(FUNNEL, names)
         self.n_stages = len(journey.stage_names)
+        self.evidence_pieces = np.arange(3, 3 + self.n_stages, dtype=np.int64)
         self.saturation = journey.saturation
         self.topics = topics
 
@@ -328,23 +334,23 @@ class RecordBuilder:
         n, k = rows.size, self.n_stages
         if not n:
             return []
-        S = state.S[rows]
-        pos = np.maximum(S, 0.0)
-        Sd = state.Sd[rows]
+        c = state.columns
         floats = np.empty((n, 3 + k), dtype=np.float64)  # score, engagement, sentiment, evidence
-        floats[:, 0] = S
-        floats[:, 1] = 100.0 * pos / (pos + self.saturation)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            floats[:, 2] = np.where(Sd > 0.0, state.Sn[rows] / Sd, np.nan)
-        floats[:, 3:] = state.E[rows]
+        S = np.take(c.S, rows, out=floats[:, 0])
+        pos = np.maximum(S, 0.0)
+        np.divide(100.0 * pos, pos + self.saturation, out=floats[:, 1])
+        Sd = c.Sd[rows]
+        floats[:, 2] = np.nan
+        np.divide(c.Sn[rows], Sd, out=floats[:, 2], where=Sd > 0.0)
+        floats[:, 3:] = c.E[rows]
         piece = np.arange(0, n * (3 + k), 3 + k, dtype=np.int64)
         ids = customers.cover(state.ids)
         keys = customers.keys
         return self.score_kind.render(
             self.topics.scores, [keys[r] for r in rows.tolist()],
-            {"row": rows, "stage": state.stage[rows] + 1, "score": piece, "engagement": piece + 1,
-             "sentiment": piece + 2, "evidence": piece[:, None] + np.arange(3, 3 + k),
-             "events": state.n[rows], "last_event_ts": state.T[rows]},
+            {"row": rows, "stage": c.stage[rows] + 1, "score": piece, "engagement": piece + 1,
+             "sentiment": piece + 2, "evidence": piece[:, None] + self.evidence_pieces,
+             "events": c.n[rows], "last_event_ts": c.T[rows]},
             customers=ids, texts=_float_texts(floats.ravel()))
 
     def transitions(self, customers: CustomerTexts, ids: Sequence[str], rows: I64,
