@@ -58,7 +58,7 @@ def write_config(settings: Settings, path: Path) -> Path:
 
 def journey_cli(*args: str, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run the ``journey`` command line in a fresh interpreter, as a user would."""
-    return subprocess.run([sys.executable, "-m", "journey.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-P", "-m", "journey.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, **kw)  # type: ignore[call-overload]
 
 

@@ -90,7 +90,7 @@ def test_scores_match_reference(faulty_input, tmp_path: Path, mode: str) -> None
         config = write_config(settings, tmp_path / "cluster.toml")
         addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
         procs = [subprocess.Popen(
-            [sys.executable, "-m", "journey.cli", "run", "--config", str(config), "--until-end",
+            [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), "--until-end",
              "--process-id", str(i), "--addresses", addresses],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
         for p in procs:

@@ -176,7 +176,7 @@ def test_replay_at_full_speed_classifies_like_a_live_run(
     # a background job's children inherit SIGINT ignored; the live run gets Ctrl-C as from a shell
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "journey.cli", "run",
+        proc = subprocess.Popen([sys.executable, "-P", "-X", "faulthandler", "-m", "journey.cli", "run",
                                  "--config", str(config)], cwd=ROOT, stdout=log, stderr=log, text=True)
     finally:
         signal.signal(signal.SIGINT, previous)
