@@ -96,6 +96,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                "enable.partition.eof": True, "auto.offset.reset": "earliest",
                "fetch.wait.max.ms": 100},
         ))
+        self.tp = TopicPartition(topic, partition)
         self.consumer.assign([TopicPartition(topic, partition, start)])
 
     def next_batch(self) -> list[SourceRead]:
@@ -113,6 +114,11 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
             else:
                 reader.drained()
+            if not self.bounded:  # a bounded run replays what the topics hold: always aligned
+                # as of the last fetch response (no request): known once one has come back
+                low, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
+                if high >= 0:
+                    reader.behind_by(high - (self.next_offset if self.next_offset >= 0 else low))
         out = [r for r in (reader.take(),) if r is not None]
         if self.at_end and not reader.pending:
             self.done = True

@@ -21,6 +21,12 @@ from operators.events import EventParser, ParsedBatch
 from operators.raw_records import late_record
 from operators.watermark import Aligner, Report
 
+LIVE_LAG = 1_000
+"""A consumer at most this many messages behind the head of its partition's log has caught
+up: reading current events there, the partition is live (``watermark``)."""
+BEHIND_LAG = 20_000
+"""A consumer that falls more than this far behind (two full reads) replays again,
+aligned with the other partitions, until it has caught up."""
 REPORT_EVERY_MS = 500
 """A partition re-broadcasts a watermark that moved at most this often (wall clock)..."""
 REPORT_EVERY_EVENT_MS = 86_400_000
@@ -91,6 +97,16 @@ class PartitionReader:
         """The consumer had nothing more: others stop waiting for this one's reading soon."""
         self.aligner.drained(self.part)
 
+    def behind_by(self, lag: int) -> None:
+        """The consumer is ``lag`` messages behind the head of the log.
+
+        A source that reads a bounded range (a replay by definition) never says so, and its
+        partitions stay aligned.
+        """
+        at_head = self.aligner.is_at_head(self.part)
+        if (not at_head and lag <= LIVE_LAG) or (at_head and lag > BEHIND_LAG):
+            self.aligner.at_head(self.part, not at_head)
+
     def _head(self) -> int:
         assert self.parsed is not None
         ts = self.parsed.events.ts
@@ -125,9 +141,12 @@ class PartitionReader:
         if not len(events):
             return []
         a = self.aligner
-        floor = np.minimum(run, a.read_time_floor(self.part, now, run))
-        mark = np.where(floor == NO_TIME, NO_TIME, floor - a.lateness_ms)
-        mark = np.maximum(np.maximum.accumulate(mark), self.mark)
+        if a.live(self.part, now):  # late: older than the watermark now
+            mark = np.full(run.shape, max(self.mark, a.watermark(now)), dtype=np.int64)
+        else:  # late: older than what every partition had read by then
+            floor = np.minimum(run, a.read_time_floor(self.part, now, run))
+            mark = np.where(floor == NO_TIME, NO_TIME, floor - a.lateness_ms)
+            mark = np.maximum(np.maximum.accumulate(mark), self.mark)
         self.mark = int(mark[-1])
         events.mark[:] = mark
         events.own_mark[:] = run - a.lateness_ms

@@ -22,6 +22,17 @@ reading and hand-over still work in whole batches, so a replay of sparse history
 is not cut into tiny slices, and it classifies events exactly as a live run that
 read every partition in step.
 
+That waiting is for replays. A partition is *live* when its consumer has caught up
+with the head of its log (its source says so, from the consumer's lag) and what it
+reads is current: its latest event time is within ``allowed_lateness`` of the wall
+clock, or it has read nothing yet (a quiet topic). A live partition hands everything
+over as soon as it is read, so scores and transitions never wait for another
+partition, and no other partition waits for its reading (what it has read is all
+there is). Its events are late when older than the process's watermark at the moment
+they are read; sessions and windows still close only as the watermark passes them.
+Reading behind the head, or reading history at the head (days-old events fed as fast
+as they come), is a replay and stays aligned, so it classifies events exactly.
+
 Shards hear the watermark through ``Report``s that every partition sends with its
 batches (and on its own when it moved): an active partition reports its own position
 minus ``allowed_lateness``, an idle one its process's watermark. A shard takes the
@@ -81,6 +92,7 @@ class _Progress:
     last_read: int = 0  # wall clock of the last message read, or of registration
     done: bool = False
     drained_since: int | None = None  # wall clock since the consumer had nothing more
+    at_head: bool = False  # its consumer has caught up with the head of its log
     base: int = NO_TIME  # ``emitted`` when the current fetch arrived
     run: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
     """Running maximum of event time over the current fetch (starting from ``base``)."""
@@ -143,24 +155,42 @@ class Aligner:
         p = self.parts[part]
         return p.done or (p.head == NO_TIME and now - p.last_read >= self.idle_timeout_ms)
 
-    def _others(self, part: str, now: int) -> list[_Progress]:
-        return [p for name, p in self.parts.items() if name != part and not self.idle(name, now)]
+    def _others(self, part: str, now: int) -> list[tuple[str, _Progress]]:
+        return [(name, p) for name, p in self.parts.items() if name != part and not self.idle(name, now)]
 
     def limit(self, part: str, now: int) -> int:
         """The latest event time ``part`` may hand over now.
 
-        Every other active partition must have read up to it, unless that one has had
-        nothing more to read for ``CAUGHT_UP_MS`` (live: what it has read is all there
-        is), and handed over to within ``slack_ms``; the slowest is never held back.
+        Every other active partition must have read up to it, unless that one is live
+        or has had nothing more to read for ``CAUGHT_UP_MS`` (what it has read is all
+        there is), and handed over to within ``slack_ms``; the slowest is never held
+        back, and a live partition hands over everything.
         """
+        if self.live(part, now):
+            return END
         limit = END
-        for q in self._others(part, now):
+        for name, q in self._others(part, now):
+            if self.live(name, now):
+                continue
             if q.position == NO_TIME:
                 return NO_TIME
             limit = min(limit, q.position + self.slack_ms)
             if q.drained_since is None or now - q.drained_since < CAUGHT_UP_MS:
                 limit = min(limit, q.fetched)
         return limit
+
+    def at_head(self, part: str, at_head: bool) -> None:
+        """The partition's consumer caught up with the head of its log (True), or fell behind."""
+        self.parts[part].at_head = at_head
+
+    def is_at_head(self, part: str) -> bool:
+        """Whether the partition's consumer is at the head of its log."""
+        return self.parts[part].at_head
+
+    def live(self, part: str, now: int) -> bool:
+        """At the head of its log, reading current events (or none yet): it waits for nobody."""
+        p = self.parts[part]
+        return p.at_head and (p.fetched == NO_TIME or now - p.fetched <= self.lateness_ms)
 
     def drained(self, part: str) -> None:
         """The partition's consumer had nothing more to give."""
@@ -171,7 +201,7 @@ class Aligner:
     def read_time_floor(self, part: str, now: int, t: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Per event time in ``t``: the smallest read-time position of the other active partitions."""
         floor = np.full(t.shape, END, dtype=np.int64)
-        for q in self._others(part, now):
+        for _, q in self._others(part, now):
             np.minimum(floor, q.position_at(t), out=floor)
         return floor
 

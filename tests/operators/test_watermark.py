@@ -138,3 +138,40 @@ def test_a_shard_waits_for_every_partition_and_ignores_idle_ones() -> None:
     assert shard_watermark(reports, 2) == 400  # all idle: the lowest idle watermark
     reports = {p: Report(p, END, idle=True, end_ts=1) for p in "ab"}
     assert shard_watermark(reports, 2) == END
+
+
+def test_a_live_partition_hands_over_at_once_and_nobody_waits_for_a_quiet_one(settings: Settings) -> None:
+    clock = Clock()
+    readers = Readers(settings.journey, "dlq", "late", clock)
+    busy, quiet = readers.reader("in#0"), readers.reader("in#1")
+    old, older = readers.reader("in#2"), readers.reader("in#3")
+    now, lateness = clock.now, settings.journey.allowed_lateness_ms
+    for reader in (busy, quiet, old, older):
+        reader.behind_by(0)  # every consumer has caught up with its log
+    old.add(msgs(2, T0, T0 + MIN))  # ...but these two read history: a day behind in event time
+    older.add(msgs(3, T0))
+    busy.add(msgs(0, now - 2 * MIN, now - 20 * MIN, now - MIN))
+    got = busy.take()  # neither the quiet partition nor the history holds it back
+    assert got is not None and got.events.ts.tolist() == [now - 2 * MIN, now - 20 * MIN, now - MIN]
+    assert not got.events.late.any()  # the quiet partition holds the watermark back
+    got = old.take()  # history at the head of its log replays, aligned with the other history
+    assert got is not None and got.events.ts.tolist() == [T0]
+    older.add(msgs(3, T0 + MIN, first=1))
+    got = old.take()
+    assert got is not None and got.events.ts.tolist() == [T0 + MIN]
+    older.take()
+    clock.now += settings.journey.idle_timeout_ms  # all but busy go idle
+    busy.add(msgs(0, now - 20 * MIN, first=3))
+    got = busy.take()  # late: older than the watermark when read (busy's own position - lateness)
+    assert got is not None and got.events.late.tolist() == [True]
+    assert orjson.loads(got.late[0][2])["late_by_ms"] == (now - MIN - lateness) - (now - 20 * MIN)
+
+
+def test_a_partition_is_at_the_head_until_it_falls_two_reads_behind(settings: Settings) -> None:
+    readers = Readers(settings.journey, "dlq", "late", Clock())
+    r = readers.reader("in#0")
+    at_head = []
+    for lag in (50_000, 5_000, 1_000, 5_000, 20_000, 20_001, 1_001, 999):
+        r.behind_by(lag)
+        at_head.append(readers.aligner.is_at_head("in#0"))
+    assert at_head == [False, False, True, True, True, False, False, True]
