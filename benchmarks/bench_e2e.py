@@ -33,7 +33,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
-from config import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, Settings, Topics, load_settings
 from flows.journey_flow import build_flow
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import (

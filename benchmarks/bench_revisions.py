@@ -6,7 +6,9 @@ For a change that must be "no slower": the revision ``REV`` is checked out into 
 temporary worktree; both trees run the end-to-end flow of ``bench_e2e`` (with and
 without windows) on the same 200,000 produced events, alternately and in alternating
 order, each run in a fresh interpreter that imports only its own tree (``python -P``).
-Prints events/s and CPU seconds per run, the medians and the ratio after / before.
+Each tree runs with its own ``bench_e2e`` harness (timing, counting sink), so a change
+to the harness is measured along with the engine. Prints events/s and CPU seconds per
+run, the medians and the ratio after / before.
 The machine is shared: the ratio of medians of runs taken side by side is the figure to
 trust, not the absolutes.
 """
@@ -19,7 +21,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from config import DEFAULT_PATH, Topics, load_settings
+from config.model import DEFAULT_PATH, Topics, load_settings
 from journey.broker import EmbeddedBroker
 from journey.simulate import SimOptions, messages, produce
 
@@ -31,7 +33,7 @@ import resource, sys
 tree, brokers, tag, mode = sys.argv[1:5]
 sys.path.insert(0, tree)
 from dataclasses import replace
-from config import DEFAULT_PATH, Topics, load_settings
+from config.model import DEFAULT_PATH, Topics, load_settings
 from benchmarks.bench_e2e import CountingSink, ours, outputs, timed
 from journey.runner import settle_heap
 from operators.shard import warm_up

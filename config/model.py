@@ -85,11 +85,16 @@ class JourneyMap:
         return (OTHER_CHANNEL, *self.channels)
 
     @cached_property
+    def required_types(self) -> tuple[str, ...]:
+        """The touchpoint types some stage ``requires`` (their lifetime counts are state), sorted."""
+        return tuple(sorted({t for s in self.stages for t in s.requires}))
+
+    @cached_property
     def arrays(self) -> JourneyArrays:
         """The map turned once into the arrays the kernels use."""
         names = self.stage_names
         stage_pos = {name: k for k, name in enumerate(names)}
-        req_types = sorted({t for s in self.stages for t in s.requires})
+        req_types = self.required_types
         req_slot = {t: i for i, t in enumerate(req_types)}
         n_types, n_stages = len(self.touchpoints), len(names)
         factor = np.zeros((n_types, n_stages), dtype=np.float64)
@@ -131,7 +136,7 @@ class JourneyMap:
         """
         return {
             "stages": list(self.stage_names),
-            "requires": sorted({t for s in self.stages for t in s.requires}),
+            "requires": list(self.required_types),
             "channels": list(self.channels),
             "metrics_window_ms": self.metrics_window_ms,
             "dedup_slots": self.dedup_slots,
@@ -155,7 +160,12 @@ _LAYOUT_KEYS = {
 
 
 def layout_changes(saved: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
-    """What differs between a saved state layout and the current one, in the file's terms."""
+    """What differs between a saved state layout and the current one, in the file's terms.
+
+    State of another schema is another format altogether: that is all there is to say.
+    """
+    if saved.get("schema") != current.get("schema"):
+        return [f"{_LAYOUT_KEYS['schema']}: {saved.get('schema')} -> {current.get('schema')}"]
     changes = []
     for key, label in _LAYOUT_KEYS.items():
         was, now = saved.get(key), current.get(key)

@@ -1,16 +1,17 @@
 """The recovery store: created when missing, and checked before a run resumes from it.
 
-Bytewax keeps snapshots in SQLite files (``part-*.sqlite3``, table ``snaps``) and
-resumes every step from them. A shard's snapshot carries the layout of the state it
-holds (``operators.shard.state_layout``); resuming it under a journey map of another
-layout would index arrays of one shape as another. So before the flow reads any
-input, the newest shard snapshot's layout is compared with the run's, and a mismatch
-stops the run with exit 2 and what changed.
+Bytewax keeps snapshots in SQLite files (``part-*.sqlite3``, table ``snaps``: the
+format of the pinned Bytewax 0.21) and resumes every step from them. A shard's
+snapshot carries the layout of the state it holds (``operators.shard.state_layout``);
+resuming it under a journey map of another layout would index arrays of one shape as
+another. So before the flow reads any input, the newest shard snapshot's layout is
+compared with the run's, and a mismatch stops the run with exit 2 and what changed.
 """
 
 import logging
 import pickle
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,13 @@ def saved_layout(directory: Path) -> dict[str, Any] | None:
     newest: tuple[int, bytes] | None = None
     for part in sorted(directory.glob("part-*.sqlite3")):
         try:
-            with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+            with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
                 row = db.execute(
                     "SELECT snap_epoch, ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL"
                     " ORDER BY snap_epoch DESC LIMIT 1", (f"{FLOW_ID}.{SCORE_STEP}",)).fetchone()
         except sqlite3.Error as err:
-            msg = f"--recovery-dir {directory}: cannot read {part.name} ({err}); is it a recovery store?"
+            msg = (f"--recovery-dir {directory}: cannot read {part.name} ({err}); it is not a recovery "
+                   "store of the Bytewax version journey-stream runs on: start with a new --recovery-dir")
             raise ConfigError(msg) from err
         if row is not None and (newest is None or row[0] > newest[0]):
             newest = row
@@ -77,7 +79,7 @@ def saved_layout(directory: Path) -> dict[str, Any] | None:
         snap = pickle.loads(newest[1])
     except Exception as err:
         msg = (f"--recovery-dir {directory}: cannot read its saved state ({err}); it was written by "
-               "another version of journey-stream: start with a new --recovery-dir")
+               "another version of journey-stream or Bytewax: start with a new --recovery-dir")
         raise ConfigError(msg) from err
     layout = snap.get("layout") if isinstance(snap, dict) else None
     return layout if isinstance(layout, dict) else {"schema": 0}

@@ -2,7 +2,7 @@
 
 A bundle class is a ``NamedTuple`` whose fields default to ``column(...)`` specs: the
 field's dtype, the fill of a new row and the name of its row shape. ``rows`` makes a
-bundle of arrays from the class, ``grown`` doubles it. Kernels take the bundle as one
+bundle of arrays from the class, ``grown`` gives it more rows. Kernels take the bundle as one
 named argument (``state.T[r]``), so two arrays can never be passed in each other's place,
 and what a column is, is said in one place.
 

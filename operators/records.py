@@ -59,9 +59,10 @@ class Field(NamedTuple):
     name: str
     format: int  # INT, PIECE, OBJECT, ENTRIES (json_kernels) or CONST
     column: str = ""  # the column of the value (the piece number; OBJECT: a block of one per key)
-    table: str = ""  # PIECE: the text table of the piece; OBJECT, ENTRIES: of the keys; CONST: the text
-    value_table: str = ""  # OBJECT, ENTRIES: the text table of the values ("": integers)
+    table: str = ""  # PIECE: the text table of the piece; OBJECT, ENTRIES: of the keys
+    value_table: str = ""  # OBJECT, ENTRIES: the call's text table of the values ("": integers)
     skip_zeros: bool = False  # OBJECT: leave out keys whose value is 0
+    text: str = ""  # CONST: the value's JSON text
 
 
 SCORE = (
@@ -93,7 +94,7 @@ SESSION = (
     Field("stage_end", PIECE, "stage", "stages"),
 )
 CHANNEL_WINDOW = (
-    Field("kind", CONST, table='"channel"'),
+    Field("kind", CONST, text='"channel"'),
     Field("window_start", INT, "start"),
     Field("window_end", INT, "end"),
     Field("channel", PIECE, "channel", "channels"),
@@ -108,7 +109,7 @@ CHANNEL_WINDOW = (
     Field("response_time_mean_ms", PIECE, "response_time_mean_ms", "floats"),
 )
 FUNNEL = (
-    Field("kind", CONST, table='"funnel"'),
+    Field("kind", CONST, text='"funnel"'),
     Field("window_start", INT, "start"),
     Field("window_end", INT, "end"),
     Field("transitions", ENTRIES, "transitions", "moves"),
@@ -121,7 +122,6 @@ class Texts(NamedTuple):
 
     blob: U8
     offsets: I64
-    longest: int  # the longest piece's length, or more (buffers are sized by it)
 
 
 class Entries(NamedTuple):
@@ -136,8 +136,7 @@ def _pieces(texts: Sequence[bytes]) -> Texts:
     """Texts as one blob, a separator byte apart."""
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(t) + 1 for t in texts])
-    return Texts(np.frombuffer(b",".join(texts), dtype=np.uint8), offsets,
-                 max((len(t) for t in texts), default=0))
+    return Texts(np.frombuffer(b",".join(texts), dtype=np.uint8), offsets)
 
 
 _NONE = _pieces([])
@@ -147,26 +146,21 @@ _NO_ENTRIES = Entries(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, 
 def _json_strings(texts: Sequence[str | None]) -> Texts:
     """Strings in JSON (None as null), laid out as ``_pieces`` does, from one ``orjson`` call.
 
-    Without a backslash and a null in the output, every quote is a string's first or last
-    byte.
+    Without a backslash in the output and without a null, every quote is a string's first
+    or last byte.
     """
     whole = orjson.dumps(texts)
-    if not texts or b"\\" in whole or b"null" in whole:
+    if not texts or b"\\" in whole or None in texts:
         return _pieces([orjson.dumps(t) for t in texts])
     body = np.frombuffer(whole, dtype=np.uint8)[1:-1]
     quotes = np.flatnonzero(body == ord('"'))
-    offsets = np.append(quotes[::2], body.size + 1)
-    return Texts(body, offsets, int(np.diff(offsets).max()) - 1)
-
-
-_FLOAT_WIDTH = 24  # the longest float orjson writes: -2.2250738585072014e-308
+    return Texts(body, np.append(quotes[::2], body.size + 1))
 
 
 def _float_texts(values: npt.NDArray[np.float64]) -> Texts:
     """The text orjson writes for each value (NaN as null), laid out as ``_pieces`` does."""
     body = np.frombuffer(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)[1:-1]
-    offsets = np.concatenate(([0], np.flatnonzero(body == ord(",")) + 1, [body.size + 1]))
-    return Texts(body, offsets, _FLOAT_WIDTH)
+    return Texts(body, np.concatenate(([0], np.flatnonzero(body == ord(",")) + 1, [body.size + 1])))
 
 
 def _names(names: Sequence[str | None]) -> list[bytes]:
@@ -178,6 +172,39 @@ def _block(topic: str, keys: list[bytes], buf: U8, ends: I64) -> list[Output]:
     """The records a kernel wrote one after another into ``buf``, as a block (none if empty)."""
     bounds = ends.tolist()
     return [RecordBlock(topic, keys, buf[: bounds[-1]].tobytes(), bounds)] if bounds else []
+
+
+class CustomerTexts:
+    """One shard's customer ids as message keys and as a text table (JSON strings, by row).
+
+    Made once per customer, when a record first needs them: a replay of sparse history
+    closes about one session per event, and rendering the id for each cost more than the
+    rest of the record. Rows only ever get added, so the texts only ever get extended.
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.blob = np.zeros(0, dtype=np.uint8)
+        self.offsets = np.zeros(1, dtype=np.int64)  # piece ``row`` as in ``_pieces``
+        self.longest = 0
+
+    def cover(self, ids: Sequence[str]) -> None:
+        """Texts for every id in ``ids`` (a shard's ids by row)."""
+        have = len(self.keys)
+        if len(ids) == have:
+            return
+        new = list(ids[have:])
+        self.keys += [cid.encode() for cid in new]
+        texts = _json_strings(new)
+        at = int(self.offsets[-1])  # the new pieces start a separator byte after the last
+        blob = texts.blob
+        if at + blob.size > self.blob.size:
+            grown = np.empty(max(at + blob.size, 2 * self.blob.size, 4096), dtype=np.uint8)
+            grown[: self.blob.size] = self.blob
+            self.blob = grown
+        self.blob[at: at + blob.size] = blob
+        self.offsets = np.concatenate((self.offsets, texts.offsets[1:] + at))
+        self.longest = max(self.longest, int(np.diff(texts.offsets).max()) - 1)
 
 
 class RecordKind:
@@ -196,22 +223,19 @@ class RecordKind:
         for f in fields:
             text += ("" if text == "{" else ",") + orjson.dumps(f.name).decode() + ":"
             if f.format == CONST:
-                text += f.table
+                text += f.text
                 continue
             literals.append(text + ("{" if f.format in (OBJECT, ENTRIES) else ""))
             text = "}" if f.format in (OBJECT, ENTRIES) else ""
             written.append(f)
         literals.append(text + "}")
+        _check(written, names)
         pieces = [t.encode() for t in literals]
         base: dict[str, int] = {}
-        for t in dict.fromkeys(t for f in written for t in (f.table, f.value_table) if t in names):
+        for t in dict.fromkeys(f.table for f in written if f.table in names):
             base[t] = len(pieces)
             pieces += names[t]
         static = _pieces(pieces)
-        per_call = {t for f in written for t in (f.table, f.value_table)} - {"", CUSTOMER_IDS, *names}
-        if len(per_call) > 1:
-            msg = f"a record kind takes one table of text per call, not {sorted(per_call)}"
-            raise ValueError(msg)
 
         def source(table: str) -> int:
             if not table:
@@ -240,8 +264,8 @@ class RecordKind:
                                default=0)
 
     def render(self, topic: str, keys: list[bytes], columns: Mapping[str, npt.NDArray[Any]], *,
-               customers: Texts = _NONE, texts: Texts = _NONE, entries: Entries = _NO_ENTRIES
-               ) -> list[Output]:
+               customers: CustomerTexts | None = None, texts: Texts = _NONE,
+               entries: Entries = _NO_ENTRIES) -> list[Output]:
         """One record per key, from its ``columns``, the customer ids, a call's ``texts`` and ``entries``."""
         n = len(keys)
         if not n:
@@ -252,47 +276,41 @@ class RecordKind:
                 ints[:, at] = columns[name]
             else:
                 ints[:, at: at + width] = columns[name]
-        size = (n * (self.fixed + self.customer_fields * customers.longest) + texts.blob.size
-                + entries.keys.size * self.entry_bytes)
+        ids = _NONE if customers is None else Texts(customers.blob, customers.offsets)
+        if self.customer_fields and customers is None:
+            msg = "this record kind writes customer ids: pass the shard's CustomerTexts"
+            raise ValueError(msg)
+        size = (n * self.fixed + texts.blob.size + entries.keys.size * self.entry_bytes
+                + (0 if customers is None else n * self.customer_fields * customers.longest))
         buf = np.empty(size, dtype=np.uint8)
         ends = np.empty(n, dtype=np.int64)
-        _render(buf, ends, self.layout, RecordValues(ints, entries.first, entries.keys, entries.values,
-                                                     customers.blob, customers.offsets, texts.blob,
-                                                     texts.offsets))
+        written = _render(buf, ends, self.layout, RecordValues(ints, entries.first, entries.keys,
+                                                               entries.values, *ids, *texts))
+        if written > size:  # a tripwire: the sizing above is an upper bound by construction
+            msg = f"rendering {topic} records overran their buffer ({written} > {size} bytes)"
+            raise RuntimeError(msg)
         return _block(topic, keys, buf, ends)
 
 
-class CustomerTexts:
-    """One shard's customer ids as message keys and as a text table (JSON strings, by row).
-
-    Made once per customer, when a record first needs them: a replay of sparse history
-    closes about one session per event, and rendering the id for each cost more than the
-    rest of the record. Rows only ever get added, so the texts only ever get extended.
-    """
-
-    def __init__(self) -> None:
-        self.keys: list[bytes] = []
-        self.blob = np.zeros(0, dtype=np.uint8)
-        self.offsets = np.zeros(1, dtype=np.int64)  # piece ``row`` as in ``_pieces``
-        self.longest = 0
-
-    def cover(self, ids: Sequence[str]) -> Texts:
-        """Texts for every id in ``ids`` (a shard's ids by row); the table of them all."""
-        have = len(self.keys)
-        if len(ids) != have:
-            new = list(ids[have:])
-            self.keys += [cid.encode() for cid in new]
-            texts = _json_strings(new)
-            at = int(self.offsets[-1])  # the new pieces start a separator byte after the last
-            blob = texts.blob
-            if at + blob.size > self.blob.size:
-                grown = np.empty(max(at + blob.size, 2 * self.blob.size, 4096), dtype=np.uint8)
-                grown[: self.blob.size] = self.blob
-                self.blob = grown
-            self.blob[at: at + blob.size] = blob
-            self.offsets = np.concatenate((self.offsets, texts.offsets[1:] + at))
-            self.longest = max(self.longest, texts.longest)
-        return Texts(self.blob, self.offsets, self.longest)
+def _check(written: Sequence[Field], names: Mapping[str, Sequence[bytes]]) -> None:
+    """Refuse a declaration the kernel would write wrong: where each field's text comes from."""
+    per_call = {t for f in written for t in (f.table, f.value_table)} - {"", CUSTOMER_IDS, *names}
+    for f in written:
+        problem = None
+        if f.format == PIECE and not f.table:
+            problem = "a PIECE needs the table its piece comes from"
+        elif f.format in (OBJECT, ENTRIES) and f.table not in names:
+            problem = "an object's keys come from a table of names"
+        elif f.format in (OBJECT, ENTRIES) and f.value_table and f.value_table not in per_call:
+            problem = "an object's values are integers or pieces of the call's texts"
+        elif f.format == ENTRIES and f.value_table:
+            problem = "ENTRIES values are integers"
+        if problem:
+            msg = f"field {f.name!r}: {problem}"
+            raise ValueError(msg)
+    if len(per_call) > 1:
+        msg = f"a record kind takes one table of text per call, not {sorted(per_call)}"
+        raise ValueError(msg)
 
 
 class RecordBuilder:
@@ -344,38 +362,38 @@ class RecordBuilder:
         np.divide(c.Sn[rows], Sd, out=floats[:, 2], where=Sd > 0.0)
         floats[:, 3:] = c.E[rows]
         piece = np.arange(0, n * (3 + k), 3 + k, dtype=np.int64)
-        ids = customers.cover(state.ids)
+        customers.cover(state.ids)
         keys = customers.keys
         return self.score_kind.render(
             self.topics.scores, [keys[r] for r in rows.tolist()],
             {"row": rows, "stage": c.stage[rows] + 1, "score": piece, "engagement": piece + 1,
              "sentiment": piece + 2, "evidence": piece[:, None] + self.evidence_pieces,
              "events": c.n[rows], "last_event_ts": c.T[rows]},
-            customers=ids, texts=_float_texts(floats.ravel()))
+            customers=customers, texts=_float_texts(floats.ravel()))
 
     def transitions(self, customers: CustomerTexts, ids: Sequence[str], rows: I64,
                     from_stage: npt.NDArray[np.int16], to_stage: npt.NDArray[np.int16], ts: I64,
                     event_ids: Sequence[str | None], versions: I64) -> list[Output]:
         """One record per stage change, in the order given (``rows`` of the shard's ``ids``)."""
-        table = customers.cover(ids)
+        customers.cover(ids)
         keys = customers.keys
         return self.transition_kind.render(
             self.topics.transitions, [keys[r] for r in rows.tolist()],
             {"row": rows, "from": from_stage + 1, "to": to_stage + 1, "ts": ts,
              "event": np.arange(rows.size), "version": versions},
-            customers=table, texts=_json_strings(event_ids))
+            customers=customers, texts=_json_strings(event_ids))
 
     def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: ClosedSessions
                  ) -> list[Output]:
         """One record per closed session (PRODUCT §5); ``ids`` the shard's, ``customers`` their texts."""
-        table = customers.cover(ids)
+        customers.cover(ids)
         keys = customers.keys
         return self.session_kind.render(
             self.topics.sessions, [keys[r] for r in closed.rows.tolist()],
             {"row": closed.rows, "start": closed.start, "end": closed.end,
              "duration": closed.end - closed.start, "events": closed.events, "channels": closed.channels,
              "converted": closed.converted, "stage": closed.stage + 1},
-            customers=table)
+            customers=customers)
 
     def windows(self, w: WindowShares, width_ms: int, populations: I64) -> list[Output]:
         """The channel records and the funnel record of closed windows, from their totals.
@@ -401,7 +419,7 @@ class RecordBuilder:
              "events": counts[EVENTS], "customers": counts[CUSTOMERS], "impressions": impressions,
              "clicks": clicks, "ctr": piece, "conversions": counts[CONVERSIONS],
              "sentiment_mean": piece + 1, "responses": responses, "response_time_mean_ms": piece + 2},
-            texts=_float_texts(means.ravel())) if ch.start.size else []
+            texts=_float_texts(means.ravel()))
         tr, starts = w.transitions, w.starts
         first = np.searchsorted(tr.start, np.append(starts, starts[-1] + 1)).astype(np.int64)
         return out + self.funnel_kind.render(

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from operators.base import NO_STAGE, NO_TIME
+from operators.base import END, NO_STAGE, NO_TIME
 from operators.columns import F64, I64, column
 
 I16 = npt.NDArray[np.int16]
@@ -203,11 +203,11 @@ def _dormant_rows(c, size, watermark, dormant_after, out_rows):  # pragma: no co
     """Rows (of the first ``size``) whose ``T + dormant_after`` the watermark passed, not dormant yet.
 
     Returns their count and the smallest ``T + dormant_after`` of the others (the next
-    time anyone can go dormant; the largest int64 when no one can).
+    time anyone can go dormant; END when no one can).
     """
     dormant = c.E.shape[1]  # the stage after the last
     count = 0
-    earliest = np.iinfo(np.int64).max
+    earliest = END
     for r in range(size):
         if c.n[r] == 0 or c.stage[r] == dormant:
             continue

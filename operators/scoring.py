@@ -79,6 +79,7 @@ def dormancy(state: ShardState, watermark: int, dormant_after_ms: int) -> tuple[
     out = np.empty(state.size, dtype=np.int64)
     count, earliest = _dormant_rows(state.columns, state.size, watermark, dormant_after_ms, out)
     rows = out[:count]
-    before = state.stage[rows].copy()
-    state.stage[rows] = state.E.shape[1]  # dormant: the stage index after the last
-    return rows, before, state.T[rows] + dormant_after_ms, int(earliest)
+    c = state.columns
+    before = c.stage[rows].copy()
+    c.stage[rows] = c.E.shape[1]  # dormant: the stage index after the last
+    return rows, before, c.T[rows] + dormant_after_ms, int(earliest)

@@ -5,6 +5,7 @@ the on-time ones into sessions and windows, then applies the partitions' waterma
 reports: dormancy, closed sessions and closed windows follow from the new watermark.
 """
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -17,18 +18,45 @@ from config.errors import ConfigError
 from config.model import JourneyMap, Topics, layout_changes
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, Output
+from operators.columns import specs
 from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
 from operators.records import CustomerTexts, RecordBuilder
 from operators.routing import DEFAULT_SHARDS, ShardInput
+from operators.score_kernels import CustomerColumns
 from operators.scoring import dormancy, score_batch
 from operators.state import ShardState
 from operators.watermark import Report, shard_watermark, stream_end
+from operators.window_kernels import (
+    ChannelCells,
+    CustomerKeys,
+    CustomerWindows,
+    MoveCells,
+    Sessions,
+    WindowSlots,
+)
 from operators.windows import ShardWindows, WindowShares
 
 Snapshot = dict[str, Any]
-STATE_SCHEMA = 1
-"""Version of what a shard's snapshot holds; a store of another version is not resumed."""
+STATE_FORMAT = 1
+"""Version of how a shard's snapshot is put together around its columns (bump when that changes)."""
+
+
+def _schema() -> str:
+    """``STATE_FORMAT`` and a hash of every column of the state's bundles (name, dtype, shape).
+
+    A column added to or changed in any bundle changes the schema by itself, so a store
+    written before cannot be resumed into arrays of another shape.
+    """
+    columns = [f"{kind.__name__}.{name}:{np.dtype(spec.dtype).str}:{spec.tail}:{spec.per_row}"
+               for kind in (CustomerColumns, CustomerWindows, Sessions, WindowSlots, ChannelCells,
+                            MoveCells, CustomerKeys)
+               for name, spec in specs(kind).items()]
+    return f"{STATE_FORMAT}.{hashlib.sha256('|'.join(columns).encode()).hexdigest()[:8]}"
+
+
+STATE_SCHEMA = _schema()
+"""What a shard's snapshot holds; a store of another schema is not resumed."""
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 
 
@@ -154,9 +182,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         rows, before, at, self.next_dormant = dormancy(self.state, watermark, self.dormant_after)
         if rows.size:
             out += self.records.transitions(self.customer_texts, self.state.ids, rows, before,
-                                            self.state.stage[rows], at, [None] * rows.size,
-                                            self.state.n[rows])
-            self._count_transitions(before.tolist(), self.state.stage[rows].tolist())
+                                            self.state.columns.stage[rows], at, [None] * rows.size,
+                                            self.state.columns.n[rows])
+            self._count_transitions(before.tolist(), self.state.columns.stage[rows].tolist())
             if self.windows is not None:
                 self.windows.count_dormancy(before, at)
         return rows

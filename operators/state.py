@@ -15,7 +15,8 @@ class ShardState:
 
     ``columns`` (a ``CustomerColumns`` bundle) grows by doubling; ``size`` rows are in
     use. A snapshot keeps only the rows in use, so it costs what the shard holds, not
-    what it reserved. Columns read as attributes too (``state.T``).
+    what it reserved. Columns read as attributes too (``state.T``), for tests and tools;
+    the engine reads them typed, from ``columns``.
     """
 
     _ARRAYS = CustomerColumns._fields

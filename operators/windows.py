@@ -172,7 +172,6 @@ class ShardWindows:
         # funnel indices: no stage yet, the stages, dormant
         self.map = WindowMap(arrays.type_roles, journey.metrics_window_ms, journey.session_gap_ms,
                              arrays.n_stages + 2)
-        self.width = self.map.width
         self.customers = rows(CustomerWindows, 0, channels=c)
         self.sessions = Pool(Sessions, channels=c)
         self.cells = Pool(ChannelCells, counts=N_COUNTS, sums=N_SUMS)
@@ -182,6 +181,11 @@ class ShardWindows:
         self.slots = Pool(WindowSlots)
         self.h_slot = np.full(MIN_HASH, NO_SLOT, dtype=np.int64)
         self.keys = rows(CustomerKeys, 0)
+
+    @property
+    def width(self) -> int:
+        """The metrics window, ms."""
+        return self.map.width
 
     @property
     def open_sessions(self) -> int:

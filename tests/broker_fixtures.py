@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from config import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, Settings, Topics, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import cluster_metadata
 

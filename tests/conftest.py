@@ -2,7 +2,7 @@
 
 import pytest
 
-from config import DEFAULT_PATH, Settings, load_settings
+from config.model import DEFAULT_PATH, Settings, load_settings
 
 pytest_plugins = ["tests.broker_fixtures"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings
+from config.model import Settings
 from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import read_json, write_config
 

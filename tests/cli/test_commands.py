@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings
+from config.model import Settings
 from journey.broker import free_port
 from tests.broker_fixtures import journey_cli, write_config
 

@@ -7,8 +7,8 @@ from itertools import accumulate
 
 import pytest
 
-from config import DEFAULT_PATH, Settings, load_settings
 from config.errors import DeliveryError
+from config.model import DEFAULT_PATH, Settings, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import SINK_PART, KafkaBatchSink, ensure_topics
 from operators.base import RecordBlock

@@ -7,8 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from config import Settings, load_settings
-from config.model import layout_changes
+from config.model import Settings, layout_changes, load_settings
 from journey.simulate import SimOptions, messages, produce
 from operators.routing import DEFAULT_SHARDS
 from operators.shard import state_layout

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config import DEFAULT_PATH, load_settings
 from config.durations import format_duration_ms, parse_duration_ms
 from config.errors import ConfigError
+from config.model import DEFAULT_PATH, load_settings
 
 MINIMAL = """
 [journey]

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from config import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, Settings, Topics, load_settings
 from journey.broker import free_port
 from journey.simulate import SimMessage, SimOptions, messages, produce
 from tests.broker_fixtures import ROOT, journey_cli, read_json, read_topic, write_config

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from config import Settings
+from config.model import Settings
 from journey.kafka_io import ensure_topics
 from operators.base import wall_clock_ms
 from tests.broker_fixtures import ROOT, read_json, write_config

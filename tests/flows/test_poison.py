@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from config import Settings
+from config.model import Settings
 from journey.poison import catalogue
 from journey.simulate import SimMessage, SimOptions, messages, produce
 from operators.base import wall_clock_ms

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from config import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, Settings, Topics, load_settings
 from journey.kafka_io import ensure_topics
 from journey.runner import RunOptions, run
 from journey.simulate import SimMessage, SimOptions, messages, produce

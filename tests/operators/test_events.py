@@ -4,7 +4,7 @@ import orjson
 import pytest
 from confluent_kafka import Message
 
-from config import Settings
+from config.model import Settings
 from journey.poison import catalogue
 from operators.events import EventParser
 

@@ -5,13 +5,15 @@ from itertools import pairwise
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from config import DEFAULT_PATH, load_settings
+from config.model import DEFAULT_PATH, load_settings
 from operators.base import each_record
-from operators.records import CustomerTexts, RecordBuilder
+from operators.json_kernels import OBJECT, PIECE
+from operators.records import CustomerTexts, Field, RecordBuilder, RecordKind
 from operators.state import ShardState
 from operators.window_kernels import (
     CLICKS,
@@ -217,3 +219,15 @@ def test_transition_records(rb: RecordBuilder, data: st.DataObject) -> None:
             "to": rb.stage_name(int(to_stage[i])), "ts": int(ts[i]), "event_id": event_ids[i],
             "version": int(versions[i]),
         })
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ((Field("a", PIECE, "a"),), "needs the table"),
+    ((Field("a", OBJECT, "a", "floats"),), "keys come from a table of names"),
+    ((Field("a", OBJECT, "a", "stages", "stages"),), "values are integers or pieces of the call's"),
+    ((Field("a", PIECE, "a", "floats"), Field("b", PIECE, "b", "event_ids")), "one table of text"),
+])
+def test_declarations_the_kernel_would_write_wrong_are_refused(fields: tuple[Field, ...],
+                                                               problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        RecordKind(fields, {"stages": [b'"a"', b'"b"']})

@@ -10,8 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from config import Settings
-from config.model import JourneyMap, Topics
+from config.model import JourneyMap, Settings, Topics
 from operators.base import NO_TIME, EventBatch
 from operators.records import RecordBuilder
 from operators.scoring import hash_ids, score_batch

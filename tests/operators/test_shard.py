@@ -7,8 +7,8 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from config import Settings
 from config.errors import ConfigError
+from config.model import Settings
 from operators.base import each_record
 from operators.metrics import EngineMetrics
 from operators.records import RecordBuilder
@@ -47,7 +47,7 @@ COMPILED_AFTER_WARM_UP = """
 import random, sys
 from dataclasses import replace
 from numba.core.registry import CPUDispatcher
-from config import DEFAULT_PATH, load_settings
+from config.model import DEFAULT_PATH, load_settings
 from operators import json_kernels, score_kernels, window_kernels
 from operators.shard import warm_up
 from tests.operators.test_windows import BASE, CHANNELS, MINUTE, TYPES, event, run

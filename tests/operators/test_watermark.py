@@ -3,7 +3,7 @@
 import orjson
 from confluent_kafka import Message
 
-from config import Settings
+from config.model import Settings
 from operators.base import END, NO_TIME
 from operators.reading import Readers
 from operators.watermark import Report, shard_watermark

@@ -18,8 +18,7 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from config import DEFAULT_PATH, load_settings
-from config.model import Settings
+from config.model import DEFAULT_PATH, Settings, load_settings
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.base import END, each_record
 from operators.events import EventParser
