@@ -2,6 +2,7 @@
 
 import gc
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,24 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def compile_kernels(settings: Settings) -> int:
+    """Compile (or load from Numba's cache) every kernel before any event arrives.
+
+    A run that has to compile says so, with how long it took: the first run of a fresh
+    installation or container image pays that once, unless ``journey compile`` did at
+    setup or image build.
+    """
+    started = time.perf_counter()
+    compiled = warm_up(settings.journey, settings.topics)
+    seconds = time.perf_counter() - started
+    if compiled:
+        log.info("compiled %d kernel signatures in %.1f s: nothing was cached for them yet "
+                 "(`journey compile` at setup or image build does this once)", compiled, seconds)
+    else:
+        log.debug("kernels loaded from the cache in %.2f s", seconds)
+    return compiled
+
+
 def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
     """Run the flow until the input ends (``until_end``) or the process is stopped."""
     recovery = None
@@ -70,7 +89,7 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                             max(partitions.values()), metadata)
     if created:
         log.info("created output topics: %s", ", ".join(created))
-    warm_up(settings.journey, settings.topics)
+    compile_kernels(settings)
     settle_heap()
     metrics = metrics or EngineMetrics()
     if options.metrics_port is not None:

