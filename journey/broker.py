@@ -42,6 +42,12 @@ class EmbeddedBroker:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        """The broker process's id (benchmarks read its CPU time)."""
+        assert self.process is not None, "the broker is not running"
+        return self.process.pid
+
+    @property
     def bootstrap(self) -> str:
         """The ``--brokers`` value that reaches this broker."""
         return f"{self.host}:{self.port}"

@@ -9,14 +9,16 @@ before the epoch that read its input is committed.
 """
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.errors import BrokerError, DeliveryError
@@ -78,34 +80,105 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
     return wanted
 
 
+CONSUMER_TUNING: dict[str, object] = {"fetch.wait.max.ms": 10}
+"""The source consumer's defaults that ``[kafka.properties]`` may override. At the head of
+the log a fetch waits at most 10 ms for new messages (latency when caught up); behind it,
+fetches come back full at once (batch size when behind)."""
+
+
+class _WorkerConsumer:
+    """One consumer for every input partition one worker reads, not a client per partition.
+
+    It fetches for all of them at once and queues what came for each, errors and
+    end-of-partition events in their place; a partition whose queue is a batch long is
+    paused until its reader has taken from it, so a partition held back by alignment does
+    not fill memory while the others read on.
+    """
+
+    def __init__(self, kafka: KafkaSettings, batch_size: int) -> None:
+        tuning = {k: v for k, v in CONSUMER_TUNING.items() if k not in kafka.properties}
+        self.consumer = Consumer(client_config(
+            kafka, **tuning, **{"group.id": "journey-stream", "enable.auto.commit": False,
+                                "enable.partition.eof": True, "auto.offset.reset": "earliest"}))
+        self.batch_size = batch_size
+        self.queues: dict[tuple[str, int], deque[Message]] = {}
+        self.paused: set[tuple[str, int]] = set()
+
+    def add(self, topic: str, partition: int, start: int) -> None:
+        """Read ``topic[partition]`` from offset ``start`` (or its beginning) on."""
+        self.queues[topic, partition] = deque()
+        self.consumer.incremental_assign([TopicPartition(topic, partition, start)])
+
+    def take(self, topic: str, partition: int, room: int) -> list[Message]:
+        """Up to ``room`` of the partition's messages, in order; fetches first when it has none."""
+        key = (topic, partition)
+        queue = self.queues[key]
+        if not queue:
+            self._fetch()
+        out = [queue.popleft() for _ in range(min(room, len(queue)))]
+        if key in self.paused and len(queue) < self.batch_size // 2:
+            self.consumer.resume([TopicPartition(topic, partition)])
+            self.paused.discard(key)
+        return out
+
+    def _fetch(self) -> None:
+        for m in self.consumer.consume(self.batch_size, 0):  # never blocks the worker
+            queue = self.queues.get((m.topic() or "", m.partition() or 0))
+            if queue is not None:
+                queue.append(m)
+                continue
+            err = m.error()  # not about one of our partitions: about the client or the cluster
+            if err is not None and (err.fatal() or not err.retriable()):
+                msg = f"reading the input topics failed: {err.str()}"
+                raise BrokerError(msg)
+            if err is not None:
+                log.warning("reading the input topics: %s (retrying)", err.str())
+        full = [key for key, q in self.queues.items() if len(q) >= self.batch_size and key not in self.paused]
+        if full:
+            self.consumer.pause([TopicPartition(t, p) for t, p in full])
+            self.paused.update(full)
+
+    def lag(self, topic: str, partition: int, next_offset: int) -> int | None:
+        """Messages between ``next_offset`` (or the start, before any) and the head of the log.
+
+        As of the last fetch response, so no request is made; None until one has come back.
+        """
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        return None if high < 0 else high - (next_offset if next_offset >= 0 else low)
+
+    def release(self, topic: str, partition: int) -> bool:
+        """The partition is done with; True when it was the last, and the consumer is closed."""
+        del self.queues[topic, partition]
+        if self.queues:
+            return False
+        self.consumer.close()
+        return True
+
+
 class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
-    def __init__(self, kafka: KafkaSettings, topic: str, partition: int, start: int,
-                 bounded: bool, batch_size: int, reader: PartitionReader) -> None:
+    def __init__(self, source: "KafkaBatchSource", shared: _WorkerConsumer, topic: str, partition: int,
+                 start: int, reader: PartitionReader) -> None:
+        self.source = source
+        self.shared = shared
         self.topic = topic
         self.partition = partition
         self.next_offset = start
-        self.bounded = bounded
-        self.batch_size = batch_size
+        self.bounded = source.bounded
+        self.batch_size = source.batch_size
         self.reader = reader
         self.at_end = False
         self.done = False
         self.awake: datetime | None = None
-        self.consumer = Consumer(client_config(
-            kafka,
-            **{"group.id": "journey-stream", "enable.auto.commit": False,
-               "enable.partition.eof": True, "auto.offset.reset": "earliest",
-               "fetch.wait.max.ms": 100},
-        ))
-        self.tp = TopicPartition(topic, partition)
-        self.consumer.assign([TopicPartition(topic, partition, start)])
+        shared.add(topic, partition, start)
 
     def next_batch(self) -> list[SourceRead]:
         if self.done:
             raise StopIteration
         reader = self.reader
-        if reader.buffered < self.batch_size and not self.at_end:
+        room = self.batch_size - reader.buffered
+        if room > 0 and not self.at_end:
             # read on while held back too: the others align on how far this one has read
-            read = self.consumer.consume(self.batch_size, 0)  # never block the worker
+            read = self.shared.take(self.topic, self.partition, room)
             messages = [m for m in read if m.error() is None]
             if len(messages) < len(read):
                 self._read_errors(err for m in read if (err := m.error()) is not None)
@@ -114,11 +187,9 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
             else:
                 reader.drained()
-            if not self.bounded:  # a bounded run replays what the topics hold: always aligned
-                # as of the last fetch response (no request): known once one has come back
-                low, high = self.consumer.get_watermark_offsets(self.tp, cached=True)
-                if high >= 0:
-                    reader.behind_by(high - (self.next_offset if self.next_offset >= 0 else low))
+            lag = None if self.bounded else self.shared.lag(self.topic, self.partition, self.next_offset)
+            if lag is not None:  # a bounded run replays what the topics hold: always aligned
+                reader.behind_by(lag)
         out = [r for r in (reader.take(),) if r is not None]
         if self.at_end and not reader.pending:
             self.done = True
@@ -145,7 +216,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         return self.next_offset if pending is None else pending
 
     def close(self) -> None:
-        self.consumer.close()
+        self.source.release(self.shared, self.topic, self.partition)
 
 
 class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
@@ -162,17 +233,30 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
         self.readers = readers
         self.bounded = bounded
         self.batch_size = batch_size
+        self.consumers: dict[int, _WorkerConsumer] = {}  # by worker thread
 
     def list_parts(self) -> list[str]:
         """Every partition of every input topic; Bytewax assigns each to one worker."""
         return [f"{t}{PART_SEP}{p}" for t, n in self.partitions.items() for p in range(n)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _SourcePartition:
-        """Open one partition at its snapshotted offset, or at the beginning on a fresh start."""
+        """Open one partition at its snapshotted offset, or at the beginning on a fresh start.
+
+        Bytewax builds a worker's partitions on that worker's thread: they share its one
+        consumer.
+        """
         topic, _, partition = for_part.rpartition(PART_SEP)
         start = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _SourcePartition(self.kafka, topic, int(partition), start, self.bounded,
-                                self.batch_size, self.readers.reader(for_part))
+        worker = threading.get_ident()
+        shared = self.consumers.get(worker)
+        if shared is None:
+            shared = self.consumers[worker] = _WorkerConsumer(self.kafka, self.batch_size)
+        return _SourcePartition(self, shared, topic, int(partition), start, self.readers.reader(for_part))
+
+    def release(self, shared: _WorkerConsumer, topic: str, partition: int) -> None:
+        """A partition closed; its worker's consumer closes with the last one."""
+        if shared.release(topic, partition):
+            self.consumers = {w: c for w, c in self.consumers.items() if c is not shared}
 
 
 class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):

@@ -1,0 +1,366 @@
+"""Live latency of ``journey run`` against the floor of a pass-through loop, on one broker.
+
+    python -m benchmarks.latency [--rates 2000,5000,10000,20000] [--seconds 20] [--modes busy,quiet]
+                                 [--sustain] [--memory] [--repeat 1]
+
+For every mode and rate, each system (the engine, then the floor) runs on fresh topics of
+the embedded broker while the open-loop driver sends events for ``--seconds``. Latency is
+the output message's timestamp (set when our sink, or the loop, produced it) minus the
+moment the event was due to be sent; score records are matched to events by
+``customer_id`` and ``last_event_ts`` (an event whose customer had a later event in the
+same batch has no record of its own and is not counted). ``busy`` sends to both input
+topics in turn; ``quiet`` to ``clickstream`` only, ``touchpoints`` staying empty. Also
+reported: CPU of the system and of the broker while the driver ran, and the system's
+peak memory.
+
+``--sustain`` raises the rate until the engine no longer keeps up (Karimov et al., ICDE
+2018: the output falls behind, or p99 grows past a second) and reports the highest rate
+it sustained. ``--memory`` runs the engine without windows over one event each of 1M
+customers and reports memory per tracked customer.
+"""
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from config.model import DEFAULT_PATH, load_settings
+from journey.broker import EmbeddedBroker
+from journey.kafka_io import cluster_metadata, ensure_topics
+from operators.columns import specs
+from operators.score_kernels import CustomerColumns
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+PARTITIONS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Point:
+    """One system at one rate: latencies (ms) and what it cost."""
+
+    system: str
+    mode: str
+    rate: int
+    latencies: np.ndarray
+    sent: int
+    cpu: float  # cores the system used while the driver ran
+    broker_cpu: float
+    peak_mb: float
+    driver_lag_ms: float
+    kept_up: bool  # the events of the last second were all answered
+
+    def pct(self, q: float) -> float:
+        """Percentile ``q`` of the latencies (ms)."""
+        return float(np.percentile(self.latencies, q)) if self.latencies.size else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def config_for(brokers: str, tag: str, directory: Path) -> Path:
+    path = directory / f"{tag}.toml"
+    text = DEFAULT_PATH.read_text() + f'\n[kafka]\nbrokers = "{brokers}"\n\n[topics]\n'
+    text += f'inputs = ["{tag}.clickstream", "{tag}.touchpoints"]\n'
+    for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq"):
+        text += f'{name} = "{tag}.{name}"\n'
+    path.write_text(text)
+    return path
+
+
+def read_all(brokers: str, topic: str) -> list[tuple[bytes, int]]:
+    """Every message of ``topic``: value and timestamp (ms)."""
+    parts = list(
+        cluster_metadata(load_settings(DEFAULT_PATH).with_brokers(brokers).kafka).topics[topic].partitions
+    )
+    c = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": "latency-read",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out: list[tuple[bytes, int]] = []
+    done: set[int | None] = set()
+    while len(done) < len(parts):
+        for m in c.consume(10_000, 0.5):
+            err = m.error()
+            if err is None:
+                out.append((m.value() or b"", m.timestamp()[1]))
+            elif err.code() == KafkaError._PARTITION_EOF:
+                done.add(m.partition())
+    c.close()
+    return out
+
+
+def wait_until_answering(brokers: str, inputs: list[str], output: str, proc: subprocess.Popen[bytes]) -> None:
+    """Send warm-up events until the system answers one (it has started and caught up)."""
+    kafka = load_settings(DEFAULT_PATH).with_brokers(brokers).kafka
+    producer = Producer({"bootstrap.servers": brokers})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            msg = f"the system under test exited with {proc.returncode}"
+            raise SystemExit(msg)
+        for topic in inputs:
+            producer.produce(
+                topic,
+                orjson.dumps(
+                    {
+                        "event_id": f"warm-{uuid.uuid4().hex}",
+                        "customer_id": "warm",
+                        "ts": int(time.time() * 1000),
+                        "type": "page_view",
+                    }
+                ),
+                b"warm",
+            )
+        producer.flush(10)
+        time.sleep(1)
+        if output in cluster_metadata(kafka).topics and read_all(brokers, output):
+            return
+    msg = "the system under test did not answer within 120 s"
+    raise SystemExit(msg)
+
+
+def run_point(
+    broker: EmbeddedBroker, system: str, mode: str, rate: int, seconds: float, directory: Path
+) -> Point:
+    brokers = broker.bootstrap
+    tag = f"lat{uuid.uuid4().hex[:8]}"
+    inputs = [f"{tag}.clickstream", f"{tag}.touchpoints"]
+    settings = load_settings(DEFAULT_PATH).with_brokers(brokers)
+    ensure_topics(settings.kafka, inputs, PARTITIONS)
+    env = {**os.environ, "PYTHONPATH": ""}
+    if system == "engine":
+        output = f"{tag}.scores"
+        cmd = [
+            sys.executable,
+            "-P",
+            "-m",
+            "journey.cli",
+            "run",
+            "--config",
+            str(config_for(brokers, tag, directory)),
+        ]
+    else:
+        output = f"{tag}.passthrough"
+        ensure_topics(settings.kafka, [output], PARTITIONS)
+        cmd = [sys.executable, str(HERE / "floor.py"), brokers, ",".join(inputs), output]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_until_answering(brokers, inputs, output, proc)
+        start_ms = int(time.time() * 1000) + 1_000
+        record = directory / f"{tag}.npz"
+        send = inputs if mode == "busy" else inputs[:1]
+        broker_pid = broker.pid
+        cpu0, broker0, wall0 = cpu_seconds(proc.pid), cpu_seconds(broker_pid), time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "driver.py"),
+                brokers,
+                ",".join(send),
+                str(rate),
+                str(seconds),
+                str(start_ms),
+                str(record),
+            ],
+            check=True,
+        )
+        time.sleep(3)  # what was sent last gets its answer
+        wall = time.monotonic() - wall0
+        cpu, broker_cpu = (cpu_seconds(proc.pid) - cpu0) / wall, (cpu_seconds(broker_pid) - broker0) / wall
+        peak = peak_mb(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGINT if system == "engine" else signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    sent = np.load(record)
+    due = {
+        (f"lat-{c:06d}", int(t)): int(t)
+        for c, t in zip(sent["customer"].tolist(), sent["due"].tolist(), strict=True)
+    }
+    latencies, answered_last = [], 0
+    last_second = start_ms + seconds * 1000 - 1000
+    for value, out_ts in read_all(brokers, output):
+        rec = orjson.loads(value)
+        t = due.get((rec.get("customer_id"), rec.get("last_event_ts", rec.get("ts"))))
+        if t is not None:
+            latencies.append(out_ts - t)
+            answered_last += t >= last_second
+    # kept up: the last second's events were answered about as often as all the others
+    matched = len(latencies) / max(1, len(due))
+    n_last = int(np.count_nonzero(sent["due"] >= last_second))
+    return Point(
+        system,
+        mode,
+        rate,
+        np.array(latencies, dtype=np.int64),
+        len(due),
+        cpu,
+        broker_cpu,
+        peak,
+        float(sent["worst_lag_s"][0]) * 1000,
+        answered_last >= 0.9 * matched * n_last,
+    )
+
+
+def line(p: Point) -> str:
+    return (
+        f"{p.system:>6} {p.mode:>5} {p.rate:>6,} ev/s: p50 {p.pct(50):6.0f}  p90 {p.pct(90):6.0f}  "
+        f"p99 {p.pct(99):6.0f}  max {p.latencies.max() if p.latencies.size else 0:6.0f} ms  "
+        f"({p.latencies.size:,} of {p.sent:,} events matched)  cpu {p.cpu:4.2f}  broker {p.broker_cpu:4.2f}  "
+        f"peak {p.peak_mb:5.0f} MB  driver lag {p.driver_lag_ms:4.0f} ms"
+    )
+
+
+def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
+    """Peak memory of ``journey run --no-windows --until-end`` over 1M customers against 10k."""
+    from journey.simulate import SimMessage, produce
+
+    settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
+    peaks = {}
+    for customers in (10_000, 1_000_000):
+        tag = f"mem{uuid.uuid4().hex[:8]}"
+        now = int(time.time() * 1000)
+        msgs = [
+            SimMessage(
+                f"{tag}.clickstream",
+                f"m-{i}".encode(),
+                orjson.dumps(
+                    {
+                        "event_id": f"m{i}",
+                        "customer_id": f"m-{i}",
+                        "ts": now - customers + i,
+                        "type": "page_view",
+                    }
+                ),
+                "event",
+            )
+            for i in range(customers)
+        ]
+        ensure_topics(settings.kafka, [f"{tag}.touchpoints"], PARTITIONS)
+        produce(settings.with_brokers(broker.bootstrap), msgs, progress=None, partitions=PARTITIONS)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "journey.cli",
+                "run",
+                "--config",
+                str(config_for(broker.bootstrap, tag, directory)),
+                "--until-end",
+                "--no-windows",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        peak = 0.0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, peak_mb(proc.pid))
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            time.sleep(0.2)
+        peaks[customers] = peak
+    per = (peaks[1_000_000] - peaks[10_000]) * 2**20 / 990_000
+    arrays = load_settings(DEFAULT_PATH).journey.arrays
+    dims = {"stages": arrays.n_stages, "required": arrays.n_req_slots, "dedup": arrays.dedup_slots}
+    row = sum(
+        np.dtype(s.dtype).itemsize * int(np.prod([dims[d] for d in s.tail]))
+        for s in specs(CustomerColumns).values()
+    )
+    print(
+        f"memory: peak {peaks[10_000]:.0f} MB with 10k customers, {peaks[1_000_000]:.0f} MB with 1M: "
+        f"{per:.0f} bytes per tracked customer ({row} of them the scoring state's columns)"
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rates", default="2000,5000,10000,20000")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--modes", default="busy,quiet")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--sustain", action="store_true")
+    p.add_argument("--memory", action="store_true")
+    args = p.parse_args()
+    results: dict[tuple[str, str, int], list[Point]] = {}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        directory = Path(tmp)
+        for mode in args.modes.split(","):
+            for rate in (int(r) for r in args.rates.split(",")):
+                for _ in range(args.repeat):
+                    for system in ("floor", "engine"):
+                        point = run_point(broker, system, mode, rate, args.seconds, directory)
+                        results.setdefault((system, mode, rate), []).append(point)
+                        print(line(point), flush=True)
+        print(
+            "\n| mode | rate (ev/s) | floor p50 / p90 / p99 / max (ms) "
+            "| journey-stream p50 / p90 / p99 / max (ms)"
+            " | p50, p99 ÷ floor | engine CPU (cores) | broker CPU | engine peak MB |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for (system, mode, rate), points in results.items():
+            if system != "engine":
+                continue
+            floor = results["floor", mode, rate]
+
+            def med(ps: list[Point], q: float) -> float:
+                return statistics.median(x.pct(q) for x in ps)
+
+            def mx(ps: list[Point]) -> float:
+                return statistics.median(float(x.latencies.max()) for x in ps)
+
+            print(
+                f"| {mode} | {rate:,} | {med(floor, 50):.0f} / {med(floor, 90):.0f} / {med(floor, 99):.0f} / "
+                f"{mx(floor):.0f} | {med(points, 50):.0f} / {med(points, 90):.0f} / {med(points, 99):.0f} / "
+                f"{mx(points):.0f} | {med(points, 50) / med(floor, 50):.2f}, "
+                f"{med(points, 99) / med(floor, 99):.2f} "
+                f"| {statistics.median(x.cpu for x in points):.2f} | "
+                f"{statistics.median(x.broker_cpu for x in points):.2f} | "
+                f"{statistics.median(x.peak_mb for x in points):.0f} |"
+            )
+        if args.sustain:
+            best = 0
+            for rate in (20_000, 30_000, 40_000, 50_000, 60_000, 80_000):
+                point = run_point(broker, "engine", "busy", rate, args.seconds, directory)
+                print(line(point), flush=True)
+                if not point.kept_up or point.pct(99) > 1_000:
+                    break
+                best = rate
+            print(f"highest rate sustained (output kept up, p99 under 1 s): {best:,} events/s")
+        if args.memory:
+            memory_per_customer(broker, directory)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
