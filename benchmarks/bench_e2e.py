@@ -108,7 +108,7 @@ def ours(settings: Settings, *, windows: bool, sink: KafkaBatchSink | None = Non
     source = FirstRead(KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, t.dlq, t.late),
                                         bounded=True))
     flow = build_flow(settings, source, len(source.list_parts()), sink or KafkaBatchSink(settings.kafka),
-                      metrics=EngineMetrics(), windows=windows)
+                      metrics=EngineMetrics(), windows=windows, recoverable=False)
     return flow, source
 
 

@@ -31,6 +31,7 @@ def build_flow(
     metrics: EngineMetrics,
     shards: int = DEFAULT_SHARDS,
     windows: bool = True,
+    recoverable: bool = True,
 ) -> Dataflow:
     """The journey dataflow over a source of ``partitions`` input partitions.
 
@@ -38,7 +39,8 @@ def build_flow(
     so output leaves from the process that made it.
 
     ``windows=False`` leaves out sessions and channel/funnel windows (scores, transitions,
-    dormancy, dead letters and late events stay).
+    dormancy, dead letters and late events stay). ``recoverable=False`` (no recovery store)
+    spares the shards copying their state at every epoch's end.
     """
     journey = settings.journey
     records = RecordBuilder(journey, settings.topics)
@@ -51,7 +53,8 @@ def build_flow(
         return out or None
 
     def scorer(resume: Snapshot | None) -> ShardScorer:
-        return ShardScorer(journey, records, metrics, partitions, resume, windows=windows, shards=shards)
+        return ShardScorer(journey, records, metrics, partitions, resume, windows=windows, shards=shards,
+                           recoverable=recoverable)
 
     def progress(item: tuple[str, ShardOutput]) -> tuple[str, ShardProgress] | None:
         shard, out = item

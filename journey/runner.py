@@ -99,7 +99,8 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                               bounded=options.until_end)
     sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0)
     flow = build_flow(settings, source, len(source.list_parts()), sink,
-                      metrics=metrics, shards=options.shards, windows=options.windows)
+                      metrics=metrics, shards=options.shards, windows=options.windows,
+                      recoverable=recovery is not None)
     try:
         cli_main(
             flow,

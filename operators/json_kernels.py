@@ -30,7 +30,7 @@ STATIC_TEXT, CUSTOMER_TEXT, CALL_TEXT = range(3)
 NUMBER = -1
 """An object's values are the integers themselves, not pieces of text."""
 
-_MINUS, _ZERO, _COMMA, _COLON = 45, 48, 44, 58
+_MINUS, _ZERO, _COMMA, _COLON, _QUOTE, _BACKSLASH = 45, 48, 44, 58, 34, 92
 _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
 
 
@@ -62,6 +62,35 @@ class RecordValues(NamedTuple):
     customer_offsets: I64
     text_blob: U8  # what the call brings (CALL_TEXT): floats, event ids
     text_offsets: I64
+
+
+@njit(cache=True, nogil=True)
+def _array_items(body, offsets):  # pragma: no cover - compiled
+    """Where each item of a flat JSON array starts in ``body`` (the array without its brackets).
+
+    Items are numbers, strings or nulls as orjson writes them: a comma outside a string
+    ends one. ``offsets`` gets a start per item and, last, ``len(body) + 1``, as a text
+    table's offsets do; returns the number of items.
+    """
+    k = 0
+    offsets[0] = 0
+    in_string = False
+    i = 0
+    while i < body.shape[0]:
+        c = body[i]
+        if in_string:
+            if c == _BACKSLASH:
+                i += 1
+            elif c == _QUOTE:
+                in_string = False
+        elif c == _QUOTE:
+            in_string = True
+        elif c == _COMMA:
+            k += 1
+            offsets[k] = i + 1
+        i += 1
+    offsets[k + 1] = body.shape[0] + 1
+    return k + 1
 
 
 @njit(cache=True, nogil=True, inline="always")

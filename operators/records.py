@@ -29,8 +29,10 @@ from operators.json_kernels import (
     STATIC_TEXT,
     RecordLayout,
     RecordValues,
+    _array_items,
     _render,
 )
+from operators.score_kernels import _score_values
 from operators.state import ShardState
 from operators.window_kernels import (
     CLICKS,
@@ -143,24 +145,24 @@ _NONE = _pieces([])
 _NO_ENTRIES = Entries(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
-def _json_strings(texts: Sequence[str | None]) -> Texts:
-    """Strings in JSON (None as null), laid out as ``_pieces`` does, from one ``orjson`` call.
-
-    Without a backslash in the output and without a null, every quote is a string's first
-    or last byte.
-    """
-    whole = orjson.dumps(texts)
-    if not texts or b"\\" in whole or None in texts:
-        return _pieces([orjson.dumps(t) for t in texts])
+def _items(whole: bytes, n: int) -> Texts:
+    """The ``n`` items of a JSON array orjson wrote, laid out as ``_pieces`` does (one scan)."""
+    if not n:
+        return _NONE
     body = np.frombuffer(whole, dtype=np.uint8)[1:-1]
-    quotes = np.flatnonzero(body == ord('"'))
-    return Texts(body, np.append(quotes[::2], body.size + 1))
+    offsets = np.empty(n + 1, dtype=np.int64)
+    _array_items(body, offsets)
+    return Texts(body, offsets)
+
+
+def _json_strings(texts: Sequence[str | None]) -> Texts:
+    """Strings in JSON (None as null), laid out as ``_pieces`` does, from one ``orjson`` call."""
+    return _items(orjson.dumps(texts), len(texts))
 
 
 def _float_texts(values: npt.NDArray[np.float64]) -> Texts:
     """The text orjson writes for each value (NaN as null), laid out as ``_pieces`` does."""
-    body = np.frombuffer(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY), dtype=np.uint8)[1:-1]
-    return Texts(body, np.concatenate(([0], np.flatnonzero(body == ord(",")) + 1, [body.size + 1])))
+    return _items(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY), values.size)
 
 
 def _names(names: Sequence[str | None]) -> list[bytes]:
@@ -179,14 +181,25 @@ class CustomerTexts:
 
     Made once per customer, when a record first needs them: a replay of sparse history
     closes about one session per event, and rendering the id for each cost more than the
-    rest of the record. Rows only ever get added, so the texts only ever get extended.
+    rest of the record. Rows only ever get added, so the texts only ever get extended,
+    into room that doubles as it fills.
     """
 
     def __init__(self) -> None:
         self.keys: list[bytes] = []
-        self.blob = np.zeros(0, dtype=np.uint8)
-        self.offsets = np.zeros(1, dtype=np.int64)  # piece ``row`` as in ``_pieces``
+        self._blob = np.zeros(4096, dtype=np.uint8)
+        self._offsets = np.zeros(1024, dtype=np.int64)  # piece ``row`` as in ``_pieces``
         self.longest = 0
+
+    @property
+    def blob(self) -> U8:
+        """The pieces, one separator byte apart (and room after them)."""
+        return self._blob
+
+    @property
+    def offsets(self) -> I64:
+        """Where piece ``row`` starts, for every row covered, and where the next would."""
+        return self._offsets[: len(self.keys) + 1]
 
     def cover(self, ids: Sequence[str]) -> None:
         """Texts for every id in ``ids`` (a shard's ids by row)."""
@@ -194,17 +207,23 @@ class CustomerTexts:
         if len(ids) == have:
             return
         new = list(ids[have:])
-        self.keys += [cid.encode() for cid in new]
         texts = _json_strings(new)
-        at = int(self.offsets[-1])  # the new pieces start a separator byte after the last
-        blob = texts.blob
-        if at + blob.size > self.blob.size:
-            grown = np.empty(max(at + blob.size, 2 * self.blob.size, 4096), dtype=np.uint8)
-            grown[: self.blob.size] = self.blob
-            self.blob = grown
-        self.blob[at: at + blob.size] = blob
-        self.offsets = np.concatenate((self.offsets, texts.offsets[1:] + at))
-        self.longest = max(self.longest, int(np.diff(texts.offsets).max()) - 1)
+        at = int(self._offsets[have])  # the new pieces start a separator byte after the last
+        end = at + texts.blob.size
+        if end > self._blob.size:
+            self._blob = _grown(self._blob, end)
+        if have + len(new) + 1 > self._offsets.size:
+            self._offsets = _grown(self._offsets, have + len(new) + 1)
+        self._blob[at: end] = texts.blob
+        self._offsets[have + 1: have + len(new) + 1] = texts.offsets[1:] + at
+        self.keys += [cid.encode() for cid in new]
+        self.longest = max(self.longest, int((texts.offsets[1:] - texts.offsets[:-1]).max()) - 1)
+
+
+def _grown(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
+    new = np.empty(max(needed, 2 * arr.size), dtype=arr.dtype)
+    new[: arr.size] = arr
+    return new
 
 
 class RecordKind:
@@ -354,13 +373,7 @@ class RecordBuilder:
             return []
         c = state.columns
         floats = np.empty((n, 3 + k), dtype=np.float64)  # score, engagement, sentiment, evidence
-        S = np.take(c.S, rows, out=floats[:, 0])
-        pos = np.maximum(S, 0.0)
-        np.divide(100.0 * pos, pos + self.saturation, out=floats[:, 1])
-        Sd = c.Sd[rows]
-        floats[:, 2] = np.nan
-        np.divide(c.Sn[rows], Sd, out=floats[:, 2], where=Sd > 0.0)
-        floats[:, 3:] = c.E[rows]
+        _score_values(c, rows, self.saturation, floats)
         piece = np.arange(0, n * (3 + k), 3 + k, dtype=np.int64)
         customers.cover(state.ids)
         keys = customers.keys
@@ -375,6 +388,8 @@ class RecordBuilder:
                     from_stage: npt.NDArray[np.int16], to_stage: npt.NDArray[np.int16], ts: I64,
                     event_ids: Sequence[str | None], versions: I64) -> list[Output]:
         """One record per stage change, in the order given (``rows`` of the shard's ``ids``)."""
+        if not rows.size:
+            return []
         customers.cover(ids)
         keys = customers.keys
         return self.transition_kind.render(

@@ -218,3 +218,22 @@ def _dormant_rows(c, size, watermark, dormant_after, out_rows):  # pragma: no co
         elif due < earliest:
             earliest = due
     return count, earliest
+
+
+@njit(cache=True, nogil=True)
+def _score_values(c, rows, saturation, out):  # pragma: no cover - compiled
+    """The values of a score record, per row: score, engagement, sentiment, evidence (PRODUCT §4).
+
+    ``out[i]`` gets S, ``100 * max(S, 0) / (max(S, 0) + saturation)``, ``Sn / Sd`` (NaN
+    when Sd is 0: no sentiment) and the evidence of every stage.
+    """
+    stages = c.E.shape[1]
+    S, Sn, Sd, E = c.S, c.Sn, c.Sd, c.E
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        pos = S[r] if S[r] > 0.0 else 0.0
+        out[i, 0] = S[r]
+        out[i, 1] = 100.0 * pos / (pos + saturation)
+        out[i, 2] = Sn[r] / Sd[r] if Sd[r] > 0.0 else np.nan
+        for k in range(stages):
+            out[i, 3 + k] = E[r, k]

@@ -57,7 +57,8 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays,
                    hash_ids(batch.event_ids), batch.mark),
         arrays, dormant_after_ms, accepted, stage_after, moves,
     )
-    tr = Transitions._make(col[:n_tr] for col in moves)
+    tr = Transitions(moves.event[:n_tr], moves.from_stage[:n_tr], moves.to_stage[:n_tr],
+                     moves.version[:n_tr], moves.ts[:n_tr], moves.dormant[:n_tr])
     return ScoreResult(
         rows=rows,
         accepted=accepted,

@@ -70,12 +70,12 @@ class ShardOutput(NamedTuple):
     watermark: int | None  # set when the shard's watermark entered a new metrics window
 
 
-class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
+class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
     """Scores, windows and closes for one shard. ``partitions`` is the number of input partitions."""
 
     def __init__(self, journey: JourneyMap, records: RecordBuilder, metrics: EngineMetrics,
                  partitions: int, resume: Snapshot | None, *, windows: bool = True,
-                 shards: int = DEFAULT_SHARDS) -> None:
+                 shards: int = DEFAULT_SHARDS, recoverable: bool = True) -> None:
         self.arrays = journey.arrays
         self.records = records
         self.metrics = metrics
@@ -88,6 +88,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         self.watermark = NO_TIME
         self.next_dormant = NO_TIME  # no customer can go dormant before the watermark passes this
         self.layout = state_layout(journey, shards)
+        self.recoverable = recoverable
         if resume is None:
             self.state = ShardState(self.arrays)
         else:
@@ -99,6 +100,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
             if self.windows is not None and "windows" in resume:
                 self.windows.restore(resume["windows"])
         metrics.tracked.inc(self.state.size)
+        self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
         self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
         self._count_open()
 
@@ -192,12 +194,25 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot]):
         return rows
 
     def _count_transitions(self, from_stage: list[int], to_stage: list[int]) -> None:
-        name = self.records.stage_name
-        for (f, t), count in Counter(zip(from_stage, to_stage, strict=True)).items():
-            self.metrics.transitions.labels(name(f) or "none", name(t) or "none").inc(count)
+        if not from_stage:
+            return
+        name, children = self.records.stage_name, self.transition_counters
+        for move, count in Counter(zip(from_stage, to_stage, strict=True)).items():
+            child = children.get(move)
+            if child is None:  # labels() costs more than the increment: once per move
+                child = children[move] = self.metrics.transitions.labels(name(move[0]) or "none",
+                                                                         name(move[1]) or "none")
+            child.inc(count)
 
-    def snapshot(self) -> Snapshot:
-        """Copies of the shard's arrays (Bytewax may pickle them after we change the state)."""
+    def snapshot(self) -> Snapshot | None:
+        """Copies of the shard's arrays (Bytewax may pickle them after we change the state).
+
+        Bytewax asks at the end of every epoch, recovery store or not; without one nothing
+        keeps the copy, and copying every shard stalled a live run for as long as the copy
+        took, every epoch. Then there is none.
+        """
+        if not self.recoverable:
+            return None
         snap: Snapshot = {"layout": self.layout, "state": self.state.snapshot()}
         if self.windows is not None:
             snap["windows"] = self.windows.snapshot()
