@@ -10,6 +10,7 @@ from config.durations import format_duration_ms
 from config.errors import ConfigError, JourneyError
 from config.model import DEFAULT_PATH, Settings, load_settings
 from journey import __version__
+from operators.routing import DEFAULT_SHARDS
 
 log = logging.getLogger("journey")
 
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="S",
                      help="seconds between snapshots (and output flush epochs); default 10")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:P")
+    run.add_argument("--shards", type=_positive_int, default=DEFAULT_SHARDS,
+                     help=f"customer shards (state keys), fixed for the life of a recovery store; "
+                          f"default {DEFAULT_SHARDS}")
     run.add_argument("--no-windows", action="store_true",
                      help="leave out sessions and channel/funnel windows (scores, transitions, "
                           "dormancy, dead letters and late events stay)")
@@ -126,7 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         until_end=args.until_end, workers=args.workers, process_id=args.process_id,
         addresses=addresses, recovery_dir=args.recovery_dir,
         snapshot_interval_s=args.snapshot_interval, metrics_port=args.metrics_port,
-        windows=not args.no_windows,
+        shards=args.shards, windows=not args.no_windows,
     ))
     return 0
 

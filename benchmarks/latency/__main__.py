@@ -147,7 +147,8 @@ def wait_until_answering(brokers: str, inputs: list[str], output: str, proc: sub
 
 
 def run_point(
-    broker: EmbeddedBroker, system: str, mode: str, rate: int, seconds: float, directory: Path
+    broker: EmbeddedBroker, system: str, mode: str, rate: int, seconds: float, directory: Path,
+    engine_args: list[str],
 ) -> Point:
     brokers = broker.bootstrap
     tag = f"lat{uuid.uuid4().hex[:8]}"
@@ -165,6 +166,7 @@ def run_point(
             "run",
             "--config",
             str(config_for(brokers, tag, directory)),
+            *engine_args,
         ]
     else:
         output = f"{tag}.passthrough"
@@ -311,7 +313,9 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--sustain", action="store_true")
     p.add_argument("--memory", action="store_true")
+    p.add_argument("--engine-args", default="", help="more `journey run` options, e.g. '--shards 8'")
     args = p.parse_args()
+    engine_args = args.engine_args.split()
     results: dict[tuple[str, str, int], list[Point]] = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         directory = Path(tmp)
@@ -319,7 +323,7 @@ def main() -> int:
             for rate in (int(r) for r in args.rates.split(",")):
                 for _ in range(args.repeat):
                     for system in ("floor", "engine"):
-                        point = run_point(broker, system, mode, rate, args.seconds, directory)
+                        point = run_point(broker, system, mode, rate, args.seconds, directory, engine_args)
                         results.setdefault((system, mode, rate), []).append(point)
                         print(line(point), flush=True)
         print(
@@ -351,7 +355,7 @@ def main() -> int:
         if args.sustain:
             best = 0
             for rate in (20_000, 30_000, 40_000, 50_000, 60_000, 80_000):
-                point = run_point(broker, "engine", "busy", rate, args.seconds, directory)
+                point = run_point(broker, "engine", "busy", rate, args.seconds, directory, engine_args)
                 print(line(point), flush=True)
                 if not point.kept_up or point.pct(99) > 1_000:
                     break
