@@ -1,10 +1,12 @@
-"""Live latency of ``journey run`` against the floor of a pass-through loop, on one broker.
+"""Live latency of ``journey run`` against the floor of a pass-through loop, on the same broker.
 
     python -m benchmarks.latency [--rates 2000,5000,10000,20000] [--seconds 20] [--modes busy,quiet]
                                  [--sustain] [--memory] [--repeat 1]
 
-For every mode and rate, each system (the engine, then the floor) runs on fresh topics of
-the embedded broker while the open-loop driver sends events for ``--seconds``. Latency is
+For every mode and rate, each system (the floor, then the engine) runs on an embedded
+broker of its own, started fresh (an in-memory broker slows down as it fills: on one
+broker for every point, the floor's own p50 tripled within a run), while the open-loop
+driver sends events for ``--seconds``. Latency is
 the output message's timestamp (set when our sink, or the loop, produced it) minus the
 moment the event was due to be sent; score records are matched to events by
 ``customer_id`` and ``last_event_ts`` (an event whose customer had a later event in the
@@ -147,6 +149,14 @@ def wait_until_answering(brokers: str, inputs: list[str], output: str, proc: sub
 
 
 def run_point(
+    system: str, mode: str, rate: int, seconds: float, directory: Path, engine_args: list[str]
+) -> Point:
+    """One system at one rate, on a broker of its own (an in-memory broker slows down as it fills)."""
+    with EmbeddedBroker() as broker:
+        return _run_point(broker, system, mode, rate, seconds, directory, engine_args)
+
+
+def _run_point(
     broker: EmbeddedBroker, system: str, mode: str, rate: int, seconds: float, directory: Path,
     engine_args: list[str],
 ) -> Point:
@@ -208,14 +218,21 @@ def run_point(
         (f"lat-{c:06d}", int(t)): int(t)
         for c, t in zip(sent["customer"].tolist(), sent["due"].tolist(), strict=True)
     }
-    latencies, answered_last = [], 0
+    latencies, answered_last, dues = [], 0, []
     last_second = start_ms + seconds * 1000 - 1000
     for value, out_ts in read_all(brokers, output):
         rec = orjson.loads(value)
         t = due.get((rec.get("customer_id"), rec.get("last_event_ts", rec.get("ts"))))
         if t is not None:
             latencies.append(out_ts - t)
+            dues.append(t)
             answered_last += t >= last_second
+    if os.environ.get("LATENCY_TIMELINE"):
+        lat, at = np.array(latencies), (np.array(dues) - start_ms) // 500
+        for slot in np.unique(at):
+            sel = lat[at == slot]
+            print(f"  {system} t={slot / 2:5.1f}s n={sel.size:5} p50={np.percentile(sel, 50):6.0f} "
+                  f"max={sel.max():6.0f}")
     # kept up: the last second's events were answered about as often as all the others
     matched = len(latencies) / max(1, len(due))
     n_last = int(np.count_nonzero(sent["due"] >= last_second))
@@ -317,13 +334,13 @@ def main() -> int:
     args = p.parse_args()
     engine_args = args.engine_args.split()
     results: dict[tuple[str, str, int], list[Point]] = {}
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+    with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for mode in args.modes.split(","):
             for rate in (int(r) for r in args.rates.split(",")):
                 for _ in range(args.repeat):
                     for system in ("floor", "engine"):
-                        point = run_point(broker, system, mode, rate, args.seconds, directory, engine_args)
+                        point = run_point(system, mode, rate, args.seconds, directory, engine_args)
                         results.setdefault((system, mode, rate), []).append(point)
                         print(line(point), flush=True)
         print(
@@ -355,14 +372,15 @@ def main() -> int:
         if args.sustain:
             best = 0
             for rate in (20_000, 30_000, 40_000, 50_000, 60_000, 80_000):
-                point = run_point(broker, "engine", "busy", rate, args.seconds, directory, engine_args)
+                point = run_point("engine", "busy", rate, args.seconds, directory, engine_args)
                 print(line(point), flush=True)
                 if not point.kept_up or point.pct(99) > 1_000:
                     break
                 best = rate
             print(f"highest rate sustained (output kept up, p99 under 1 s): {best:,} events/s")
         if args.memory:
-            memory_per_customer(broker, directory)
+            with EmbeddedBroker() as broker:
+                memory_per_customer(broker, directory)
     return 0
 
 
