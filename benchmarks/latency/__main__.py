@@ -1,24 +1,27 @@
 """Live latency of ``journey run`` against the floor of a pass-through loop, on the same broker.
 
     python -m benchmarks.latency [--rates 2000,5000,10000,20000] [--seconds 20] [--modes busy,quiet]
-                                 [--sustain] [--memory] [--repeat 1]
+                                 [--repeat 1] [--sustain] [--cold-start] [--memory]
+                                 [--engine-args "--shards 8"]
 
 For every mode and rate, each system (the floor, then the engine) runs on an embedded
 broker of its own, started fresh (an in-memory broker slows down as it fills: on one
 broker for every point, the floor's own p50 tripled within a run), while the open-loop
-driver sends events for ``--seconds``. Latency is
-the output message's timestamp (set when our sink, or the loop, produced it) minus the
-moment the event was due to be sent; score records are matched to events by
-``customer_id`` and ``last_event_ts`` (an event whose customer had a later event in the
-same batch has no record of its own and is not counted). ``busy`` sends to both input
-topics in turn; ``quiet`` to ``clickstream`` only, ``touchpoints`` staying empty. Also
-reported: CPU of the system and of the broker while the driver ran, and the system's
-peak memory.
+driver sends events for ``--seconds``. Latency is the output message's timestamp (set
+when our sink, or the loop, produced it) minus the moment the event was due to be sent;
+score records are matched to events by ``customer_id`` and ``last_event_ts`` (an event
+whose customer had a later event in the same batch has no record of its own and is not
+counted). ``busy`` sends to both input topics in turn; ``quiet`` to ``clickstream``
+only, ``touchpoints`` staying empty. Also reported: CPU of the system and of the broker
+while the driver ran, and the system's peak memory. ``LATENCY_TIMELINE=1`` prints the
+latencies per half second of each run.
 
 ``--sustain`` raises the rate until the engine no longer keeps up (Karimov et al., ICDE
 2018: the output falls behind, or p99 grows past a second) and reports the highest rate
-it sustained. ``--memory`` runs the engine without windows over one event each of 1M
-customers and reports memory per tracked customer.
+it sustained. ``--cold-start`` times a fresh ``journey run`` from its start to its first
+score record, with the kernels cached as setup leaves them and with nothing cached.
+``--memory`` runs the engine without windows over one event each of 1M customers and
+reports memory per tracked customer.
 """
 
 import argparse
@@ -259,6 +262,35 @@ def line(p: Point) -> str:
     )
 
 
+def cold_start(directory: Path, numba_cache: str | None) -> float:
+    """Seconds from starting ``journey run`` until its first score record is on its topic."""
+    with EmbeddedBroker() as broker:
+        tag = f"cold{uuid.uuid4().hex[:8]}"
+        inputs = [f"{tag}.clickstream", f"{tag}.touchpoints"]
+        ensure_topics(load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap).kafka, inputs, PARTITIONS)
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        now = int(time.time() * 1000)
+        event = {"event_id": "cold", "customer_id": "cold", "ts": now, "type": "page_view"}
+        producer.produce(inputs[0], orjson.dumps(event), b"cold")
+        producer.flush(10)
+        env = {**os.environ, **({"NUMBA_CACHE_DIR": numba_cache} if numba_cache else {})}
+        config = config_for(broker.bootstrap, tag, directory)
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        kafka = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap).kafka
+        try:
+            while time.monotonic() - started < 180:
+                scores = f"{tag}.scores"
+                if scores in cluster_metadata(kafka).topics and read_all(broker.bootstrap, scores):
+                    return time.monotonic() - started
+                time.sleep(0.05)
+            return float("nan")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+
+
 def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
     """Peak memory of ``journey run --no-windows --until-end`` over 1M customers against 10k."""
     from journey.simulate import SimMessage, produce
@@ -330,6 +362,7 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--sustain", action="store_true")
     p.add_argument("--memory", action="store_true")
+    p.add_argument("--cold-start", action="store_true")
     p.add_argument("--engine-args", default="", help="more `journey run` options, e.g. '--shards 8'")
     args = p.parse_args()
     engine_args = args.engine_args.split()
@@ -378,6 +411,11 @@ def main() -> int:
                     break
                 best = rate
             print(f"highest rate sustained (output kept up, p99 under 1 s): {best:,} events/s")
+        if args.cold_start:
+            warm = [cold_start(directory, None) for _ in range(3)]
+            empty = cold_start(directory, str(directory / "empty-numba-cache"))
+            print(f"cold start (process start to first score): {statistics.median(warm):.1f} s after setup "
+                  f"(median of 3: {', '.join(f'{w:.1f}' for w in warm)}), {empty:.1f} s with nothing cached")
         if args.memory:
             with EmbeddedBroker() as broker:
                 memory_per_customer(broker, directory)
