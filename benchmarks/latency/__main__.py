@@ -14,7 +14,8 @@ whose customer had a later event in the same batch has no record of its own and 
 counted). ``busy`` sends to both input topics in turn; ``quiet`` to ``clickstream``
 only, ``touchpoints`` staying empty. Also reported: CPU of the system and of the broker
 while the driver ran, and the system's peak memory. ``LATENCY_TIMELINE=1`` prints the
-latencies per half second of each run.
+latencies per half second of each run; ``LATENCY_ENGINE_TREE=DIR`` runs the engine of another
+checkout (an older revision, say) against the same floor.
 
 ``--sustain`` raises the rate until the engine no longer keeps up (Karimov et al., ICDE
 2018: the output falls behind, or p99 grows past a second) and reports the highest rate
@@ -168,7 +169,7 @@ def _run_point(
     inputs = [f"{tag}.clickstream", f"{tag}.touchpoints"]
     settings = load_settings(DEFAULT_PATH).with_brokers(brokers)
     ensure_topics(settings.kafka, inputs, PARTITIONS)
-    env = {**os.environ, "PYTHONPATH": ""}
+    env = {**os.environ, "PYTHONPATH": os.environ.get("LATENCY_ENGINE_TREE", "")}
     if system == "engine":
         output = f"{tag}.scores"
         cmd = [
