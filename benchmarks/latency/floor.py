@@ -35,7 +35,10 @@ def main() -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     while not stopping:
-        for m in consumer.consume(1_000, 0.05):
+        # poll returns with the first message that arrives; consume(n, 0) takes what else is
+        # there (consume(n, t) would wait until n messages or t: a floor must never wait)
+        first = consumer.poll(0.05)
+        for m in [first, *consumer.consume(1_000, 0)] if first is not None else []:
             if m.error() is None:
                 producer.produce(output, m.value(), m.key())
         producer.poll(0)
