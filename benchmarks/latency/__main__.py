@@ -85,10 +85,12 @@ def peak_mb(pid: int) -> float:
     return float("nan")
 
 
-def config_for(brokers: str, tag: str, directory: Path) -> Path:
+def config_for(brokers: str, tag: str, directory: Path, inputs: tuple[str, ...] = ()) -> Path:
+    """The default map with output topics named by ``tag``; inputs ``inputs`` or named by ``tag`` too."""
     path = directory / f"{tag}.toml"
     text = DEFAULT_PATH.read_text() + f'\n[kafka]\nbrokers = "{brokers}"\n\n[topics]\n'
-    text += f'inputs = ["{tag}.clickstream", "{tag}.touchpoints"]\n'
+    names = inputs or (f"{tag}.clickstream", f"{tag}.touchpoints")
+    text += f"inputs = {orjson.dumps(list(names)).decode()}\n"
     for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq"):
         text += f'{name} = "{tag}.{name}"\n'
     path.write_text(text)
