@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="S",
                      help="seconds between snapshots (and output flush epochs); default 10")
     run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:P")
-    run.add_argument("--shards", type=_positive_int, default=DEFAULT_SHARDS,
+    run.add_argument("--shards", type=_positive_int,
                      help=f"customer shards (state keys), fixed for the life of a recovery store; "
-                          f"default {DEFAULT_SHARDS}")
+                          f"default: what the store was written with, else {DEFAULT_SHARDS} per worker "
+                          "of the cluster")
     run.add_argument("--no-windows", action="store_true",
                      help="leave out sessions and channel/funnel windows (scores, transitions, "
                           "dormancy, dead letters and late events stay)")

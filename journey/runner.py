@@ -21,7 +21,7 @@ from journey.kafka_io import (
     ensure_topics,
     partition_counts,
 )
-from journey.recovery import prepare_recovery
+from journey.recovery import prepare_recovery, saved_layout
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
 from operators.routing import DEFAULT_SHARDS
@@ -45,7 +45,7 @@ class RunOptions:
     recovery_dir: Path | None = None
     snapshot_interval_s: float = 10.0
     metrics_port: int | None = None
-    shards: int = DEFAULT_SHARDS
+    shards: int | None = None  # None: the recovery store's, else DEFAULT_SHARDS per worker of the cluster
     windows: bool = True
 
 
@@ -80,9 +80,10 @@ def compile_kernels(settings: Settings) -> int:
 
 def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
     """Run the flow until the input ends (``until_end``) or the process is stopped."""
+    shards = shard_count(options)
     recovery = None
     if options.recovery_dir is not None:
-        recovery = prepare_recovery(options.recovery_dir, state_layout(settings.journey, options.shards))
+        recovery = prepare_recovery(options.recovery_dir, state_layout(settings.journey, shards))
     metadata = cluster_metadata(settings.kafka)
     partitions = partition_counts(metadata, settings.topics.inputs)
     created = ensure_topics(settings.kafka, settings.topics.outputs,
@@ -99,7 +100,7 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                               bounded=options.until_end)
     sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0)
     flow = build_flow(settings, source, len(source.list_parts()), sink,
-                      metrics=metrics, shards=options.shards, windows=options.windows,
+                      metrics=metrics, shards=shards, windows=options.windows,
                       recoverable=recovery is not None)
     try:
         cli_main(
@@ -123,6 +124,19 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
             sink.deliver_rest(STOP_DELIVERY_S)
             raise KeyboardInterrupt from err
         raise
+
+
+def shard_count(options: RunOptions) -> int:
+    """``--shards``; else the count the recovery store was written with; else per worker."""
+    if options.shards is not None:
+        return options.shards
+    saved = saved_layout(options.recovery_dir) if options.recovery_dir is not None and \
+        options.recovery_dir.is_dir() else None
+    shards = saved.get("shards") if saved is not None else None
+    if isinstance(shards, int):
+        log.info("%d customer shards, as the recovery store was written", shards)
+        return shards
+    return DEFAULT_SHARDS * options.workers * len(options.addresses or [""])
 
 
 def find_cause(err: BaseException, kind: type[E]) -> E | None:

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 DAY = 86_400_000
 
 
-def run(config: Path, store: Path) -> tuple[int, str]:
-    done = journey_cli("run", "--config", str(config), "--until-end", "--recovery-dir", str(store))
+def run(config: Path, store: Path, *options: str) -> tuple[int, str]:
+    done = journey_cli("run", "--config", str(config), "--until-end", "--recovery-dir", str(store), *options)
     return done.returncode, done.stderr
 
 
@@ -47,6 +47,25 @@ def test_a_resume_under_another_layout_stops_before_reading_input(
     rc, err = run(config, store)  # the map that wrote the store still resumes it
     assert rc == 0, err[-3000:]
     assert len(read_topic(settings, settings.topics.scores)) > written
+
+
+def test_a_store_resumes_with_the_shards_it_was_written_with(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings(inputs=("events",))
+    produced = messages(settings, SimOptions(customers=200, events=2_000, seed=4, span_ms=DAY))
+    config = write_config(settings, tmp_path / "map.toml")
+    store = tmp_path / "store"
+    produce(settings, produced[:1_000], progress=None, partitions=1)
+    rc, err = run(config, store, "--shards", "7")
+    assert rc == 0, err[-3000:]
+    produce(settings, produced[1_000:], progress=None, partitions=1)
+
+    rc, err = run(config, store, "--shards", "5")  # said outright, another count is refused
+    assert rc == 2 and "the number of shards: 7 -> 5" in err, err[-3000:]
+    rc, err = run(config, store)  # not said: the store's
+    assert rc == 0, err[-3000:]
+    assert "7 customer shards, as the recovery store was written" in err
+    assert_matches_reference(settings, reference_from(settings, produced))
 
 
 def test_changes_that_keep_the_layout_resume_and_apply_from_the_next_event(
@@ -91,7 +110,7 @@ def test_layout_changes_are_named_in_the_files_terms(settings: Settings) -> None
     now = {**saved, "stages": [*saved["stages"][:-1], "loyal", "advocacy"],  # type: ignore[misc]
            "channels": saved["channels"][1:], "metrics_window_ms": 300_000, "shards": 16}  # type: ignore[index]
     assert layout_changes(saved, now) == [
-        "the number of shards: 32 -> 16",
+        f"the number of shards: {DEFAULT_SHARDS} -> 16",
         "[journey].stages: added 'loyal'",
         "[channels]: removed 'web'",
         "[journey].metrics_window: 1m -> 5m",
