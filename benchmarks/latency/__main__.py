@@ -214,11 +214,7 @@ def _run_point(
         cpu, broker_cpu = (cpu_seconds(proc.pid) - cpu0) / wall, (cpu_seconds(broker_pid) - broker0) / wall
         peak = peak_mb(proc.pid)
     finally:
-        proc.send_signal(signal.SIGINT if system == "engine" else signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, signal.SIGINT if system == "engine" else signal.SIGTERM)
     sent = np.load(record)
     due = {
         (f"lat-{c:06d}", int(t)): int(t)
@@ -256,6 +252,17 @@ def _run_point(
     )
 
 
+def stop(proc: subprocess.Popen[bytes], how: int = signal.SIGINT) -> None:
+    """Stop the system under test; kill it (and say so) if it has not exited within a minute."""
+    proc.send_signal(how)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        print(f"warning: {proc.args!r} did not stop within 60 s of signal {how}: killed", file=sys.stderr)
+        proc.kill()
+        proc.wait()
+
+
 def line(p: Point) -> str:
     return (
         f"{p.system:>6} {p.mode:>5} {p.rate:>6,} ev/s: p50 {p.pct(50):6.0f}  p90 {p.pct(90):6.0f}  "
@@ -290,8 +297,7 @@ def cold_start(directory: Path, numba_cache: str | None) -> float:
                 time.sleep(0.05)
             return float("nan")
         finally:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
+            stop(proc)
 
 
 def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
