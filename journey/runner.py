@@ -127,11 +127,17 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
 
 
 def shard_count(options: RunOptions) -> int:
-    """``--shards``; else the count the recovery store was written with; else per worker."""
+    """``--shards``; else the count the recovery store was written with; else per worker.
+
+    Each process of a cluster decides alone: give a cluster whose store was written with
+    a count of its own ``--shards`` outright, as a process that holds no shard's snapshot
+    cannot read the count from its store.
+    """
     if options.shards is not None:
         return options.shards
-    saved = saved_layout(options.recovery_dir) if options.recovery_dir is not None and \
-        options.recovery_dir.is_dir() else None
+    saved = None
+    if options.recovery_dir is not None and options.recovery_dir.is_dir():
+        saved = saved_layout(options.recovery_dir)
     shards = saved.get("shards") if saved is not None else None
     if isinstance(shards, int):
         log.info("%d customer shards, as the recovery store was written", shards)
