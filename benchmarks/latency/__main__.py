@@ -188,7 +188,8 @@ def _run_point(
         output = f"{tag}.passthrough"
         ensure_topics(settings.kafka, [output], PARTITIONS)
         cmd = [sys.executable, str(HERE / "floor.py"), brokers, ",".join(inputs), output]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            preexec_fn=interruptible)
     try:
         wait_until_answering(brokers, inputs, output, proc)
         start_ms = int(time.time() * 1000) + 1_000
@@ -252,6 +253,15 @@ def _run_point(
     )
 
 
+def interruptible() -> None:
+    """In the child before it starts: Ctrl-C as by default, even under ``nohup`` or ``&``.
+
+    A shell without job control starts a background command with SIGINT ignored, and a
+    child inherits that: the system under test would never hear the stop.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(proc: subprocess.Popen[bytes], how: int = signal.SIGINT) -> None:
     """Stop the system under test; kill it (and say so) if it has not exited within a minute."""
     proc.send_signal(how)
@@ -287,7 +297,8 @@ def cold_start(directory: Path, numba_cache: str | None) -> float:
         config = config_for(broker.bootstrap, tag, directory)
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                preexec_fn=interruptible)
         kafka = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap).kafka
         try:
             while time.monotonic() - started < 180:
@@ -413,7 +424,7 @@ def main() -> int:
             )
         if args.sustain:
             best = 0
-            for rate in (20_000, 30_000, 40_000, 50_000, 60_000, 80_000):
+            for rate in (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000):
                 point = run_point("engine", "busy", rate, args.seconds, directory, engine_args)
                 print(line(point), flush=True)
                 if not point.kept_up or point.pct(99) > 1_000:
