@@ -81,8 +81,10 @@ def run_system(system: str, brokers: str, inputs: tuple[str, ...], directory: Pa
         cmd = [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), "--until-end",
                *(["--no-windows"] if system == "no-windows" else [])]
         env = dict(os.environ)
+    log = directory / f"{tag}.log"  # a file, not a pipe: a full pipe would stall the system
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     peak = 0.0  # sampled: a child's own ru_maxrss counts the memory of the parent it forked from
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -92,8 +94,8 @@ def run_system(system: str, brokers: str, inputs: tuple[str, ...], directory: Pa
             peak = max(peak, peak_mb(proc.pid))
         time.sleep(0.05)
     seconds = time.perf_counter() - started
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
+        stderr = log.read_text(errors="replace")
         msg = f"{system} exited with {os.waitstatus_to_exitcode(status)}:\n{stderr[-6000:]}"
         raise SystemExit(msg)
     return Run(seconds, usage.ru_utime + usage.ru_stime, peak, output)

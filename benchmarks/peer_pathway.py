@@ -2,15 +2,15 @@
 
     python benchmarks/peer_pathway.py CONFIG BROKERS IN1,IN2 OUT
 
-Written as a Pathway user would write it, to give Pathway its best case: its engine
-parses the JSON (``format="json"``), drops repeated ``(customer_id, event_id)``, looks
-weights and channel multipliers up by joins, and keeps per customer the sums of PRODUCT
-§4 with its native reducers. A decayed sum valued at the customer's latest time ``T`` is
-``2^(-(T - ref)/H) · Σ w · 2^((t - ref)/H)`` for any fixed ``ref``, so plain sums and a
-max give exactly the engine's values, in any order. Each customer's score (stage,
-score, engagement, sentiment, evidence per stage, events, last event time) goes to OUT
-as JSON. It reads the topics as they are when it starts (``mode="static"``) and exits
-when everything read is written.
+Written as a Pathway user would write it, with as much as possible done in Pathway's own
+engine rather than in Python: it parses the JSON (``format="json"``), drops repeated
+``(customer_id, event_id)``, looks weights and channel multipliers up by joins, and
+keeps per customer the sums of PRODUCT §4 with its native reducers. A decayed sum valued
+at the customer's latest time ``T`` is ``2^(-(T - ref)/H) · Σ w · 2^((t - ref)/H)`` for
+any fixed ``ref``, so plain sums and a max give exactly the engine's values, in any
+order. Each customer's score (stage, score, engagement, sentiment, evidence per stage,
+events, last event time) goes to OUT as JSON. It reads the topics as they are when it
+starts (``mode="static"``) and exits when everything read is written.
 
 What it leaves out, and ``journey run`` does: validation to a dead-letter topic (it is
 given no malformed input, and times as integers only: no RFC 3339 strings), the
