@@ -15,7 +15,6 @@ ours (largest relative difference).
 """
 
 import argparse
-import contextlib
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
-from benchmarks.latency.__main__ import ROOT, config_for, peak_mb, read_all
+from benchmarks.latency.__main__ import ROOT, config_for, engine_command, read_all, wait_measured
 from config.model import DEFAULT_PATH, Topics, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import ensure_topics
@@ -78,27 +77,17 @@ def run_system(system: str, brokers: str, inputs: tuple[str, ...], directory: Pa
                ",".join(inputs), output]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PATHWAY_THREADS": "1"}
     else:
-        cmd = [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), "--until-end",
-               *(["--no-windows"] if system == "no-windows" else [])]
+        cmd = engine_command(config, "--until-end", *(["--no-windows"] if system == "no-windows" else []))
         env = dict(os.environ)
     log = directory / f"{tag}.log"  # a file, not a pipe: a full pipe would stall the system
     started = time.perf_counter()
     with log.open("wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-    peak = 0.0  # sampled: a child's own ru_maxrss counts the memory of the parent it forked from
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        with contextlib.suppress(OSError):
-            peak = max(peak, peak_mb(proc.pid))
-        time.sleep(0.05)
+        exited = wait_measured(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env))
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        stderr = log.read_text(errors="replace")
-        msg = f"{system} exited with {os.waitstatus_to_exitcode(status)}:\n{stderr[-6000:]}"
+    if exited.code != 0:
+        msg = f"{system} exited with {exited.code}:\n{log.read_text(errors='replace')[-6000:]}"
         raise SystemExit(msg)
-    return Run(seconds, usage.ru_utime + usage.ru_stime, peak, output)
+    return Run(seconds, exited.cpu, exited.peak_mb, output)
 
 
 def final_scores(brokers: str, topic: str) -> dict[str, float]:

@@ -151,14 +151,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    import time
+    from journey.runner import compile_kernels
 
-    from operators.shard import warm_up
-
-    settings = _settings(args.config)
-    started = time.perf_counter()
-    compiled = warm_up(settings.journey, settings.topics)
-    seconds = time.perf_counter() - started
+    compiled, seconds = compile_kernels(_settings(args.config))
     if compiled:
         print(f"compiled {compiled} kernel signatures in {seconds:.1f} s; runs load them from the cache")
     else:

@@ -60,22 +60,25 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-def compile_kernels(settings: Settings) -> int:
-    """Compile (or load from Numba's cache) every kernel before any event arrives.
-
-    A run that has to compile says so, with how long it took: the first run of a fresh
-    installation or container image pays that once, unless ``journey compile`` did at
-    setup or image build.
-    """
+def compile_kernels(settings: Settings) -> tuple[int, float]:
+    """Compile (or load from Numba's cache) every kernel: how many had to compile, and the seconds."""
     started = time.perf_counter()
     compiled = warm_up(settings.journey, settings.topics)
-    seconds = time.perf_counter() - started
+    return compiled, time.perf_counter() - started
+
+
+def _warm(settings: Settings) -> None:
+    """Kernels ready before any event arrives; a run that has to compile says so, and how long.
+
+    The first run of a fresh installation or container image pays that once, unless
+    ``journey compile`` did at setup or image build.
+    """
+    compiled, seconds = compile_kernels(settings)
     if compiled:
         log.info("compiled %d kernel signatures in %.1f s: nothing was cached for them yet "
                  "(`journey compile` at setup or image build does this once)", compiled, seconds)
     else:
         log.debug("kernels loaded from the cache in %.2f s", seconds)
-    return compiled
 
 
 def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
@@ -90,7 +93,7 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                             max(partitions.values()), metadata)
     if created:
         log.info("created output topics: %s", ", ".join(created))
-    compile_kernels(settings)
+    _warm(settings)
     settle_heap()
     metrics = metrics or EngineMetrics()
     if options.metrics_port is not None:

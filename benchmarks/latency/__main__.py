@@ -26,6 +26,7 @@ reports memory per tracked customer.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -83,6 +84,37 @@ def peak_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def engine_command(config: Path, *options: str) -> list[str]:
+    """``journey run`` in a fresh interpreter, the working directory kept off its import path (``-P``)."""
+    return [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), *options]
+
+
+@dataclass
+class Exited:
+    """A finished process: how it ended and what it cost."""
+
+    code: int
+    cpu: float  # seconds, user and system
+    peak_mb: float
+
+
+def wait_measured(proc: subprocess.Popen[bytes]) -> Exited:
+    """Wait for ``proc`` to exit, sampling its peak memory as it runs.
+
+    Sampled because a child's own ``ru_maxrss`` counts the memory of the parent it was
+    forked from.
+    """
+    peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return Exited(proc.returncode, usage.ru_utime + usage.ru_stime, peak)
+        with contextlib.suppress(OSError):
+            peak = max(peak, peak_mb(proc.pid))
+        time.sleep(0.05)
 
 
 def config_for(brokers: str, tag: str, directory: Path, inputs: tuple[str, ...] = ()) -> Path:
@@ -174,16 +206,7 @@ def _run_point(
     env = {**os.environ, "PYTHONPATH": os.environ.get("LATENCY_ENGINE_TREE", "")}
     if system == "engine":
         output = f"{tag}.scores"
-        cmd = [
-            sys.executable,
-            "-P",
-            "-m",
-            "journey.cli",
-            "run",
-            "--config",
-            str(config_for(brokers, tag, directory)),
-            *engine_args,
-        ]
+        cmd = engine_command(config_for(brokers, tag, directory), *engine_args)
     else:
         output = f"{tag}.passthrough"
         ensure_topics(settings.kafka, [output], PARTITIONS)
@@ -296,9 +319,8 @@ def cold_start(directory: Path, numba_cache: str | None) -> float:
         env = {**os.environ, **({"NUMBA_CACHE_DIR": numba_cache} if numba_cache else {})}
         config = config_for(broker.bootstrap, tag, directory)
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                preexec_fn=interruptible)
+        proc = subprocess.Popen(engine_command(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env, preexec_fn=interruptible)
         kafka = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap).kafka
         try:
             while time.monotonic() - started < 180:
@@ -339,28 +361,11 @@ def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
         ensure_topics(settings.kafka, [f"{tag}.touchpoints"], PARTITIONS)
         produce(settings.with_brokers(broker.bootstrap), msgs, progress=None, partitions=PARTITIONS)
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-P",
-                "-m",
-                "journey.cli",
-                "run",
-                "--config",
-                str(config_for(broker.bootstrap, tag, directory)),
-                "--until-end",
-                "--no-windows",
-            ],
+            engine_command(config_for(broker.bootstrap, tag, directory), "--until-end", "--no-windows"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        peak = 0.0
-        while proc.poll() is None:
-            try:
-                peak = max(peak, peak_mb(proc.pid))
-            except (FileNotFoundError, ProcessLookupError):
-                break
-            time.sleep(0.2)
-        peaks[customers] = peak
+        peaks[customers] = wait_measured(proc).peak_mb
     per = (peaks[1_000_000] - peaks[10_000]) * 2**20 / 990_000
     arrays = load_settings(DEFAULT_PATH).journey.arrays
     dims = {"stages": arrays.n_stages, "required": arrays.n_req_slots, "dedup": arrays.dedup_slots}
