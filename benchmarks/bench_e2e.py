@@ -46,7 +46,7 @@ from journey.kafka_io import (
 )
 from journey.runner import settle_heap
 from journey.simulate import SimOptions, messages, produce
-from operators.base import Output, RecordBlock
+from operators.base import InputTimes, Output, RecordBlock
 from operators.events import EventParser, Rejected
 from operators.metrics import EngineMetrics
 from operators.raw_records import dead_letter
@@ -104,11 +104,12 @@ class FirstRead(FixedPartitionedSource[X, S]):
 def ours(settings: Settings, *, windows: bool, sink: KafkaBatchSink | None = None
          ) -> tuple[Dataflow, FirstRead[Any, Any]]:
     partitions = partition_counts(cluster_metadata(settings.kafka), settings.topics.inputs)
-    t = settings.topics
-    source = FirstRead(KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, t.dlq, t.late),
-                                        bounded=True))
-    flow = build_flow(settings, source, len(source.list_parts()), sink or KafkaBatchSink(settings.kafka),
-                      metrics=EngineMetrics(), windows=windows, recoverable=False)
+    metrics = EngineMetrics()
+    readers = Readers(settings.journey, settings.topics)
+    source = FirstRead(KafkaBatchSource(settings.kafka, partitions, readers, bounded=True, metrics=metrics))
+    flow = build_flow(settings, source, len(source.list_parts()),
+                      sink or KafkaBatchSink(settings.kafka, metrics=metrics),
+                      metrics=metrics, windows=windows, recoverable=False)
     return flow, source
 
 
@@ -127,7 +128,7 @@ class CountingSink(KafkaBatchSink):
     """
 
     def __init__(self, settings: Settings, ratio: float = 0.0) -> None:
-        super().__init__(settings.kafka)
+        super().__init__(settings.kafka, metrics=EngineMetrics())
         self.pad_topic = f"{settings.topics.scores}.padding"
         self.ratio = ratio
         self.written = 0
@@ -141,7 +142,8 @@ class CountingSink(KafkaBatchSink):
         write_batch = part.write_batch
 
         def counted(values: list[Sequence[Output]]) -> None:
-            self.written += sum(len(r.keys) if isinstance(r, RecordBlock) else 1
+            self.written += sum(len(r.keys) if isinstance(r, RecordBlock)
+                                else int(not isinstance(r, InputTimes))
                                 for records in values for r in records)
             n = round(self.written * self.ratio) - self.padded
             if n > 0:

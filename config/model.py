@@ -143,6 +143,21 @@ class JourneyMap:
         }
 
     @cached_property
+    def version(self) -> str:
+        """A short hash of the whole map (every rule, weight and timing): which map a run applies."""
+        def plain(value: object) -> object:
+            if isinstance(value, Mapping):
+                return sorted((str(k), plain(v)) for k, v in value.items())
+            if isinstance(value, frozenset | set):
+                return sorted(map(str, value))
+            if isinstance(value, tuple | list):
+                return [plain(v) for v in value]
+            if hasattr(value, "__dataclass_fields__"):
+                return plain({f: getattr(value, f) for f in value.__dataclass_fields__})
+            return value
+        return hashlib.sha256(repr(plain(self)).encode()).hexdigest()[:12]
+
+    @cached_property
     def fingerprint(self) -> str:
         """A short hash of ``layout``, for summaries."""
         return hashlib.sha256(repr(sorted(self.layout.items())).encode()).hexdigest()[:16]

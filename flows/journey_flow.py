@@ -63,7 +63,7 @@ def build_flow(
         return AGGREGATE_KEY, ShardProgress(shard, out.shares, out.watermark)
 
     def aggregator(resume: dict[str, object] | None) -> WindowAggregator:
-        return WindowAggregator(records, journey.metrics_window_ms, shards, resume)
+        return WindowAggregator(records, journey.metrics_window_ms, shards, resume, metrics)
 
     flow = Dataflow(FLOW_ID)
     reads = op.input("kafka_in", flow, source)

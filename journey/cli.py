@@ -34,7 +34,8 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="journey", description="Real-time customer journey engine.")
     p.add_argument("--version", action="version", version=f"journey-stream {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logs, including librdkafka's")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logs, including librdkafka's (its warnings and errors are always logged)")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the dataflow")
@@ -48,7 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--recovery-dir", type=Path, help="recovery store (created when missing)")
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="S",
                      help="seconds between snapshots (and output flush epochs); default 10")
-    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:P")
+    run.add_argument("--metrics-port", type=int, metavar="P",
+                     help="serve Prometheus /metrics on port P (process i of a cluster: P + i)")
+    run.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+                     help="address the metrics endpoint listens on; 0.0.0.0 lets a Prometheus on "
+                          "another host (a pod) scrape it; default 127.0.0.1")
     run.add_argument("--shards", type=_positive_int,
                      help=f"customer shards (state keys), fixed for the life of a recovery store; "
                           f"default: what the store was written with, else {DEFAULT_SHARDS} per worker "
@@ -131,6 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         until_end=args.until_end, workers=args.workers, process_id=args.process_id,
         addresses=addresses, recovery_dir=args.recovery_dir,
         snapshot_interval_s=args.snapshot_interval, metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
         shards=args.shards, windows=not args.no_windows,
     ))
     return 0
@@ -181,8 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("journey.librdkafka").setLevel(
-        logging.DEBUG if args.verbose else logging.CRITICAL)
+    logging.getLogger("journey.librdkafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         if args.command == "check-config":
             print(_summary(load_settings(args.file)))

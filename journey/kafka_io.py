@@ -13,9 +13,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
@@ -23,7 +26,8 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.errors import BrokerError, DeliveryError
 from config.model import KafkaSettings
-from operators.base import Output, OutRecord, RecordBlock
+from operators.base import InputTimes, Output, OutRecord, RecordBlock
+from operators.metrics import EngineMetrics
 from operators.reading import PartitionReader, Readers, SourceRead
 
 log = logging.getLogger(__name__)
@@ -80,10 +84,11 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
     return wanted
 
 
-CONSUMER_TUNING: dict[str, object] = {"fetch.wait.max.ms": 10}
+CONSUMER_TUNING: dict[str, object] = {"fetch.wait.max.ms": 10, "group.id": "journey-stream"}
 """The source consumer's defaults that ``[kafka.properties]`` may override. At the head of
 the log a fetch waits at most 10 ms for new messages (latency when caught up); behind it,
-fetches come back full at once (batch size when behind)."""
+fetches come back full at once (batch size when behind). The group is where the read
+offsets are committed for lag tools (``kafka-consumer-groups --describe --group``)."""
 
 
 class _WorkerConsumer:
@@ -98,8 +103,8 @@ class _WorkerConsumer:
     def __init__(self, kafka: KafkaSettings, batch_size: int) -> None:
         tuning = {k: v for k, v in CONSUMER_TUNING.items() if k not in kafka.properties}
         self.consumer = Consumer(client_config(
-            kafka, **tuning, **{"group.id": "journey-stream", "enable.auto.commit": False,
-                                "enable.partition.eof": True, "auto.offset.reset": "earliest"}))
+            kafka, **tuning, **{"enable.auto.commit": False, "enable.partition.eof": True,
+                                "auto.offset.reset": "earliest", "on_commit": _committed}))
         self.batch_size = batch_size
         self.queues: dict[tuple[str, int], deque[Message]] = {}
         self.paused: set[tuple[str, int]] = set()
@@ -146,6 +151,14 @@ class _WorkerConsumer:
         low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
         return None if high < 0 else high - (next_offset if next_offset >= 0 else low)
 
+    def commit(self, topic: str, partition: int, next_offset: int) -> None:
+        """Tell the consumer group how far the flow has read, for lag tools only (no waiting).
+
+        Recovery never reads these: a restart resumes from its snapshots.
+        """
+        if next_offset >= 0:
+            self.consumer.commit(offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=True)
+
     def release(self, topic: str, partition: int) -> bool:
         """The partition is done with; True when it was the last, and the consumer is closed."""
         del self.queues[topic, partition]
@@ -153,6 +166,12 @@ class _WorkerConsumer:
             return False
         self.consumer.close()
         return True
+
+
+def _committed(err: KafkaError | None, _partitions: list[TopicPartition]) -> None:
+    if err is not None:
+        log.warning("committing read offsets to the consumer group failed: %s (lag tools lag behind; "
+                    "recovery does not depend on it)", err.str())
 
 
 class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
@@ -169,6 +188,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         self.at_end = False
         self.done = False
         self.awake: datetime | None = None
+        self.lag_gauge = source.metrics.consumer_lag.labels(topic, str(partition))
         shared.add(topic, partition, start)
 
     def next_batch(self) -> list[SourceRead]:
@@ -187,15 +207,20 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
             else:
                 reader.drained()
-            lag = None if self.bounded else self.shared.lag(self.topic, self.partition, self.next_offset)
-            if lag is not None:  # a bounded run replays what the topics hold: always aligned
-                reader.behind_by(lag)
+            lag = self.shared.lag(self.topic, self.partition, self.next_offset)
+            if lag is not None:
+                self.lag_gauge.set(lag)
+                if not self.bounded:  # a bounded run replays what the topics hold: always aligned
+                    reader.behind_by(lag)
         out = [r for r in (reader.take(),) if r is not None]
         if self.at_end and not reader.pending:
             self.done = True
             out.append(reader.finish())
-        # nothing new (caught up, or held back by alignment): let the worker do other work
-        self.awake = None if out else datetime.now(UTC) + IDLE_POLL
+        if out:
+            self.source.show_watermark()
+            self.awake = None
+        else:  # nothing new (caught up, or held back by alignment): let the worker do other work
+            self.awake = datetime.now(UTC) + IDLE_POLL
         return out
 
     def next_awake(self) -> datetime | None:
@@ -213,7 +238,9 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
 
     def snapshot(self) -> int:
         pending = self.reader.pending_offset()
-        return self.next_offset if pending is None else pending
+        offset = self.next_offset if pending is None else pending
+        self.shared.commit(self.topic, self.partition, offset)
+        return offset
 
     def close(self) -> None:
         self.source.release(self.shared, self.topic, self.partition)
@@ -227,10 +254,11 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
     """
 
     def __init__(self, kafka: KafkaSettings, partitions: dict[str, int], readers: Readers, *,
-                 bounded: bool, batch_size: int = 10_000) -> None:
+                 bounded: bool, metrics: EngineMetrics, batch_size: int = 10_000) -> None:
         self.kafka = kafka
         self.partitions = partitions
         self.readers = readers
+        self.metrics = metrics
         self.bounded = bounded
         self.batch_size = batch_size
         self.consumers: dict[int, _WorkerConsumer] = {}  # by worker thread
@@ -251,7 +279,14 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
         shared = self.consumers.get(worker)
         if shared is None:
             shared = self.consumers[worker] = _WorkerConsumer(self.kafka, self.batch_size)
-        return _SourcePartition(self, shared, topic, int(partition), start, self.readers.reader(for_part))
+        return _SourcePartition(self, shared, topic, int(partition), start,
+                                self.readers.reader(for_part, topic))
+
+    def show_watermark(self) -> None:
+        """``journey_watermark_lag_seconds`` after a hand-over (the watermark moves only then)."""
+        lag = self.readers.watermark_lag_ms()
+        if lag is not None:
+            self.metrics.watermark_lag.set(lag / 1000)
 
     def release(self, shared: _WorkerConsumer, topic: str, partition: int) -> None:
         """A partition closed; its worker's consumer closes with the last one."""
@@ -260,29 +295,57 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
 
 
 class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
-    """The process's producer: writes as records come, waits for every delivery at the end of an epoch."""
+    """The process's producer: writes as records come, waits for every delivery at the end of an epoch.
 
-    def __init__(self, config: dict[str, object], delivery_timeout_s: float) -> None:
+    End-to-end latency is observed when the records that answer a batch of input have been
+    delivered: the producer delivers in order per partition, and a batch counts as
+    delivered once as many messages have been as had been produced up to its last. A
+    watcher thread waits for delivery reports (``poll`` without the worker), so a quiet
+    moment does not hold an observation back.
+    """
+
+    def __init__(self, config: dict[str, object], delivery_timeout_s: float, metrics: EngineMetrics) -> None:
         # one delivery callback for the producer, not an object per message
         self.producer = Producer({**config, "on_delivery": self._on_delivery})
         self.delivery_timeout_s = delivery_timeout_s
+        self.metrics = metrics
         self.failed: list[tuple[OutRecord, Any]] = []
+        self.produced = 0
+        self.outputs: dict[str, Any] = {}  # topic -> its counter
+        self.awaiting: deque[_Awaited] = deque()
+        self.settling = threading.Lock()
+        self.wake = threading.Event()
+        self.closing = False
+        self.watcher = threading.Thread(target=self._watch, name="journey-deliveries", daemon=True)
+        self.watcher.start()
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.failed.append(((msg.topic(), msg.key(), msg.value()), err))
+            self.metrics.delivery_errors.inc()
 
-    def _produce(self, records: Iterable[Output]) -> None:
+    def _produce(self, records: Iterable[Output]) -> dict[str, int]:
+        """Produce ``records``; how many went to each topic."""
         produce = self.producer.produce
+        counts: dict[str, int] = {}
         for record in records:
+            if isinstance(record, InputTimes):
+                self.awaiting.append(_Awaited(self.produced, record.appended))
+                self.wake.set()
+                continue
             if isinstance(record, RecordBlock):
                 self._produce_block(record)
+                counts[record.topic] = counts.get(record.topic, 0) + len(record.keys)
+                self.produced += len(record.keys)
                 continue
             topic, key, value = record
             try:
                 produce(topic, value, key)
             except BufferError:
                 self._produce_when_room(topic, value, key)
+            counts[topic] = counts.get(topic, 0) + 1
+            self.produced += 1
+        return counts
 
     def _produce_block(self, block: RecordBlock) -> None:
         """Each record of the block, cut from its data here (nothing per record before)."""
@@ -306,10 +369,39 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
     def write_batch(self, values: list[Sequence[Output]]) -> None:
         """Produce without waiting; failures reported so far end the flow here already."""
         for records in values:
-            self._produce(records)
+            for topic, n in self._produce(records).items():
+                counter = self.outputs.get(topic)
+                if counter is None:
+                    counter = self.outputs[topic] = self.metrics.output.labels(topic)
+                counter.inc(n)
         self.producer.poll(0)
         if self.failed:
             self._wait_for_deliveries()
+
+    def _watch(self) -> None:
+        """Observe latency as deliveries come in, while there are batches waiting for theirs."""
+        while True:
+            self.wake.wait()
+            if self.closing:
+                return
+            self.producer.poll(0.01)  # returns early when delivery reports come
+            self._settle()
+            if not self.awaiting:
+                self.wake.clear()
+                if self.awaiting:  # one came between the check and the clear
+                    self.wake.set()
+
+    def _settle(self) -> None:
+        """Observe the latency of every waiting batch whose records have been delivered."""
+        with self.settling:
+            delivered = self.produced - len(self.producer)
+            done = []
+            while self.awaiting and self.awaiting[0].produced <= delivered:
+                done.append(self.awaiting.popleft().appended)
+        if done:
+            now_ms = self.metrics.clock()
+            appended = np.concatenate(done)
+            self.metrics.latency.observe(np.maximum(now_ms - appended, 0) / 1000)
 
     def snapshot(self) -> None:
         """End of an epoch: every message written in it is delivered before Bytewax commits it."""
@@ -321,6 +413,7 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
             left = self.producer.flush(max(0.1, deadline - time.monotonic()))
             failed, self.failed = self.failed, []
             if left == 0 and not failed:
+                self._settle()
                 return
             fatal = [err for _, err in failed if err.fatal() or not err.retriable()]
             if fatal or time.monotonic() >= deadline:
@@ -335,6 +428,21 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
     def close(self) -> None:
         """The flow ended: deliver what is left."""
         self._wait_for_deliveries()
+        self.stop_watching()
+
+    def stop_watching(self) -> None:
+        """End the watcher thread (it holds no output of its own)."""
+        self.closing = True
+        self.wake.set()
+        self.watcher.join()
+
+
+@dataclass(frozen=True)
+class _Awaited:
+    """Input times of a batch, waiting until the producer has delivered ``produced`` messages."""
+
+    produced: int
+    appended: npt.NDArray[np.int64]
 
 
 PRODUCER_TUNING: dict[str, object] = {"linger.ms": 5, "queue.buffering.max.messages": 500_000}
@@ -354,9 +462,10 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
     sink waits for its deliveries, not after every write.
     """
 
-    def __init__(self, kafka: KafkaSettings, *, process: int = 0,
+    def __init__(self, kafka: KafkaSettings, *, metrics: EngineMetrics, process: int = 0,
                  delivery_timeout_s: float = 120.0) -> None:
         self.kafka = kafka
+        self.metrics = metrics
         self.local_part = SINK_PART.format(process)
         self.delivery_timeout_s = delivery_timeout_s
         self.built: list[SinkPartition] = []
@@ -380,7 +489,7 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
         part = SinkPartition(client_config(
             self.kafka, **tuning,
             **{"partitioner": "murmur2_random", "acks": "all", "delivery.report.only.error": True},
-        ), self.delivery_timeout_s)
+        ), self.delivery_timeout_s, self.metrics)
         self.built.append(part)
         return part
 

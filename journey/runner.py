@@ -11,9 +11,10 @@ from typing import TypeVar
 from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
-from config.errors import JourneyError
+from config.errors import ConfigError, JourneyError
 from config.model import Settings
 from flows.journey_flow import build_flow
+from journey import __version__
 from journey.kafka_io import (
     KafkaBatchSink,
     KafkaBatchSource,
@@ -44,7 +45,8 @@ class RunOptions:
     addresses: list[str] | None = None
     recovery_dir: Path | None = None
     snapshot_interval_s: float = 10.0
-    metrics_port: int | None = None
+    metrics_port: int | None = None  # the first process's; process i serves on metrics_port + i
+    metrics_addr: str = "127.0.0.1"
     shards: int | None = None  # None: the recovery store's, else DEFAULT_SHARDS per worker of the cluster
     windows: bool = True
 
@@ -95,13 +97,13 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
         log.info("created output topics: %s", ", ".join(created))
     _warm(settings)
     settle_heap()
-    metrics = metrics or EngineMetrics()
+    metrics = metrics or EngineMetrics(process_collectors=True)
+    metrics.describe_run(__version__, settings.journey.version)
     if options.metrics_port is not None:
-        start_http_server(options.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    topics = settings.topics
-    source = KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, topics.dlq, topics.late),
-                              bounded=options.until_end)
-    sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0)
+        serve_metrics(metrics, options.metrics_addr, options.metrics_port + (options.process_id or 0))
+    source = KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, settings.topics),
+                              bounded=options.until_end, metrics=metrics)
+    sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0, metrics=metrics)
     flow = build_flow(settings, source, len(source.list_parts()), sink,
                       metrics=metrics, shards=shards, windows=options.windows,
                       recoverable=recovery is not None)
@@ -127,6 +129,17 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
             sink.deliver_rest(STOP_DELIVERY_S)
             raise KeyboardInterrupt from err
         raise
+
+
+def serve_metrics(metrics: EngineMetrics, addr: str, port: int) -> None:
+    """Serve ``/metrics`` from a thread of this process; says where, or why it cannot."""
+    try:
+        start_http_server(port, addr=addr, registry=metrics.registry)
+    except OSError as err:
+        msg = (f"cannot serve metrics on {addr}:{port} ({err.strerror}); pick another --metrics-port "
+               "(a cluster's process i uses the port plus i) or --metrics-addr")
+        raise ConfigError(msg) from err
+    log.info("metrics at http://%s:%d/metrics", addr, port)
 
 
 def shard_count(options: RunOptions) -> int:

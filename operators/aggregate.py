@@ -10,13 +10,16 @@ populations as of its window's end.
 """
 
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any, NamedTuple
 
 import numpy as np
 from bytewax.operators import StatefulBatchLogic
 
 from operators.base import NO_TIME, Output
+from operators.metrics import EngineMetrics
 from operators.records import RecordBuilder
+from operators.window_kernels import CLICKS, CONVERSIONS, EVENTS, IMPRESSIONS, RESPONSE_TIME_SUM, RESPONSES
 from operators.windows import WindowShares
 
 AGGREGATE_KEY = "windows"
@@ -35,8 +38,9 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
     """Shares of open windows from ``shards`` shards, kept as entries until all have closed them."""
 
     def __init__(self, records: RecordBuilder, width_ms: int, shards: int,
-                 resume: dict[str, Any] | None) -> None:
+                 resume: dict[str, Any] | None, metrics: EngineMetrics) -> None:
         self.records = records
+        self.metrics = metrics
         self.width = width_ms
         self.shards = shards
         resume = resume or {}
@@ -71,7 +75,33 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
         change[np.searchsorted(totals.starts, pop.start), pop.key] = pop.value
         populations = self.population + np.cumsum(change, axis=0)
         self.population = populations[-1].copy()
+        self._show(totals)
         return ([self.records.windows(totals, self.width, populations)], StatefulBatchLogic.RETAIN)
+
+    def _show(self, totals: WindowShares) -> None:
+        """The channel gauges: what the last window closed here holds, per channel.
+
+        A channel without events in it counts 0 events and conversions; its CTR and response
+        time are undefined then, and their series are dropped until it has some again.
+        """
+        ch = totals.channels
+        last = ch.start == totals.starts[-1]
+        counts = np.zeros((len(self.records.channel_names), ch.counts.shape[1]), dtype=np.int64)
+        sums = np.zeros((len(self.records.channel_names), ch.sums.shape[1]), dtype=np.float64)
+        counts[ch.channel[last]] = ch.counts[last]
+        sums[ch.channel[last]] = ch.sums[last]
+        m = self.metrics
+        for c, name in enumerate(self.records.channel_names):
+            m.channel_events.labels(name).set(counts[c, EVENTS])
+            m.channel_conversions.labels(name).set(counts[c, CONVERSIONS])
+            for gauge, num, den in ((m.channel_ctr, counts[c, CLICKS], counts[c, IMPRESSIONS]),
+                                    (m.channel_response, sums[c, RESPONSE_TIME_SUM] / 1000,
+                                     counts[c, RESPONSES])):
+                if den:
+                    gauge.labels(name).set(num / den)
+                else:
+                    with suppress(KeyError):  # not shown yet
+                        gauge.remove(name)
 
     def snapshot(self) -> dict[str, Any]:
         """Open windows' entries, shard watermarks and populations."""

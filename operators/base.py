@@ -44,6 +44,8 @@ class EventBatch:
     # what its own partition alone allowed the watermark to be when it was read (its read
     # position minus the lateness): never below ``mark``, and the same in a replay as live
     own_mark: npt.NDArray[np.int64]
+    topic_idx: npt.NDArray[np.int32]  # the input topic it was read from (index into ``[topics].inputs``)
+    appended: npt.NDArray[np.int64]  # the Kafka timestamp of its message (end-to-end latency starts there)
 
     def __len__(self) -> int:
         return len(self.customer_ids)
@@ -55,7 +57,7 @@ class EventBatch:
             [cids[i] for i in idx.tolist()],
             [eids[i] for i in idx.tolist()],
             self.ts[idx], self.type_idx[idx], self.chan_idx[idx], self.sentiment[idx], self.late[idx],
-            self.mark[idx], self.own_mark[idx],
+            self.mark[idx], self.own_mark[idx], self.topic_idx[idx], self.appended[idx],
         )
 
     def slice(self, start: int, stop: int) -> "EventBatch":
@@ -64,6 +66,7 @@ class EventBatch:
             self.customer_ids[start:stop], self.event_ids[start:stop], self.ts[start:stop],
             self.type_idx[start:stop], self.chan_idx[start:stop], self.sentiment[start:stop],
             self.late[start:stop], self.mark[start:stop], self.own_mark[start:stop],
+            self.topic_idx[start:stop], self.appended[start:stop],
         )
 
     @staticmethod
@@ -81,12 +84,14 @@ class EventBatch:
             np.concatenate([b.late for b in batches]),
             np.concatenate([b.mark for b in batches]),
             np.concatenate([b.own_mark for b in batches]),
+            np.concatenate([b.topic_idx for b in batches]),
+            np.concatenate([b.appended for b in batches]),
         )
 
 
 EMPTY_BATCH = EventBatch([], [], np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int32),
                          np.empty(0, np.float64), np.empty(0, np.bool_), np.empty(0, np.int64),
-                         np.empty(0, np.int64))
+                         np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, np.int64))
 
 OutRecord = tuple[str, bytes | None, bytes]
 """(topic, key, value) as the sink produces it."""
@@ -112,10 +117,20 @@ class RecordBlock(NamedTuple):
                 for key, a, b in zip(self.keys, [0, *self.ends[:-1]], self.ends, strict=True)]
 
 
-Output = OutRecord | RecordBlock
+class InputTimes(NamedTuple):
+    """Not a record: the Kafka timestamps of the input events the records before it in a list answer.
+
+    The sink observes end-to-end latency with them once those records are delivered.
+    """
+
+    appended: npt.NDArray[np.int64]
+
+
+Output = OutRecord | RecordBlock | InputTimes
 """What the steps hand to the sink, in lists."""
 
 
 def each_record(outputs: Iterable[Output]) -> list[OutRecord]:
     """Every record of ``outputs``, blocks taken apart (tests and tools read records this way)."""
-    return [r for out in outputs for r in (out.records() if isinstance(out, RecordBlock) else [out])]
+    return [r for out in outputs if not isinstance(out, InputTimes)
+            for r in (out.records() if isinstance(out, RecordBlock) else [out])]

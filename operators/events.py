@@ -132,14 +132,15 @@ class EventParser:
         self.dlq_topic = dlq_topic
         self.clock = clock
 
-    def parse(self, messages: Sequence[Message]) -> ParsedBatch:
-        """Split ``messages`` into valid events (columns) and dead-letter records."""
+    def parse(self, messages: Sequence[Message], topic_idx: int = 0) -> ParsedBatch:
+        """Split ``messages`` (of input topic ``topic_idx``) into valid events and dead-letter records."""
         cids: list[str] = []
         eids: list[str] = []
         ts: list[int] = []
         types: list[int] = []
         chans: list[int] = []
         sents: list[float] = []
+        appended: list[int] = []
         index: list[int] = []
         dead: list[OutRecord] = []
         dead_index: list[int] = []
@@ -160,15 +161,19 @@ class EventParser:
             types.append(tp)
             chans.append(ch)
             sents.append(sent)
+            appended.append(msg.timestamp()[1])
+        n = len(cids)
         events = EventBatch(
             cids, eids,
             np.array(ts, dtype=np.int64),
             np.array(types, dtype=np.int32),
             np.array(chans, dtype=np.int32),
             np.array(sents, dtype=np.float64),
-            np.zeros(len(cids), dtype=np.bool_),
-            np.full(len(cids), NO_TIME, dtype=np.int64),  # a reader sets both marks
-            np.full(len(cids), NO_TIME, dtype=np.int64),
+            np.zeros(n, dtype=np.bool_),
+            np.full(n, NO_TIME, dtype=np.int64),  # a reader sets both marks
+            np.full(n, NO_TIME, dtype=np.int64),
+            np.full(n, topic_idx, dtype=np.int32),
+            np.array(appended, dtype=np.int64),
         )
         return ParsedBatch(events, np.array(index, dtype=np.int64), dead, dead_index, dead_reasons)
 

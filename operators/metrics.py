@@ -1,32 +1,233 @@
-"""Engine metrics, updated once per batch; the registry is injected so tests read values directly."""
+"""What the engine tells Prometheus: every metric declared once here, updated once per batch.
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+The registry and the clock are injected, so tests read values without a server and
+control time. Dashboards and alert rules (``grafana/``) take the names from the
+declarations below, so a renamed metric cannot leave a panel or a rule behind.
+
+No label ever holds a customer id: the series count follows the journey map and the
+input topics, never the number of customers.
+"""
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from operators.base import Clock, wall_clock_ms
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series per counter doubles the series for nothing here
+
+
+class Declared(NamedTuple):
+    """One metric as Prometheus stores it: counters end in ``_total``, histograms add suffixes."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def bucket(self) -> str:
+        """The ``_bucket`` series of a histogram (what ``histogram_quantile`` reads)."""
+        return f"{self.name}_bucket"
+
+
+# -- counters ---------------------------------------------------------------------------------
+EVENTS = Declared("journey_events_total", "Valid events scored (re-deliveries not counted)",
+                  ("topic", "type", "channel"))
+REJECTED = Declared("journey_events_rejected_total", "Messages sent to the dead-letter topic",
+                    ("reason",))
+DUPLICATES = Declared("journey_events_duplicate_total", "Events dropped as re-deliveries")
+LATE = Declared("journey_events_late_total", "Events older than the watermark when read")
+TRANSITIONS = Declared("journey_stage_transitions_total", "Stage changes",
+                       ("from_stage", "to_stage"))
+OUTPUT = Declared("journey_output_messages_total", "Messages handed to the producer, by output topic",
+                  ("topic",))
+DELIVERY_ERRORS = Declared("journey_delivery_errors_total",
+                           "Output messages the broker did not take (re-sent, or the flow stops)")
+# -- gauges -----------------------------------------------------------------------------------
+CUSTOMERS = Declared("journey_customers", "Customers in each stage (the population)", ("stage",))
+TRACKED = Declared("journey_customers_tracked", "Customers held in this process's state")
+SENTIMENT = Declared("journey_stage_sentiment",
+                     "Mean decayed sentiment of the customers in a stage who have one", ("stage",))
+ENGAGEMENT = Declared("journey_stage_engagement",
+                      "Mean engagement (0-100, as of each customer's last event) in a stage", ("stage",))
+WATERMARK_LAG = Declared("journey_watermark_lag_seconds",
+                         "Wall clock minus this process's event-time watermark")
+CONSUMER_LAG = Declared("journey_consumer_lag_messages",
+                        "Messages between what was read and the head of the partition's log",
+                        ("topic", "partition"))
+OPEN_SESSIONS = Declared("journey_open_sessions", "Sessions not closed yet")
+SESSION_SLOTS = Declared("journey_session_slots", "Session slots reserved (memory follows open sessions)")
+OPEN_WINDOWS = Declared("journey_open_windows", "Tumbling windows not closed yet, summed over shards")
+CHANNEL_EVENTS = Declared("journey_channel_events", "Events per channel in the last closed metrics window",
+                          ("channel",))
+CHANNEL_CTR = Declared("journey_channel_ctr", "Clicks per impression in the last closed metrics window",
+                       ("channel",))
+CHANNEL_RESPONSE = Declared("journey_channel_response_time_seconds",
+                            "Mean response time in the last closed metrics window", ("channel",))
+CHANNEL_CONVERSIONS = Declared("journey_channel_conversions",
+                               "Conversions per channel in the last closed metrics window", ("channel",))
+BUILD_INFO = Declared("journey_build_info", "Always 1: the running version and journey map",
+                      ("version", "journey_map"))
+# -- histograms -------------------------------------------------------------------------------
+BATCH_SECONDS = Declared("journey_batch_seconds", "Time the score step took for one batch")
+BATCH_EVENTS = Declared("journey_batch_events", "Events in one batch of the score step")
+LATENCY = Declared("journey_end_to_end_latency_seconds",
+                   "Kafka append time of an input event to its score's delivery")
+
+BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_EVENTS_BUCKETS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+ENGINE_METRICS = (EVENTS, REJECTED, DUPLICATES, LATE, TRANSITIONS, OUTPUT, DELIVERY_ERRORS, CUSTOMERS,
+                  TRACKED, SENTIMENT, ENGAGEMENT, WATERMARK_LAG, CONSUMER_LAG, OPEN_SESSIONS,
+                  SESSION_SLOTS, OPEN_WINDOWS, CHANNEL_EVENTS, CHANNEL_CTR, CHANNEL_RESPONSE,
+                  CHANNEL_CONVERSIONS, BUILD_INFO, BATCH_SECONDS, BATCH_EVENTS, LATENCY)
+"""Every metric of the engine's own (the standard process and Python collectors come on top)."""
+
+def _counter(d: Declared, registry: CollectorRegistry) -> Counter:
+    return Counter(d.name, d.help, d.labels, registry=registry)
+
+
+def _gauge(d: Declared, registry: CollectorRegistry) -> Gauge:
+    return Gauge(d.name, d.help, d.labels, registry=registry)
+
+
+class BulkHistogram(Collector):
+    """A histogram fed whole arrays at once: one ``observe`` per value would cost per event."""
+
+    def __init__(self, declared: Declared, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.declared = declared
+        self.bounds = np.array(buckets, dtype=np.float64)
+        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last: above every bound
+        self.sum = 0.0
+        self.lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, values: npt.NDArray[np.float64]) -> None:
+        """Count every value of ``values`` (seconds)."""
+        if not values.size:
+            return
+        slots = np.searchsorted(self.bounds, values, side="left")  # le: a value on a bound counts in it
+        add = np.bincount(slots, minlength=self.counts.size)
+        with self.lock:
+            self.counts += add
+            self.sum += float(values.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        """The cumulative buckets, as Prometheus reads a histogram."""
+        with self.lock:
+            cumulative = np.cumsum(self.counts).tolist()
+            total = self.sum
+        les = [*(f"{b:g}" for b in self.bounds.tolist()), "+Inf"]
+        yield HistogramMetricFamily(self.declared.name, self.declared.help,
+                                    buckets=list(zip(les, cumulative, strict=True)), sum_value=total)
+
+
+CensusPart = Callable[[], npt.NDArray[np.float64]]
+"""A shard's census now: a (4, stages) array of customers, customers with a sentiment, the sum of
+their sentiments, the sum of engagements."""
+
+
+class StageCensus(Collector):
+    """Population, mean sentiment and mean engagement per stage, over this process's shards.
+
+    Counted when Prometheus scrapes, not as events come: a pass over every customer costs
+    too much per batch, and a census taken at the last batch would go stale as soon as
+    input stops. Read while a worker may be scoring, it is as of some moment of the
+    scrape, which is all a gauge promises.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stages: tuple[str, ...] = ()
+        self.parts: list[CensusPart] = []
+        registry.register(self)
+
+    def add(self, stages: tuple[str, ...], part: CensusPart) -> None:
+        """Count one more shard's customers (stages in index order, dormant last)."""
+        self.stages = stages
+        self.parts.append(part)
+
+    def collect(self) -> Iterator[Metric]:
+        """The three gauges; a stage nobody is in has a population of 0 and no means."""
+        population = GaugeMetricFamily(CUSTOMERS.name, CUSTOMERS.help, labels=CUSTOMERS.labels)
+        sentiment = GaugeMetricFamily(SENTIMENT.name, SENTIMENT.help, labels=SENTIMENT.labels)
+        engagement = GaugeMetricFamily(ENGAGEMENT.name, ENGAGEMENT.help, labels=ENGAGEMENT.labels)
+        parts = [part() for part in list(self.parts)]
+        if parts:
+            count, with_sentiment, sentiment_sum, engagement_sum = np.sum(parts, axis=0)
+            for k, stage in enumerate(self.stages):
+                population.add_metric([stage], float(count[k]))
+                if with_sentiment[k]:
+                    sentiment.add_metric([stage], float(sentiment_sum[k] / with_sentiment[k]))
+                if count[k]:
+                    engagement.add_metric([stage], float(engagement_sum[k] / count[k]))
+        yield from (population, sentiment, engagement)
 
 
 class EngineMetrics:
-    """The counters the flow's steps update. No label ever holds a customer id."""
+    """The metrics the flow's steps and its Kafka source and sink update."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.events = Counter("journey_events", "Valid events accepted for scoring", registry=r)
-        self.rejected = Counter("journey_events_rejected", "Messages sent to the dead-letter topic",
-                                ["reason"], registry=r)
-        self.duplicates = Counter("journey_events_duplicate", "Events dropped as re-deliveries",
-                                  registry=r)
-        self.transitions = Counter("journey_stage_transitions", "Stage changes",
-                                   ["from_stage", "to_stage"], registry=r)
-        self.tracked = Gauge("journey_customers_tracked", "Customers held in this process's state",
-                             registry=r)
-        self.late = Counter("journey_events_late", "Events older than the watermark when read",
-                            registry=r)
-        self.open_sessions = Gauge("journey_open_sessions", "Sessions not closed yet", registry=r)
-        self.session_slots = Gauge("journey_session_slots",
-                                   "Session slots reserved (memory follows open sessions)", registry=r)
-        self.open_windows = Gauge("journey_open_windows",
-                                  "Tumbling windows not closed yet, summed over shards", registry=r)
+    def __init__(self, registry: CollectorRegistry | None = None, clock: Clock = wall_clock_ms, *,
+                 process_collectors: bool = False) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        self.clock = clock
+        self.events = _counter(EVENTS, r)
+        self.rejected = _counter(REJECTED, r)
+        self.duplicates = _counter(DUPLICATES, r)
+        self.late = _counter(LATE, r)
+        self.transitions = _counter(TRANSITIONS, r)
+        self.output = _counter(OUTPUT, r)
+        self.delivery_errors = _counter(DELIVERY_ERRORS, r)
+        self.tracked = _gauge(TRACKED, r)
+        self.watermark_lag = _gauge(WATERMARK_LAG, r)
+        self.consumer_lag = _gauge(CONSUMER_LAG, r)
+        self.open_sessions = _gauge(OPEN_SESSIONS, r)
+        self.session_slots = _gauge(SESSION_SLOTS, r)
+        self.open_windows = _gauge(OPEN_WINDOWS, r)
+        self.channel_events = _gauge(CHANNEL_EVENTS, r)
+        self.channel_ctr = _gauge(CHANNEL_CTR, r)
+        self.channel_response = _gauge(CHANNEL_RESPONSE, r)
+        self.channel_conversions = _gauge(CHANNEL_CONVERSIONS, r)
+        self.build_info = _gauge(BUILD_INFO, r)
+        self.batch_seconds = Histogram(BATCH_SECONDS.name, BATCH_SECONDS.help, registry=r,
+                                       buckets=BATCH_SECONDS_BUCKETS)
+        self.batch_events = Histogram(BATCH_EVENTS.name, BATCH_EVENTS.help, registry=r,
+                                      buckets=BATCH_EVENTS_BUCKETS)
+        self.latency = BulkHistogram(LATENCY, LATENCY_BUCKETS, r)
+        self.census = StageCensus(r)
+        if process_collectors:  # CPU, memory, file descriptors, GC: the same collectors as default
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                r.register(collector)
+
+    def describe_run(self, version: str, journey_map: str) -> None:
+        """``journey_build_info``: which release runs which map (a short hash of it)."""
+        self.build_info.labels(version, journey_map).set(1)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests and the demo view read metrics this way)."""
         got = self.registry.get_sample_value(name, labels)
         return 0.0 if got is None else got
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of every sample ``name`` whose labels include ``labels`` (e.g. all channels)."""
+        wanted = labels.items()
+        return sum(s.value for family in self.registry.collect() for s in family.samples
+                   if s.name == name and wanted <= s.labels.items())

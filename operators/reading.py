@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import Message
 
-from config.model import JourneyMap
+from config.model import JourneyMap, Topics
 from operators.base import EMPTY_BATCH, NO_TIME, Clock, EventBatch, OutRecord, wall_clock_ms
 from operators.events import EventParser, ParsedBatch
 from operators.raw_records import late_record
@@ -50,9 +50,10 @@ class SourceRead:
 class PartitionReader:
     """Parses, aligns and classifies the messages of one partition; knows no Kafka client."""
 
-    def __init__(self, part: str, parser: EventParser, aligner: Aligner, late_topic: str,
+    def __init__(self, part: str, topic_idx: int, parser: EventParser, aligner: Aligner, late_topic: str,
                  report_every_ms: int = REPORT_EVERY_MS) -> None:
         self.part = part
+        self.topic_idx = topic_idx
         self.parser = parser
         self.aligner = aligner
         self.late_topic = late_topic
@@ -84,7 +85,7 @@ class PartitionReader:
 
     def add(self, messages: Sequence[Message]) -> None:
         """Parse freshly read messages; they queue behind any still held back."""
-        fresh = self.parser.parse(messages)
+        fresh = self.parser.parse(messages, self.topic_idx)
         if self.parsed is not None and self.pending:
             fresh = _joined(self.parsed, self.cursor, self.event_cursor, self.dead_cursor, fresh,
                             len(self.messages) - self.cursor)
@@ -200,13 +201,19 @@ def _joined(old: ParsedBatch, cursor: int, event_cursor: int, dead_cursor: int, 
 class Readers:
     """Makes the readers of one process's partitions; they share one ``Aligner``."""
 
-    def __init__(self, journey: JourneyMap, dlq_topic: str, late_topic: str,
-                 clock: Clock = wall_clock_ms) -> None:
-        self.parser = EventParser(journey, dlq_topic, clock)
+    def __init__(self, journey: JourneyMap, topics: Topics, clock: Clock = wall_clock_ms) -> None:
+        self.parser = EventParser(journey, topics.dlq, clock)
         self.aligner = Aligner(journey.allowed_lateness_ms, journey.idle_timeout_ms, clock,
                                slack_ms=journey.dedup_window_ms // 2)
-        self.late_topic = late_topic
+        self.inputs = topics.inputs
+        self.late_topic = topics.late
 
-    def reader(self, part: str) -> PartitionReader:
-        """The reader of one partition (``topic#partition``)."""
-        return PartitionReader(part, self.parser, self.aligner, self.late_topic)
+    def reader(self, part: str, topic: str) -> PartitionReader:
+        """The reader of one partition ``part`` of the input topic ``topic``."""
+        return PartitionReader(part, self.inputs.index(topic), self.parser, self.aligner, self.late_topic)
+
+    def watermark_lag_ms(self) -> int | None:
+        """Wall clock minus the process's watermark; None before there is one."""
+        now = self.aligner.clock()
+        mark = self.aligner.watermark(now)
+        return None if mark == NO_TIME else now - min(mark, now)

@@ -6,6 +6,7 @@ reports: dormancy, closed sessions and closed windows follow from the new waterm
 """
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -19,7 +20,7 @@ from config.errors import ConfigError
 from config.model import JourneyMap, Topics, layout_changes
 from operators import json_kernels, score_kernels, window_kernels
 from operators.aggregate import ShardProgress, WindowAggregator
-from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, Output
+from operators.base import EMPTY_BATCH, END, NO_STAGE, NO_TIME, EventBatch, InputTimes, Output
 from operators.columns import specs
 from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
@@ -101,6 +102,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
                 self.windows.restore(resume["windows"])
         metrics.tracked.inc(self.state.size)
         self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
+        self.event_counters: dict[int, Any] = {}  # (topic, type, channel) cell -> its counter
+        self.event_cells = (len(records.topics.inputs), len(records.type_names), len(records.channel_names))
+        metrics.census.add(tuple(map(str, records.funnel_names[1:])), self.census)
         self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
         self._count_open()
 
@@ -125,8 +129,10 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         window or session the watermark closed, and a customer's move to dormant before
         an event is found from the watermark that event was read under.
         """
+        started = time.perf_counter()
         out: list[Output] = []
-        changed = [self._score([v.events for v in values if len(v.events)], out)]
+        batches = [v.events for v in values if len(v.events)]
+        changed = [self._score(batches, out)]
         for v in values:
             if v.report is not None:
                 self.reports[v.report.partition] = v.report
@@ -146,7 +152,12 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         rows = np.unique(np.concatenate(changed))
         if rows.size:
             out[:0] = self.records.scores(self.customer_texts, self.state, rows)
+        if batches:  # their scores are in ``out`` now: latency counts until they are delivered
+            out.append(InputTimes(np.concatenate([b.appended for b in batches])))
         self._count_open()
+        m = self.metrics
+        m.batch_seconds.observe(time.perf_counter() - started)
+        m.batch_events.observe(sum(len(b) for b in batches))
         return ([ShardOutput(out, shares, mark)], StatefulBatchLogic.RETAIN)
 
     def _score(self, batches: list[EventBatch], out: list[Output]) -> npt.NDArray[np.int64]:
@@ -173,7 +184,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             tr.ts, [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(),
                                                            strict=True)],
             tr.version)
-        m.events.inc(len(batch) - result.duplicates)
+        self._count_events(batch, result.accepted)
         m.duplicates.inc(result.duplicates)
         self._count_transitions(tr.from_stage.tolist(), tr.to_stage.tolist())
         m.tracked.inc(self.state.size - size_before)
@@ -192,6 +203,38 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             if self.windows is not None:
                 self.windows.count_dormancy(before, at)
         return rows
+
+    def _count_events(self, batch: EventBatch, accepted: npt.NDArray[np.bool_]) -> None:
+        """``journey_events_total`` by topic, type and channel: one count per cell, not per event."""
+        topics, types, channels = self.event_cells
+        ok = accepted
+        cell = (batch.topic_idx[ok] * types + batch.type_idx[ok]) * channels + batch.chan_idx[ok]
+        counts = np.bincount(cell, minlength=topics * types * channels)
+        r = self.records
+        for c in np.flatnonzero(counts).tolist():
+            child = self.event_counters.get(c)
+            if child is None:
+                t, rest = divmod(c, types * channels)
+                child = self.event_counters[c] = self.metrics.events.labels(
+                    r.topics.inputs[t], r.type_names[rest // channels], r.channel_names[rest % channels])
+            child.inc(int(counts[c]))
+
+    def census(self) -> npt.NDArray[np.float64]:
+        """Customers of the shard per stage, with sentiment and engagement sums (``StageCensus``)."""
+        state = self.state
+        size, c = state.size, state.columns
+        stage = c.stage[:size]
+        known = stage != NO_STAGE
+        slot = stage[known].astype(np.int64)
+        sn, sd, score = c.Sn[:size][known], c.Sd[:size][known], np.maximum(c.S[:size][known], 0.0)
+        has = sd > 0
+        n = self.records.funnel_size - 1  # stages and dormant
+        return np.stack([
+            np.bincount(slot, minlength=n),
+            np.bincount(slot[has], minlength=n),
+            np.bincount(slot[has], weights=sn[has] / sd[has], minlength=n),
+            np.bincount(slot, weights=100.0 * score / (score + self.records.saturation), minlength=n),
+        ]).astype(np.float64)
 
     def _count_transitions(self, from_stage: list[int], to_stage: list[int]) -> None:
         if not from_stage:
@@ -239,10 +282,11 @@ def warm_up(journey: JourneyMap, topics: Topics) -> int:
     batch = EventBatch(["warm-up"] * n, [f"warm-up-{i}" for i in range(n)], ts,
                        np.zeros(n, dtype=np.int32), np.zeros(n, dtype=np.int32), np.full(n, 0.5),
                        np.zeros(n, dtype=np.bool_), np.full(n, NO_TIME, dtype=np.int64),
-                       np.full(n, NO_TIME, dtype=np.int64))
+                       np.full(n, NO_TIME, dtype=np.int64), np.zeros(n, dtype=np.int32),
+                       np.zeros(n, dtype=np.int64))
     (out,), _ = step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
                                ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
-    WindowAggregator(records, journey.metrics_window_ms, 1, None).on_batch(
+    WindowAggregator(records, journey.metrics_window_ms, 1, None, EngineMetrics()).on_batch(
         [ShardProgress("warm-up", out.shares, out.watermark)])
     return _compiled() - compiled_before
 

@@ -4,22 +4,30 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import accumulate
+from typing import Any
 
 import pytest
 
 from config.errors import DeliveryError
-from config.model import DEFAULT_PATH, Settings, load_settings
+from config.model import DEFAULT_PATH, KafkaSettings, Settings, load_settings
 from journey.broker import EmbeddedBroker
-from journey.kafka_io import SINK_PART, KafkaBatchSink, ensure_topics
+from journey.kafka_io import SINK_PART, KafkaBatchSink, SinkPartition, ensure_topics
 from operators.base import RecordBlock
+from operators.metrics import EngineMetrics
 from tests.broker_fixtures import read_topic
+
+
+def own_part(kafka: KafkaSettings, **options: Any) -> SinkPartition:
+    """The sink partition of process 0, as the flow builds it."""
+    sink = KafkaBatchSink(kafka, metrics=EngineMetrics(), **options)
+    return sink.build_part("out", SINK_PART.format(0), None)
 
 
 def test_epoch_end_raises_when_broker_is_gone() -> None:
     broker = EmbeddedBroker().start()
     settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
     ensure_topics(settings.kafka, ["out"], 1)
-    sink = KafkaBatchSink(settings.kafka, delivery_timeout_s=3.0).build_part("out", SINK_PART.format(0), None)
+    sink = own_part(settings.kafka, delivery_timeout_s=3.0)
     sink.write_batch([[("out", b"k", b"delivered")]])
     sink.snapshot()  # works while the broker is up
     broker.stop()
@@ -34,7 +42,7 @@ def test_failed_delivery_reports_stop_the_sink() -> None:
     settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
     ensure_topics(settings.kafka, ["out"], 1)
     kafka = replace(settings.kafka, properties={**settings.kafka.properties, "message.timeout.ms": "500"})
-    sink = KafkaBatchSink(kafka, delivery_timeout_s=3.0).build_part("out", SINK_PART.format(0), None)
+    sink = own_part(kafka, delivery_timeout_s=3.0)
     sink.write_batch([[("out", b"k", b"delivered")]])
     sink.snapshot()
     broker.stop()
@@ -47,7 +55,7 @@ def test_failed_delivery_reports_stop_the_sink() -> None:
 def test_items_stay_in_their_process() -> None:
     """Each process lists only its own partition, and ``part_fn`` finds it in the sorted set."""
     settings = load_settings(DEFAULT_PATH)
-    sinks = [KafkaBatchSink(settings.kafka, process=p) for p in range(12)]
+    sinks = [KafkaBatchSink(settings.kafka, process=p, metrics=EngineMetrics()) for p in range(12)]
     every = sorted(part for sink in sinks for part in sink.list_parts())
     for p, sink in enumerate(sinks):
         (own,) = sink.list_parts()
@@ -61,7 +69,7 @@ def test_blocks_and_records_arrive_once_each_in_order(make_settings: Callable[..
     ensure_topics(settings.kafka, [topic], 1)
     tiny = replace(settings.kafka, properties={**settings.kafka.properties,
                                                "queue.buffering.max.messages": "7"})
-    sink = KafkaBatchSink(tiny).build_part("out", SINK_PART.format(0), None)
+    sink = own_part(tiny)
     records = [(topic, f"k{i}".encode(), f"value {i}".encode()) for i in range(40)]
     values = [v for _, _, v in records[10:35]]
     data = b"".join(values)

@@ -219,7 +219,7 @@ def test_state_is_freed_when_windows_close(broker, make_settings: Callable[..., 
     produce(settings, produced, progress=None)
     metrics = EngineMetrics()
     run(settings, RunOptions(until_end=True), metrics)
-    assert metrics.value("journey_events_total") == len(produced)
+    assert metrics.total("journey_events_total") == len(produced)
     assert metrics.value("journey_open_sessions") == 0
     assert metrics.value("journey_open_windows") == 0
     closed = len(read_json(settings, settings.topics.sessions))

@@ -11,7 +11,8 @@ def batch(cids: list[str]) -> EventBatch:
     ts = np.arange(n, dtype=np.int64)
     return EventBatch(cids, [f"e{i}" for i in range(n)], ts, np.zeros(n, np.int32),
                       np.zeros(n, np.int32), np.full(n, np.nan), np.zeros(n, np.bool_),
-                      np.full(n, -(2**63), np.int64), np.full(n, -(2**63), np.int64))
+                      np.full(n, -(2**63), np.int64), np.full(n, -(2**63), np.int64), np.zeros(n, np.int32),
+                      np.zeros(n, np.int64))
 
 
 def test_shard_of_is_stable_across_processes() -> None:

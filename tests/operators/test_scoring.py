@@ -32,6 +32,8 @@ def batch_of(events: list[dict], jmap: JourneyMap) -> EventBatch:
         np.array([bool(e.get("late")) for e in events], dtype=np.bool_),
         np.full(len(events), NO_TIME, dtype=np.int64),
         np.full(len(events), NO_TIME, dtype=np.int64),
+        np.zeros(len(events), dtype=np.int32),
+        np.zeros(len(events), dtype=np.int64),
     )
 
 

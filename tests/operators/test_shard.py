@@ -32,7 +32,7 @@ def test_step_emits_coalesced_scores_transitions_and_counts(settings: Settings) 
     assert len(scores) == 1 and scores[0]["events"] == 3  # coalesced: one per customer
     assert [(t["from"], t["to"]) for t in transitions] == [(None, "awareness"),
                                                            ("awareness", "decision")]
-    assert metrics.value("journey_events_total") == 3
+    assert metrics.total("journey_events_total") == 3
     assert metrics.value("journey_events_duplicate_total") == 1
     assert metrics.value("journey_stage_transitions_total", from_stage="awareness",
                          to_stage="decision") == 1

@@ -3,7 +3,7 @@
 import orjson
 from confluent_kafka import Message
 
-from config.model import Settings
+from config.model import Settings, Topics
 from operators.base import END, NO_TIME
 from operators.reading import Readers
 from operators.watermark import Report, shard_watermark
@@ -28,8 +28,8 @@ def msgs(part: int, *ts: int, first: int = 0) -> list[Message]:
 
 def test_watermark_is_the_slowest_active_partition_minus_lateness(settings: Settings) -> None:
     clock = Clock()
-    readers = Readers(settings.journey, "dlq", "late", clock)
-    a, b = readers.reader("in#0"), readers.reader("in#1")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), clock)
+    a, b = readers.reader("in#0", "in"), readers.reader("in#1", "in")
     lateness = settings.journey.allowed_lateness_ms
     a.add(msgs(0, T0 + 10 * MIN))
     b.add(msgs(1, T0 + 12 * MIN))
@@ -53,8 +53,8 @@ def test_watermark_is_the_slowest_active_partition_minus_lateness(settings: Sett
 
 def test_a_partition_waits_until_the_others_have_read_as_far(settings: Settings) -> None:
     clock = Clock()
-    readers = Readers(settings.journey, "dlq", "late", clock)
-    fast, slow = readers.reader("in#0"), readers.reader("in#1")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), clock)
+    fast, slow = readers.reader("in#0", "in"), readers.reader("in#1", "in")
     fast.add(msgs(0, T0, T0 + MIN, T0 + 3 * MIN, T0 + 10 * MIN))
     first = fast.take()  # the other partition has read nothing yet: a report, no events
     assert first is not None and not len(first.events) and first.report is not None
@@ -80,8 +80,8 @@ def test_a_partition_waits_until_the_others_have_read_as_far(settings: Settings)
 def test_hand_over_runs_at_most_half_the_dedup_window_ahead(settings: Settings) -> None:
     clock = Clock()
     clock.now += 2 * 86_400_000
-    readers = Readers(settings.journey, "dlq", "late", clock)
-    ahead, behind = readers.reader("in#0"), readers.reader("in#1")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), clock)
+    ahead, behind = readers.reader("in#0", "in"), readers.reader("in#1", "in")
     half = settings.journey.dedup_window_ms // 2
     ahead.add(msgs(0, T0, T0 + half - MIN, T0 + half + MIN))
     behind.add(msgs(1, T0, T0 + 2 * half))  # read far, handed over nothing yet
@@ -95,8 +95,8 @@ def test_hand_over_runs_at_most_half_the_dedup_window_ahead(settings: Settings) 
 def test_lateness_is_decided_by_read_time_positions(settings: Settings) -> None:
     """Late when older than what every partition had read by then, minus the lateness."""
     clock = Clock()
-    readers = Readers(settings.journey, "dlq", "late", clock)
-    a, b = readers.reader("in#0"), readers.reader("in#1")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), clock)
+    a, b = readers.reader("in#0", "in"), readers.reader("in#1", "in")
     lateness = settings.journey.allowed_lateness_ms
     a.add(msgs(0, T0, T0 + 30 * MIN, T0 + 20 * MIN, T0 + 40 * MIN, T0 + 20 * MIN))
     b.add(msgs(1, T0, T0 + 26 * MIN, T0 + 50 * MIN))
@@ -114,8 +114,8 @@ def test_lateness_is_decided_by_read_time_positions(settings: Settings) -> None:
 
 def test_events_older_than_the_watermark_are_late_with_how_late(settings: Settings) -> None:
     clock = Clock()
-    readers = Readers(settings.journey, "dlq", "late", clock)
-    r = readers.reader("in#0")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), clock)
+    r = readers.reader("in#0", "in")
     lateness = settings.journey.allowed_lateness_ms
     r.add(msgs(0, T0 + 60 * MIN, T0 + 58 * MIN, T0 + 30 * MIN))
     got = r.take()
@@ -142,9 +142,9 @@ def test_a_shard_waits_for_every_partition_and_ignores_idle_ones() -> None:
 
 def test_a_live_partition_hands_over_at_once_and_nobody_waits_for_a_quiet_one(settings: Settings) -> None:
     clock = Clock()
-    readers = Readers(settings.journey, "dlq", "late", clock)
-    busy, quiet = readers.reader("in#0"), readers.reader("in#1")
-    old, older = readers.reader("in#2"), readers.reader("in#3")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), clock)
+    busy, quiet = readers.reader("in#0", "in"), readers.reader("in#1", "in")
+    old, older = readers.reader("in#2", "in"), readers.reader("in#3", "in")
     now, lateness = clock.now, settings.journey.allowed_lateness_ms
     for reader in (busy, quiet, old, older):
         reader.behind_by(0)  # every consumer has caught up with its log
@@ -168,8 +168,8 @@ def test_a_live_partition_hands_over_at_once_and_nobody_waits_for_a_quiet_one(se
 
 
 def test_a_partition_is_at_the_head_until_it_falls_two_reads_behind(settings: Settings) -> None:
-    readers = Readers(settings.journey, "dlq", "late", Clock())
-    r = readers.reader("in#0")
+    readers = Readers(settings.journey, Topics(inputs=("in",)), Clock())
+    r = readers.reader("in#0", "in")
     at_head = []
     for lag in (50_000, 5_000, 1_000, 5_000, 20_000, 20_001, 1_001, 999):
         r.behind_by(lag)

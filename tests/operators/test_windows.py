@@ -55,7 +55,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self.steps = {f"{s:04d}": ShardScorer(j, self.records, self.metrics, 1, None)
                       for s in range(shards)}
-        self.totals = WindowAggregator(self.records, j.metrics_window_ms, shards, None)
+        self.totals = WindowAggregator(self.records, j.metrics_window_ms, shards, None, self.metrics)
         self.out: list[tuple[str, bytes | None, bytes]] = []
         self.held: list[ShardProgress] = []
         self.offset = 0
@@ -103,7 +103,7 @@ class Engine:
                                        pickle.loads(pickle.dumps(step.snapshot())))
                       for key, step in self.steps.items()}
         self.totals = WindowAggregator(self.records, j.metrics_window_ms, self.shards,
-                                       pickle.loads(pickle.dumps(self.totals.snapshot())))
+                                       pickle.loads(pickle.dumps(self.totals.snapshot())), self.metrics)
 
     def topic(self, name: str) -> list[dict]:
         topic = getattr(self.settings.topics, name)
