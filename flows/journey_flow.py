@@ -11,6 +11,7 @@ from bytewax.outputs import FixedPartitionedSink
 from config.model import Settings
 from operators.aggregate import AGGREGATE_KEY, ShardProgress, WindowAggregator
 from operators.base import Output
+from operators.events import REASONS
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
 from operators.records import RecordBuilder
@@ -44,6 +45,7 @@ def build_flow(
     """
     journey = settings.journey
     records = RecordBuilder(journey, settings.topics)
+    metrics.count_from_zero(REASONS, records.funnel_names, settings.topics.outputs)
 
     def read_out(read: SourceRead) -> list[Output] | None:
         for reason, count in read.rejected.items():

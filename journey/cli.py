@@ -13,6 +13,8 @@ from journey import __version__
 from operators.routing import DEFAULT_SHARDS
 
 log = logging.getLogger("journey")
+DEMO_METRICS_PORT = 9464
+"""Where the demo's flow serves ``/metrics`` unless ``journey demo --metrics-port`` says otherwise."""
 
 
 def _probability(text: str) -> float:
@@ -85,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="broker + simulator + flow + live view, on this machine")
     demo.add_argument("--rate", type=float, default=2_000.0, help="simulated events per second")
     demo.add_argument("--customers", type=_positive_int, default=2_000)
+    demo.add_argument("--metrics-port", type=int, default=DEMO_METRICS_PORT, metavar="P",
+                      help=f"where the flow serves Prometheus /metrics (on 127.0.0.1); "
+                           f"default {DEMO_METRICS_PORT}")
     return p
 
 
@@ -179,7 +184,7 @@ def _cmd_broker(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from journey.demo import demo
 
-    return demo(rate=args.rate, customers=args.customers)
+    return demo(rate=args.rate, customers=args.customers, metrics_port=args.metrics_port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,14 +48,14 @@ def _view_consumer(settings: Settings) -> Consumer:
 
 
 def _render(settings: Settings, stages: dict[str, str], scores: int, rate: float, dead: int,
-            started: float) -> str:
+            started: float, metrics_url: str) -> str:
     names = [*settings.journey.stage_names, DORMANT]
     counts = {n: 0 for n in names}
     for stage in stages.values():
         counts[stage] = counts.get(stage, 0) + 1
     top = max(counts.values()) or 1
-    lines = [f"journey-stream demo — {time.monotonic() - started:5.0f} s   (Ctrl-C stops)", "",
-             "stage populations"]
+    lines = [f"journey-stream demo — {time.monotonic() - started:5.0f} s   (Ctrl-C stops)",
+             f"Prometheus metrics at {metrics_url}", "", "stage populations"]
     for n in names:
         bar = "█" * round(40 * counts[n] / top)
         lines.append(f"  {n:<14} {counts[n]:>8,}  {bar}")
@@ -65,8 +65,10 @@ def _render(settings: Settings, stages: dict[str, str], scores: int, rate: float
     return "\x1b[H\x1b[2J" + "\n".join(lines) + "\n"
 
 
-def demo(rate: float = 2_000.0, customers: int = 2_000) -> int:
+def demo(rate: float, customers: int, metrics_port: int) -> int:
     """Run everything until Ctrl-C; return the exit code."""
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    print(f"journey demo: the flow serves Prometheus metrics at {metrics_url}", flush=True)
     with EmbeddedBroker() as broker:
         settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
         ensure_topics(settings.kafka, settings.topics.inputs, 4)
@@ -76,12 +78,13 @@ def demo(rate: float = 2_000.0, customers: int = 2_000) -> int:
         sim.start()
         # -P: the working directory's own packages (a `config/`, say) must not shadow ours
         flow = subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", "run", "--brokers",
-                                 broker.bootstrap, "--snapshot-interval", "1"],
+                                 broker.bootstrap, "--snapshot-interval", "1",
+                                 "--metrics-port", str(metrics_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Ctrl-C sets a flag the view loop checks: librdkafka calls must not be interrupted.
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
-            return _watch(settings, flow, stop)
+            return _watch(settings, flow, stop, metrics_url)
         finally:
             signal.signal(signal.SIGINT, previous)
             stop.set()
@@ -93,7 +96,8 @@ def demo(rate: float = 2_000.0, customers: int = 2_000) -> int:
             print("demo stopped: flow, simulator and broker shut down.")
 
 
-def _watch(settings: Settings, flow: "subprocess.Popen[bytes]", stop: threading.Event) -> int:
+def _watch(settings: Settings, flow: "subprocess.Popen[bytes]", stop: threading.Event,
+           metrics_url: str) -> int:
     view = _view_consumer(settings)
     t = settings.topics
     stages: dict[str, str] = {}
@@ -120,7 +124,7 @@ def _watch(settings: Settings, flow: "subprocess.Popen[bytes]", stop: threading.
         if now - last >= 1.0:
             rate = (scores - last_scores) / (now - last)
             last, last_scores = now, scores
-            sys.stdout.write(_render(settings, stages, scores, rate, dead, started))
+            sys.stdout.write(_render(settings, stages, scores, rate, dead, started, metrics_url))
             sys.stdout.flush()
     view.close()
     return 0

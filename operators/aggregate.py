@@ -9,8 +9,8 @@ running sum of the windows' stage moves, so each funnel record carries the
 populations as of its window's end.
 """
 
+import math
 from collections.abc import Iterable
-from contextlib import suppress
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -82,7 +82,7 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
         """The channel gauges: what the last window closed here holds, per channel.
 
         A channel without events in it counts 0 events and conversions; its CTR and response
-        time are undefined then, and their series are dropped until it has some again.
+        time are undefined then: NaN (the series stays, so their count follows the map).
         """
         ch = totals.channels
         last = ch.start == totals.starts[-1]
@@ -97,11 +97,7 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
             for gauge, num, den in ((m.channel_ctr, counts[c, CLICKS], counts[c, IMPRESSIONS]),
                                     (m.channel_response, sums[c, RESPONSE_TIME_SUM] / 1000,
                                      counts[c, RESPONSES])):
-                if den:
-                    gauge.labels(name).set(num / den)
-                else:
-                    with suppress(KeyError):  # not shown yet
-                        gauge.remove(name)
+                gauge.labels(name).set(num / den if den else math.nan)
 
     def snapshot(self) -> dict[str, Any]:
         """Open windows' entries, shard watermarks and populations."""

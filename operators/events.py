@@ -34,6 +34,9 @@ INVALID_FIELD = "invalid_field"
 UNKNOWN_TYPE = "unknown_type"
 TS_IN_FUTURE = "ts_in_future"
 TS_BEFORE_2000 = "ts_before_2000"
+REASONS = (EMPTY_MESSAGE, TOO_LARGE, INVALID_UTF8, INVALID_JSON, NON_FINITE_NUMBER, TOO_DEEP, NOT_AN_OBJECT,
+           MISSING_FIELD, INVALID_FIELD, UNKNOWN_TYPE, TS_IN_FUTURE, TS_BEFORE_2000)
+"""Every dead-letter reason (the metrics count each from 0, so their series exist before the first)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 

@@ -9,7 +9,7 @@ input topics, never the number of customers.
 """
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -166,19 +166,23 @@ class StageCensus(Collector):
         self.parts.append(part)
 
     def collect(self) -> Iterator[Metric]:
-        """The three gauges; a stage nobody is in has a population of 0 and no means."""
+        """The three gauges; where a mean is undefined (nobody in the stage, or no sentiment) it is NaN.
+
+        Every stage keeps its three series whoever is in it, so the series count follows
+        the map alone.
+        """
         population = GaugeMetricFamily(CUSTOMERS.name, CUSTOMERS.help, labels=CUSTOMERS.labels)
         sentiment = GaugeMetricFamily(SENTIMENT.name, SENTIMENT.help, labels=SENTIMENT.labels)
         engagement = GaugeMetricFamily(ENGAGEMENT.name, ENGAGEMENT.help, labels=ENGAGEMENT.labels)
         parts = [part() for part in list(self.parts)]
         if parts:
             count, with_sentiment, sentiment_sum, engagement_sum = np.sum(parts, axis=0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sentiment_mean, engagement_mean = sentiment_sum / with_sentiment, engagement_sum / count
             for k, stage in enumerate(self.stages):
                 population.add_metric([stage], float(count[k]))
-                if with_sentiment[k]:
-                    sentiment.add_metric([stage], float(sentiment_sum[k] / with_sentiment[k]))
-                if count[k]:
-                    engagement.add_metric([stage], float(engagement_sum[k] / count[k]))
+                sentiment.add_metric([stage], float(sentiment_mean[k]))
+                engagement.add_metric([stage], float(engagement_mean[k]))
         yield from (population, sentiment, engagement)
 
 
@@ -216,6 +220,23 @@ class EngineMetrics:
         if process_collectors:  # CPU, memory, file descriptors, GC: the same collectors as default
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 r.register(collector)
+
+    def count_from_zero(self, reasons: Iterable[str], stages: Sequence[str], outputs: Iterable[str]) -> None:
+        """Start the counters whose labels are known in advance at 0.
+
+        Their series exist from the first scrape, so ``rate()`` and ``increase()`` see the
+        first dead letter or the first move to a stage, and the series count depends on
+        the map, not on which events happened to come. ``stages`` in funnel order: "none"
+        (before the first event), the map's stages, "dormant".
+        """
+        for reason in reasons:
+            self.rejected.labels(reason)
+        for before in stages:
+            for after in stages[1:]:
+                if after != before:
+                    self.transitions.labels(before, after)
+        for topic in outputs:
+            self.output.labels(topic)
 
     def describe_run(self, version: str, journey_map: str) -> None:
         """``journey_build_info``: which release runs which map (a short hash of it)."""

@@ -342,7 +342,7 @@ class RecordBuilder:
         self.channel_keys = tuple(f"channel:{name}".encode() for name in self.channel_names)
         self.type_names = tuple(journey.touchpoints)
         # funnel index (stage + 1) -> name; a transition's key is from * funnel_size + to
-        self.funnel_names = ("none", *self.names_by_index[1:])
+        self.funnel_names: tuple[str, ...] = ("none", *journey.stage_names, DORMANT)
         self.funnel_size = len(self.funnel_names)
         names = {
             "stages": _names(self.names_by_index),  # by stage + 1: null, stages, dormant

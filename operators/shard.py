@@ -104,7 +104,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
         self.event_counters: dict[int, Any] = {}  # (topic, type, channel) cell -> its counter
         self.event_cells = (len(records.topics.inputs), len(records.type_names), len(records.channel_names))
-        metrics.census.add(tuple(map(str, records.funnel_names[1:])), self.census)
+        metrics.census.add(records.funnel_names[1:], self.census)
         self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
         self._count_open()
 

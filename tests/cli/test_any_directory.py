@@ -4,12 +4,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from config.model import Settings
+from journey.broker import free_port
 from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import read_json, write_config
 
@@ -45,7 +47,10 @@ def test_run_from_a_directory_with_packages_of_our_names(
 
 
 def test_demo_from_a_directory_with_packages_of_our_names(crowded: Path) -> None:
-    demo = subprocess.Popen([str(JOURNEY), "demo", "--rate", "500", "--customers", "100"], cwd=crowded,
+    """The demo runs anywhere, shows customers, and serves the flow's metrics where it says."""
+    port = free_port()
+    demo = subprocess.Popen([str(JOURNEY), "demo", "--rate", "500", "--customers", "100",
+                             "--metrics-port", str(port)], cwd=crowded,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
@@ -57,6 +62,8 @@ def test_demo_from_a_directory_with_packages_of_our_names(crowded: Path) -> None
                 break
             seen += line
         time.sleep(8)  # frames with customers in them
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            scraped = page.read().decode()
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=60)
     finally:
@@ -69,3 +76,7 @@ def test_demo_from_a_directory_with_packages_of_our_names(crowded: Path) -> None
                if line.strip().startswith("customers tracked")]
     assert tracked and tracked[-1] > 0, out[-2000:]
     assert "demo stopped" in out
+    assert f"Prometheus metrics at http://127.0.0.1:{port}/metrics" in out
+    events = [float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+              if line.startswith("journey_events_total{")]
+    assert events and sum(events) > 0, scraped[:2000]
