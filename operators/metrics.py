@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from operators.base import Clock, wall_clock_ms
 
@@ -132,11 +133,11 @@ class BulkHistogram(Collector):
             self.sum += float(values.sum())
 
     def collect(self) -> Iterator[Metric]:
-        """The cumulative buckets, as Prometheus reads a histogram."""
+        """The cumulative buckets, as Prometheus reads a histogram (bounds written as ``Histogram`` does)."""
         with self.lock:
             cumulative = np.cumsum(self.counts).tolist()
             total = self.sum
-        les = [*(f"{b:g}" for b in self.bounds.tolist()), "+Inf"]
+        les = [*(floatToGoString(b) for b in self.bounds.tolist()), "+Inf"]  # type: ignore[no-untyped-call]
         yield HistogramMetricFamily(self.declared.name, self.declared.help,
                                     buckets=list(zip(les, cumulative, strict=True)), sum_value=total)
 
