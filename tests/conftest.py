@@ -1,10 +1,10 @@
-"""Session-wide fixtures: the default journey map and (in flows/cli) the embedded broker."""
+"""Session-wide fixtures: the default journey map, the embedded broker, a Prometheus server."""
 
 import pytest
 
 from config.model import DEFAULT_PATH, Settings, load_settings
 
-pytest_plugins = ["tests.broker_fixtures"]
+pytest_plugins = ["tests.broker_fixtures", "tests.prometheus_server"]
 
 
 @pytest.fixture(scope="session")

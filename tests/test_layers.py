@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "operators", "flows", "journey")
+PACKAGES = ("config", "operators", "flows", "journey", "grafana")
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # shared types, sentinels, errors: they import nothing of ours
     "base": ("config", "config.errors", "operators", "operators.base", "operators.columns",
-             "operators.metrics", "flows", "journey"),
+             "flows", "journey", "grafana"),
+    # what the engine tells Prometheus, declared once for the steps, the runtime and the dashboards
+    "metrics": ("operators.metrics",),
     "config": ("config.durations", "config.tables", "config.arrays", "config.model"),
     "parse": ("operators.events", "operators.raw_records", "operators.watermark", "operators.reading"),
     "route": ("operators.routing",),
@@ -26,6 +28,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "flows": ("flows.journey_flow",),
     "runtime": ("journey.cli", "journey.runner", "journey.recovery", "journey.kafka_io",
                 "journey.broker", "journey.simulate", "journey.poison", "journey.demo"),
+    # dashboards and alert rules, generated from the metrics' declarations
+    "grafana": ("grafana.promql", "grafana.panels", "grafana.dashboards", "grafana.alerts", "grafana.render",
+                "grafana.__main__"),
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 

@@ -17,7 +17,8 @@ def promtool() -> Promtool:
         pytest.fail("promtool is missing: install Debian's `prometheus` package (apt-get install prometheus)")
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([path, *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run([path, *map(str, args)], capture_output=True, text=True, timeout=120,
+                              check=False)
         assert done.returncode == 0, f"promtool {' '.join(map(str, args))}:\n{done.stdout}{done.stderr}"
         return done
 

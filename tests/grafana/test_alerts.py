@@ -43,4 +43,4 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
                                    for c in t["alert_rule_test"]]
     for alert in ALERTS:
         outcomes = [bool(c.get("exp_alerts")) for c in cases if c["alertname"] == alert]
-        assert True in outcomes and False in outcomes, f"{alert}: a case where it fires and one where it does not"
+        assert True in outcomes and False in outcomes, f"{alert}: test it firing and not firing"

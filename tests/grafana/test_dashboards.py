@@ -15,7 +15,7 @@ from grafana.dashboards import DASHBOARDS
 from grafana.panels import DATASOURCE, GRID_COLUMNS, panel_queries
 from grafana.promql import PROCESS_METRICS, metric_names, selectors
 from grafana.render import ROOT, outputs
-from operators.metrics import ENGINE_METRICS, EngineMetrics
+from operators.metrics import CUSTOMERS, ENGINE_METRICS, SENTIMENT, EngineMetrics
 from tests.grafana.conftest import Promtool
 
 BOARDS = {name: build() for name, build in DASHBOARDS.items()}
@@ -66,10 +66,11 @@ def test_dashboard_settings(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_variables(name: str) -> None:
     datasource, job, instance = BOARDS[name]["templating"]["list"]
-    assert (datasource["name"], datasource["type"], datasource["query"]) == ("datasource", "datasource", "prometheus")
+    assert [datasource[k] for k in ("name", "type", "query")] == ["datasource", "datasource", "prometheus"]
     for var in (job, instance):
         assert var["type"] == "query" and var["datasource"] == DATASOURCE
         assert var["multi"] and var["includeAll"] and var["allValue"] == ".*"
+        assert var["current"]["value"] == ["$__all"]
     assert (job["name"], instance["name"]) == ("job", "instance")
     assert "$job" in instance["query"]["query"] and "$job" not in job["query"]["query"]
 
@@ -81,8 +82,8 @@ def test_panel_reads_the_templated_datasource(name: str, panel: dict[str, Any]) 
     assert all(t["datasource"] == DATASOURCE for t in panel["targets"])
     ref_ids = [t["refId"] for t in panel["targets"]]
     assert len(set(ref_ids)) == len(ref_ids)
-    assert panel["type"] in {"timeseries", "stat", "bargauge", "table"} and panel["fieldConfig"]["defaults"]["unit"]
-    assert panel["description"]
+    assert panel["type"] in {"timeseries", "stat", "bargauge", "table"}
+    assert panel["fieldConfig"]["defaults"]["unit"] and panel["description"]
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
@@ -93,7 +94,7 @@ def test_panels_have_unique_ids_and_do_not_overlap(name: str) -> None:
     taken: dict[tuple[int, int], str] = {}
     for p in panels:
         g = p["gridPos"]
-        assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= GRID_COLUMNS
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["x"] + g["w"] <= GRID_COLUMNS
         for cell in ((x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])):
             assert cell not in taken, f"{p['title']} overlaps {taken[cell]}"
             taken[cell] = p["title"]
@@ -124,12 +125,13 @@ def test_the_process_metrics_named_literally_exist() -> None:
 def test_every_engine_metric_has_a_panel() -> None:
     used = {m for _, _, expr in EXPRS for m in metric_names(expr)}
     shown = {m.name for m in ENGINE_METRICS if m.name in used or m.bucket in used}
-    assert sorted({m.name for m in ENGINE_METRICS} - shown) == [], "add a panel for it to grafana/dashboards.py"
+    assert sorted({m.name for m in ENGINE_METRICS} - shown) == [], "give it a panel in grafana/dashboards.py"
 
 
 def test_funnel_follows_the_journey_maps_stage_order() -> None:
-    funnel = next(p for n, p in PANELS if p["title"].startswith("Funnel"))
-    assert [t["legendFormat"] for t in funnel["targets"]] == list(load_settings(DEFAULT_PATH).journey.stage_names)
+    funnel = next(p for _, p in PANELS if p["title"].startswith("Funnel"))
+    stages = load_settings(DEFAULT_PATH).journey.stage_names
+    assert [t["legendFormat"] for t in funnel["targets"]] == list(stages)
 
 
 def test_panel_queries_are_valid_promql_once_variables_are_set(tmp_path: Path, promtool: Promtool) -> None:
@@ -142,10 +144,35 @@ def test_panel_queries_are_valid_promql_once_variables_are_set(tmp_path: Path, p
     assert f"SUCCESS: {len(queries)} rules found" in promtool("check", "rules", checked).stdout
 
 
+def _query(board: str, title: str) -> str:
+    (expr,) = {expr for t, expr in panel_queries(BOARDS[board]) if t == title}
+    return expr
+
+
+def test_stage_means_weigh_processes_by_population_and_leave_out_undefined_ones(
+        tmp_path: Path, promtool: Promtool) -> None:
+    # (instance, stage): customers, mean sentiment; b has nobody dormant, so no mean there (NaN)
+    census = {("a", "awareness"): ("100", "0.5"), ("b", "awareness"): ("300", "-0.5"),
+              ("a", "dormant"): ("10", "0.2"), ("b", "dormant"): ("0", "NaN")}
+    series = [{"series": f'{metric}{{instance="{instance}", stage="{stage}"}}', "values": value}
+              for (instance, stage), values in census.items()
+              for metric, value in zip((CUSTOMERS.name, SENTIMENT.name), values, strict=True)]
+    funnel = [expr for title, expr in panel_queries(BOARDS["customer-journey.json"]) if "Funnel" in title]
+    cases = [{"expr": _query("customer-journey.json", "Sentiment by stage"), "eval_time": "0m",
+              "exp_samples": [{"labels": '{stage="awareness"}', "value": -0.25},
+                              {"labels": '{stage="dormant"}', "value": 0.2}]},
+             {"expr": funnel[-1], "eval_time": "0m", "exp_samples": [{"labels": "{}", "value": 0}]}]
+    unit_tests = tmp_path / "means.test.yml"
+    unit_tests.write_text(json.dumps({"tests": [{"interval": "1m", "input_series": series,
+                                                 "promql_expr_test": cases}]}))
+    promtool("test", "rules", unit_tests)
+
+
 def test_datasource_provisioning() -> None:
     config = yaml.safe_load((ROOT / "provisioning" / "datasources" / "prometheus.yaml").read_text())
     (source,) = config["datasources"]
-    assert config["apiVersion"] == 1 and source["type"] == "prometheus" and source["url"] == "${PROMETHEUS_URL}"
+    assert config["apiVersion"] == 1
+    assert (source["type"], source["url"]) == ("prometheus", "${PROMETHEUS_URL}")
 
 
 def test_dashboard_provisioning_points_where_the_readme_mounts_the_dashboards() -> None:

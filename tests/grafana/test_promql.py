@@ -19,6 +19,7 @@ from grafana.promql import metric_names, selector, selectors, substitute
     ("1 - avg without (cpu) (rate(cpu_seconds_total[5m]))", {"cpu_seconds_total"}),
     ("count(a) by (le) + Inf + NaN", {"a"}),
     ("ns:recorded:rate5m", {"ns:recorded:rate5m"}),
+    ('avg by (channel) ((ctr{job=~"$job"} > -Inf)) or vector(0)', {"ctr"}),
 ])
 def test_metric_names(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
@@ -33,8 +34,8 @@ def test_selector_puts_the_dashboard_filter_first() -> None:
 
 
 def test_substitute_replaces_every_variable_form() -> None:
-    assert (substitute('rate(m{job=~"$job", instance=~"${instance}"}[$__rate_interval]) [$__range] $__interval')
-            == 'rate(m{job=~".*", instance=~".*"}[1m]) [1h] 1m')
+    expr = 'rate(m{job=~"$job", instance=~"${instance}"}[$__rate_interval]) [$__range] $__interval'
+    assert substitute(expr) == 'rate(m{job=~".*", instance=~".*"}[1m]) [1h] 1m'
 
 
 def test_substitute_refuses_an_unknown_variable() -> None:
