@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.errors import BrokerError, DeliveryError
 from config.model import KafkaSettings
-from operators.base import InputTimes, Output, OutRecord, RecordBlock
+from operators.base import END, NO_TIME, InputTimes, Output, OutRecord, RecordBlock
 from operators.metrics import EngineMetrics
 from operators.reading import PartitionReader, Readers, SourceRead
 
@@ -259,6 +259,8 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
         self.partitions = partitions
         self.readers = readers
         self.metrics = metrics
+        self.watermark = NO_TIME
+        metrics.watermark_lag.set_function(self.watermark_lag_s)
         self.bounded = bounded
         self.batch_size = batch_size
         self.consumers: dict[int, _WorkerConsumer] = {}  # by worker thread
@@ -283,10 +285,18 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
                                 self.readers.reader(for_part, topic))
 
     def show_watermark(self) -> None:
-        """``journey_watermark_lag_seconds`` after a hand-over (the watermark moves only then)."""
-        lag = self.readers.watermark_lag_ms()
-        if lag is not None:
-            self.metrics.watermark_lag.set(lag / 1000)
+        """Note the watermark after a hand-over (it moves only then)."""
+        self.watermark = self.readers.watermark()
+
+    def watermark_lag_s(self) -> float:
+        """``journey_watermark_lag_seconds``, as of the scrape.
+
+        A process that stops moving its watermark shows a lag that grows with the wall
+        clock. 0 before there is a watermark and after the input ended.
+        """
+        if self.watermark in (NO_TIME, END):
+            return 0.0
+        return max(0, self.metrics.clock() - self.watermark) / 1000
 
     def release(self, shared: _WorkerConsumer, topic: str, partition: int) -> None:
         """A partition closed; its worker's consumer closes with the last one."""

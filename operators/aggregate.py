@@ -41,6 +41,7 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
                  resume: dict[str, Any] | None, metrics: EngineMetrics) -> None:
         self.records = records
         self.metrics = metrics
+        self.shown: set[str] = set()  # channels whose gauges exist
         self.width = width_ms
         self.shards = shards
         resume = resume or {}
@@ -79,25 +80,34 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
         return ([self.records.windows(totals, self.width, populations)], StatefulBatchLogic.RETAIN)
 
     def _show(self, totals: WindowShares) -> None:
-        """The channel gauges: what the last window closed here holds, per channel.
+        """The channel gauges, from the windows closed in this batch.
 
-        A channel without events in it counts 0 events and conversions; its CTR and response
-        time are undefined then: NaN (the series stays, so their count follows the map).
+        Events and conversions: the last of those windows (0 for a channel without events
+        in it). CTR and response time: the channel's last window that had impressions
+        (responses), since on a quiet channel most windows have none; NaN until it had
+        any. Every channel's series exist from the first closed window on, so their count
+        follows the map.
         """
         ch = totals.channels
+        names = self.records.channel_names
         last = ch.start == totals.starts[-1]
-        counts = np.zeros((len(self.records.channel_names), ch.counts.shape[1]), dtype=np.int64)
-        sums = np.zeros((len(self.records.channel_names), ch.sums.shape[1]), dtype=np.float64)
+        counts = np.zeros((len(names), ch.counts.shape[1]), dtype=np.int64)
         counts[ch.channel[last]] = ch.counts[last]
-        sums[ch.channel[last]] = ch.sums[last]
         m = self.metrics
-        for c, name in enumerate(self.records.channel_names):
+        for c, name in enumerate(names):
             m.channel_events.labels(name).set(counts[c, EVENTS])
             m.channel_conversions.labels(name).set(counts[c, CONVERSIONS])
-            for gauge, num, den in ((m.channel_ctr, counts[c, CLICKS], counts[c, IMPRESSIONS]),
-                                    (m.channel_response, sums[c, RESPONSE_TIME_SUM] / 1000,
-                                     counts[c, RESPONSES])):
-                gauge.labels(name).set(num / den if den else math.nan)
+            if name not in self.shown:
+                m.channel_ctr.labels(name).set(math.nan)
+                m.channel_response.labels(name).set(math.nan)
+        self.shown.update(names)
+        response_s = ch.sums[:, RESPONSE_TIME_SUM] / 1000
+        for gauge, num, den in ((m.channel_ctr, ch.counts[:, CLICKS], ch.counts[:, IMPRESSIONS]),
+                                (m.channel_response, response_s, ch.counts[:, RESPONSES])):
+            have = np.flatnonzero(den > 0)  # entries come window by window: the last one of a channel wins
+            channels, first_from_end = np.unique(ch.channel[have][::-1], return_index=True)
+            for c, i in zip(channels.tolist(), have[have.size - 1 - first_from_end].tolist(), strict=True):
+                gauge.labels(names[c]).set(num[i] / den[i])
 
     def snapshot(self) -> dict[str, Any]:
         """Open windows' entries, shard watermarks and populations."""

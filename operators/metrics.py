@@ -79,10 +79,12 @@ SESSION_SLOTS = Declared("journey_session_slots", "Session slots reserved (memor
 OPEN_WINDOWS = Declared("journey_open_windows", "Tumbling windows not closed yet, summed over shards")
 CHANNEL_EVENTS = Declared("journey_channel_events", "Events per channel in the last closed metrics window",
                           ("channel",))
-CHANNEL_CTR = Declared("journey_channel_ctr", "Clicks per impression in the last closed metrics window",
+CHANNEL_CTR = Declared("journey_channel_ctr",
+                       "Clicks per impression in the last closed metrics window that had impressions",
                        ("channel",))
 CHANNEL_RESPONSE = Declared("journey_channel_response_time_seconds",
-                            "Mean response time in the last closed metrics window", ("channel",))
+                            "Mean response time in the last closed metrics window that had responses",
+                            ("channel",))
 CHANNEL_CONVERSIONS = Declared("journey_channel_conversions",
                                "Conversions per channel in the last closed metrics window", ("channel",))
 BUILD_INFO = Declared("journey_build_info", "Always 1: the running version and journey map",

@@ -212,8 +212,6 @@ class Readers:
         """The reader of one partition ``part`` of the input topic ``topic``."""
         return PartitionReader(part, self.inputs.index(topic), self.parser, self.aligner, self.late_topic)
 
-    def watermark_lag_ms(self) -> int | None:
-        """Wall clock minus the process's watermark; None before there is one."""
-        now = self.aligner.clock()
-        mark = self.aligner.watermark(now)
-        return None if mark == NO_TIME else now - min(mark, now)
+    def watermark(self) -> int:
+        """The process's watermark now (``NO_TIME`` before there is one, ``END`` when all ended)."""
+        return self.aligner.watermark(self.aligner.clock())

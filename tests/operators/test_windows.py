@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from confluent_kafka import Message
 from hypothesis import given
 from hypothesis import settings as hyp_settings
@@ -283,3 +284,31 @@ def test_window_table_shrinks_after_a_burst() -> None:
     starts = (again - again % width).tolist()
     assert list(zip(shares.transitions.start.tolist(), shares.transitions.value.tolist(),
                     strict=True)) == [(starts[0], 2), (starts[2], 1)]
+
+
+@given(st.integers(0, 2**32 - 1), st.lists(st.integers(1, 399), max_size=4))
+@hyp_settings(max_examples=15, deadline=None)
+def test_channel_gauges_show_what_the_window_records_say(seed: int, cuts: list[int]) -> None:
+    """Events and conversions of the last window; CTR and response time of the last window with any."""
+    rng = random.Random(seed)
+    events = sorted((event(i, f"c{rng.randrange(15)}", BASE + rng.randrange(90 * MINUTE), rng.choice(TYPES),
+                           rng.choice(CHANNELS)) for i in range(400)), key=lambda e: e["ts"])
+    engine = run(events, cuts)
+    records = engine.topic("metrics")
+    last = max(r["window_start"] for r in records)
+    channel = sorted((r for r in records if r["kind"] == "channel"), key=lambda r: r["window_start"])
+    m = engine.metrics
+    for name in engine.records.channel_names:
+        mine = [r for r in channel if r["channel"] == name]
+        now = [r for r in mine if r["window_start"] == last]
+        assert m.value("journey_channel_events", channel=name) == (now[0]["events"] if now else 0)
+        assert m.value("journey_channel_conversions", channel=name) == (now[0]["conversions"] if now else 0)
+        for gauge, field, count, scale in (("journey_channel_ctr", "ctr", "impressions", 1),
+                                           ("journey_channel_response_time_seconds", "response_time_mean_ms",
+                                            "responses", 1000)):
+            defined = [r[field] / scale for r in mine if r[count]]
+            got = m.value(gauge, channel=name)
+            if defined:
+                assert got == pytest.approx(defined[-1], rel=1e-12), (name, gauge)
+            else:
+                assert np.isnan(got), (name, gauge)
