@@ -89,13 +89,26 @@ def test_scores_match_reference(faulty_input, tmp_path: Path, mode: str) -> None
     else:
         config = write_config(settings, tmp_path / "cluster.toml")
         addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-        procs = [subprocess.Popen(
-            [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), "--until-end",
-             "--process-id", str(i), "--addresses", addresses],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-        for p in procs:
-            _out, err = p.communicate(timeout=300)
+        metrics_port = free_port()  # process i serves its own metrics on the port plus i
+        logs = [tmp_path / f"process-{i}.log" for i in range(2)]
+        procs = []
+        for i, log in enumerate(logs):
+            with log.open("w") as out:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), "--until-end",
+                     "--process-id", str(i), "--addresses", addresses, "--metrics-port", str(metrics_port)],
+                    cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
+        try:
+            for p in procs:
+                p.wait(timeout=300)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        for i, (p, log) in enumerate(zip(procs, logs, strict=True)):
+            err = log.read_text()
             assert p.returncode == 0, err[-3000:]
+            assert f"metrics at http://127.0.0.1:{metrics_port + i}/metrics" in err
     scores = assert_matches_reference(settings, ref)
     dead = read_json(settings, settings.topics.dlq)
     assert len(dead) == sum(1 for m in produced if m.kind == "malformed")

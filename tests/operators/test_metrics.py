@@ -3,6 +3,7 @@
 import math
 import random
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 from hypothesis import given
@@ -13,6 +14,7 @@ from config.model import Settings
 from operators.metrics import (
     CUSTOMERS,
     ENGAGEMENT,
+    ENGINE_METRICS,
     LATENCY,
     LATENCY_BUCKETS,
     REJECTED,
@@ -104,3 +106,9 @@ def test_labels_known_in_advance_start_at_zero(settings: Settings) -> None:
     assert len(moves) == n * (n - 1) - (n - 1) and set(moves.values()) == {0.0}
     assert (("from_stage", "none"), ("to_stage", "awareness")) in moves
     assert not any(dict(labels)["to_stage"] == "none" for labels in moves)
+
+
+def test_the_readme_lists_every_metric() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    monitoring = readme[readme.index("## Monitoring"):readme.index("## Benchmark")]
+    assert [d.name for d in ENGINE_METRICS if f"`{d.name}`" not in monitoring] == []
