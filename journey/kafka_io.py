@@ -398,7 +398,7 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
             self._settle()
             if not self.awaiting:
                 self.wake.clear()
-                if self.awaiting:  # one came between the check and the clear
+                if self.awaiting or self.closing:  # set between the check and the clear: not lost
                     self.wake.set()
 
     def _settle(self) -> None:

@@ -155,9 +155,10 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         if batches:  # their scores are in ``out`` now: latency counts until they are delivered
             out.append(InputTimes(np.concatenate([b.appended for b in batches])))
         self._count_open()
-        m = self.metrics
-        m.batch_seconds.observe(time.perf_counter() - started)
-        m.batch_events.observe(sum(len(b) for b in batches))
+        if out:  # an activation that only heard a watermark and closed nothing is no batch
+            m = self.metrics
+            m.batch_seconds.observe(time.perf_counter() - started)
+            m.batch_events.observe(sum(len(b) for b in batches))
         return ([ShardOutput(out, shares, mark)], StatefulBatchLogic.RETAIN)
 
     def _score(self, batches: list[EventBatch], out: list[Output]) -> npt.NDArray[np.int64]:
@@ -207,8 +208,8 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
     def _count_events(self, batch: EventBatch, accepted: npt.NDArray[np.bool_]) -> None:
         """``journey_events_total`` by topic, type and channel: one count per cell, not per event."""
         topics, types, channels = self.event_cells
-        ok = accepted
-        cell = (batch.topic_idx[ok] * types + batch.type_idx[ok]) * channels + batch.chan_idx[ok]
+        topic, kind, channel = batch.topic_idx[accepted], batch.type_idx[accepted], batch.chan_idx[accepted]
+        cell = (topic * types + kind) * channels + channel
         counts = np.bincount(cell, minlength=topics * types * channels)
         r = self.records
         for c in np.flatnonzero(counts).tolist():

@@ -1,18 +1,20 @@
 """A delivery that cannot succeed stops the sink with an error; it is never dropped quietly."""
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
 import pytest
 
 from config.errors import DeliveryError
 from config.model import DEFAULT_PATH, KafkaSettings, Settings, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import SINK_PART, KafkaBatchSink, SinkPartition, ensure_topics
-from operators.base import RecordBlock
+from operators.base import InputTimes, RecordBlock
 from operators.metrics import EngineMetrics
 from tests.broker_fixtures import read_topic
 
@@ -79,3 +81,23 @@ def test_blocks_and_records_arrive_once_each_in_order(make_settings: Callable[..
     sink.write_batch([records[:10], [block], records[35:]])
     sink.snapshot()
     assert [(k, v) for k, v, _ in read_topic(settings, topic)] == [(k, v) for _, k, v in records]
+
+
+def test_latency_is_observed_once_delivered_and_close_always_returns(
+        make_settings: Callable[..., Settings]) -> None:
+    """Each batch's input times are observed after its records are delivered; a close racing the
+    watcher thread still ends it (200 closes right after a write)."""
+    settings = make_settings()
+    ensure_topics(settings.kafka, ["out"], 2)
+    appended = np.array([1_000, 2_000, 3_000], dtype=np.int64)
+    for _ in range(200):
+        metrics = EngineMetrics(clock=lambda: 10_000)
+        part = KafkaBatchSink(settings.kafka, metrics=metrics).build_part("out", SINK_PART.format(0), None)
+        part.write_batch([[("out", b"k", b"v"), ("out", b"k2", b"v"), InputTimes(appended)]])
+        closer = threading.Thread(target=part.close, daemon=True)
+        closer.start()
+        closer.join(timeout=30)
+        assert not closer.is_alive(), "close() hung"
+        assert metrics.value("journey_end_to_end_latency_seconds_count") == 3
+        assert metrics.value("journey_end_to_end_latency_seconds_sum") == 9 + 8 + 7
+        assert metrics.value("journey_output_messages_total", topic="out") == 2
