@@ -36,6 +36,8 @@ kafka_log = logging.getLogger("journey.librdkafka")
 PART_SEP = "#"
 IDLE_POLL = timedelta(milliseconds=2)
 """How long a partition that had nothing to hand over waits before it is asked again."""
+SETTLE_EVERY_S = 0.005
+"""How often the sink's watcher serves delivery reports while batches wait for theirs."""
 
 
 def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
@@ -389,12 +391,18 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
             self._wait_for_deliveries()
 
     def _watch(self) -> None:
-        """Observe latency as deliveries come in, while there are batches waiting for theirs."""
+        """Observe latency as deliveries come in, while there are batches waiting for theirs.
+
+        It looks every ``SETTLE_EVERY_S`` (the resolution of the latency observed), not at
+        every delivery report: in a replay those come without pause, and a thread woken by
+        each would take the interpreter from the worker as often.
+        """
         while True:
             self.wake.wait()
             if self.closing:
                 return
-            self.producer.poll(0.01)  # returns early when delivery reports come
+            time.sleep(SETTLE_EVERY_S)
+            self.producer.poll(0)
             self._settle()
             if not self.awaiting:
                 self.wake.clear()

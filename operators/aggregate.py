@@ -41,7 +41,7 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
                  resume: dict[str, Any] | None, metrics: EngineMetrics) -> None:
         self.records = records
         self.metrics = metrics
-        self.shown: set[str] = set()  # channels whose gauges exist
+        self.gauges: list[tuple[Any, ...]] | None = None  # per channel: events, conversions, CTR, response
         self.width = width_ms
         self.shards = shards
         resume = resume or {}
@@ -88,26 +88,29 @@ class WindowAggregator(StatefulBatchLogic[ShardProgress, list[Output], dict[str,
         any. Every channel's series exist from the first closed window on, so their count
         follows the map.
         """
+        if self.gauges is None:  # labels() costs more than set(): once per channel
+            m = self.metrics
+            self.gauges = [tuple(g.labels(name) for g in (m.channel_events, m.channel_conversions,
+                                                           m.channel_ctr, m.channel_response))
+                           for name in self.records.channel_names]
+            for _, _, ctr, response in self.gauges:
+                ctr.set(math.nan)
+                response.set(math.nan)
         ch = totals.channels
-        names = self.records.channel_names
         last = ch.start == totals.starts[-1]
-        counts = np.zeros((len(names), ch.counts.shape[1]), dtype=np.int64)
+        counts = np.zeros((len(self.gauges), ch.counts.shape[1]), dtype=np.int64)
         counts[ch.channel[last]] = ch.counts[last]
-        m = self.metrics
-        for c, name in enumerate(names):
-            m.channel_events.labels(name).set(counts[c, EVENTS])
-            m.channel_conversions.labels(name).set(counts[c, CONVERSIONS])
-            if name not in self.shown:
-                m.channel_ctr.labels(name).set(math.nan)
-                m.channel_response.labels(name).set(math.nan)
-        self.shown.update(names)
+        for (events, conversions, _, _), n, converted in zip(
+                self.gauges, counts[:, EVENTS].tolist(), counts[:, CONVERSIONS].tolist(), strict=True):
+            events.set(n)
+            conversions.set(converted)
         response_s = ch.sums[:, RESPONSE_TIME_SUM] / 1000
-        for gauge, num, den in ((m.channel_ctr, ch.counts[:, CLICKS], ch.counts[:, IMPRESSIONS]),
-                                (m.channel_response, response_s, ch.counts[:, RESPONSES])):
+        for k, num, den in ((2, ch.counts[:, CLICKS], ch.counts[:, IMPRESSIONS]),
+                            (3, response_s, ch.counts[:, RESPONSES])):
             have = np.flatnonzero(den > 0)  # entries come window by window: the last one of a channel wins
             channels, first_from_end = np.unique(ch.channel[have][::-1], return_index=True)
             for c, i in zip(channels.tolist(), have[have.size - 1 - first_from_end].tolist(), strict=True):
-                gauge.labels(names[c]).set(num[i] / den[i])
+                self.gauges[c][k].set(num[i] / den[i])
 
     def snapshot(self) -> dict[str, Any]:
         """Open windows' entries, shard watermarks and populations."""

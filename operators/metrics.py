@@ -24,7 +24,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -144,6 +144,37 @@ class BulkHistogram(Collector):
                                     buckets=list(zip(les, cumulative, strict=True)), sum_value=total)
 
 
+class GridCounter(Collector):
+    """A counter whose label sets are the cells of a grid known in advance, counted into arrays.
+
+    A step adds a whole batch to its array with one ``bincount``, where a prometheus_client
+    counter would take a ``labels().inc()`` per cell; a scrape sums the arrays of every
+    step that holds one. Cells never counted have no series, as with ``labels()``.
+    """
+
+    def __init__(self, declared: Declared, registry: CollectorRegistry) -> None:
+        self.declared = declared
+        self.cells: list[tuple[str, ...]] = []
+        self.parts: list[npt.NDArray[np.int64]] = []
+        registry.register(self)
+
+    def counts(self, cells: list[tuple[str, ...]]) -> npt.NDArray[np.int64]:
+        """A zeroed array for one step to count into: position ``i`` counts ``cells[i]``'s labels."""
+        self.cells = cells
+        part = np.zeros(len(cells), dtype=np.int64)
+        self.parts.append(part)
+        return part
+
+    def collect(self) -> Iterator[Metric]:
+        """The cells counted so far, summed over the steps."""
+        family = CounterMetricFamily(self.declared.name, self.declared.help, labels=self.declared.labels)
+        if self.parts:
+            total = np.sum(list(self.parts), axis=0)
+            for i in np.flatnonzero(total).tolist():
+                family.add_metric(self.cells[i], float(total[i]))
+        yield family
+
+
 CensusPart = Callable[[], npt.NDArray[np.float64]]
 """A shard's census now: a (4, stages) array of customers, customers with a sentiment, the sum of
 their sentiments, the sum of engagements."""
@@ -196,7 +227,7 @@ class EngineMetrics:
                  process_collectors: bool = False) -> None:
         self.registry = r = registry if registry is not None else CollectorRegistry()
         self.clock = clock
-        self.events = _counter(EVENTS, r)
+        self.events = GridCounter(EVENTS, r)
         self.rejected = _counter(REJECTED, r)
         self.duplicates = _counter(DUPLICATES, r)
         self.late = _counter(LATE, r)

@@ -102,8 +102,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
                 self.windows.restore(resume["windows"])
         metrics.tracked.inc(self.state.size)
         self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
-        self.event_counters: dict[int, Any] = {}  # (topic, type, channel) cell -> its counter
-        self.event_cells = (len(records.topics.inputs), len(records.type_names), len(records.channel_names))
+        r = records
+        self.event_counts = metrics.events.counts(
+            [(t, k, c) for t in r.topics.inputs for k in r.type_names for c in r.channel_names])
         metrics.census.add(records.funnel_names[1:], self.census)
         self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
         self._count_open()
@@ -206,19 +207,11 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         return rows
 
     def _count_events(self, batch: EventBatch, accepted: npt.NDArray[np.bool_]) -> None:
-        """``journey_events_total`` by topic, type and channel: one count per cell, not per event."""
-        topics, types, channels = self.event_cells
+        """``journey_events_total`` by topic, type and channel: one ``bincount`` a batch."""
+        counts = self.event_counts
+        types, channels = len(self.records.type_names), len(self.records.channel_names)
         topic, kind, channel = batch.topic_idx[accepted], batch.type_idx[accepted], batch.chan_idx[accepted]
-        cell = (topic * types + kind) * channels + channel
-        counts = np.bincount(cell, minlength=topics * types * channels)
-        r = self.records
-        for c in np.flatnonzero(counts).tolist():
-            child = self.event_counters.get(c)
-            if child is None:
-                t, rest = divmod(c, types * channels)
-                child = self.event_counters[c] = self.metrics.events.labels(
-                    r.topics.inputs[t], r.type_names[rest // channels], r.channel_names[rest % channels])
-            child.inc(int(counts[c]))
+        counts += np.bincount((topic * types + kind) * channels + channel, minlength=counts.size)
 
     def census(self) -> npt.NDArray[np.float64]:
         """Customers of the shard per stage, with sentiment and engagement sums (``StageCensus``)."""
