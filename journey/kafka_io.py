@@ -31,7 +31,28 @@ from operators.metrics import EngineMetrics
 from operators.reading import PartitionReader, Readers, SourceRead
 
 log = logging.getLogger(__name__)
+
+
+class _Once(logging.Filter):
+    """Passes a line once a minute at most: librdkafka repeats a failed connect at every retry."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text, now = record.getMessage(), time.monotonic()
+        if now - self.last.get(text, -self.every_s) < self.every_s:
+            return False
+        if len(self.last) > 1_000:  # lines differ forever (counters in them): forget old ones
+            self.last.clear()
+        self.last[text] = now
+        return True
+
+
 kafka_log = logging.getLogger("journey.librdkafka")
+kafka_log.addFilter(_Once())
 
 PART_SEP = "#"
 IDLE_POLL = timedelta(milliseconds=2)
@@ -51,6 +72,7 @@ def cluster_metadata(kafka: KafkaSettings, timeout_s: float = 10.0) -> ClusterMe
     try:
         return admin.list_topics(timeout=timeout_s)
     except Exception as err:
+        admin.poll(0)  # librdkafka's own log lines (why it could not connect) reach the log here
         msg = (f"cannot reach Kafka at {kafka.brokers} within {timeout_s:g} s ({err}); "
                "start a broker (`journey broker`) or pass --brokers")
         raise BrokerError(msg) from err
