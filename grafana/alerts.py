@@ -46,9 +46,9 @@ def rules() -> list[Json]:
              f"{where} scores events but produces nothing",
              "Valid events come in at {{ $value | humanize }}/s, yet no message reached any output "
              "topic for 5 minutes."),
-        rule("DeadLetterRateHigh",
-             f"{dead_letter_ratio(EVENTS.name, REJECTED.name, PROCESS, '10m')}\n> {DEAD_LETTER_RATIO:g}",
-             "10m", "warning", f"Many input messages are dead letters on {where}",
+        rule("DeadLetterRateHigh",  # per job: rejected where read, but scored where its shard is
+             f"{dead_letter_ratio(EVENTS.name, REJECTED.name, 'job', '10m')}\n> {DEAD_LETTER_RATIO:g}",
+             "10m", "warning", "Many input messages are dead letters in {{ $labels.job }}",
              f"{{{{ $value | humanizePercentage }}}} of the messages read in 10 minutes went to the "
              f"dead-letter topic (alert above {DEAD_LETTER_RATIO:.0%})."),
         rule("DeliveryErrors", f"{summed('increase', DELIVERY_ERRORS.name, PROCESS, '5m')} > 0", "0s",
@@ -62,7 +62,7 @@ def rules() -> list[Json]:
         rule("EndToEndLatencyHigh",
              f"{quantile(0.99, LATENCY.bucket, PROCESS, '5m')}\n> {LATENCY_P99_SECONDS}", "10m", "warning",
              f"Scores of {where} arrive late",
-             f"99th percentile from an input's Kafka append to its score's delivery: "
+             f"99th percentile from an input's Kafka timestamp to its score's delivery: "
              f"{{{{ $value | humanizeDuration }}}} (alert above {LATENCY_P99_SECONDS} s) for 10 minutes."),
     ]
 

@@ -120,7 +120,7 @@ def engine() -> Json:
         stat("Events in", "Valid input events scored per second.", (per_second(EVENTS.name), ""), "ops"),
         stat("Messages out", "Messages produced per second, all output topics.",
              (per_second(OUTPUT.name), ""), "ops"),
-        stat("End-to-end latency p99", "Kafka append time of an input event to its score's delivery.",
+        stat("End-to-end latency p99", "Kafka timestamp of an input event to its score's delivery.",
              (quantile(0.99, selector(LATENCY.bucket)), ""), "s",
              thresholds=((None, "green"), (1, "yellow"), (LATENCY_P99_SECONDS, "red"))),
         stat("Watermark lag", "Largest wall clock minus event-time watermark of the selected processes "
@@ -137,7 +137,7 @@ def engine() -> Json:
                    [(per_second(OUTPUT.name, "topic"), "{{topic}}")], "ops"),
     ]
     latency = [
-        quantiles("End-to-end latency", "Kafka append time of an input event to its score's delivery.",
+        quantiles("End-to-end latency", "Kafka timestamp of an input event to its score's delivery.",
                   LATENCY.bucket, "s"),
         timeseries("Consumer lag by partition", "Messages between what was read and the head of the log; "
                    f"a partition more than {BEHIND_LAG:,} behind replays aligned instead of reading live.",

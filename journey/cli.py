@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="seconds between snapshots (and output flush epochs); default 10")
     run.add_argument("--metrics-port", type=int, metavar="P",
                      help="serve Prometheus /metrics on port P (process i of a cluster: P + i)")
-    run.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR",
+    run.add_argument("--metrics-addr", metavar="ADDR",
                      help="address the metrics endpoint listens on; 0.0.0.0 lets a Prometheus on "
                           "another host (a pod) scrape it; default 127.0.0.1")
     run.add_argument("--shards", type=_positive_int,
@@ -133,6 +133,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if addresses is not None and not 0 <= args.process_id < len(addresses):
         msg = f"--process-id {args.process_id} is not an index into the {len(addresses)} --addresses"
         raise ConfigError(msg)
+    if args.metrics_addr is not None and args.metrics_port is None:
+        msg = "--metrics-addr needs --metrics-port (the port the metrics are served on)"
+        raise ConfigError(msg)
     if args.snapshot_interval <= 0:
         msg = "--snapshot-interval must be greater than zero seconds"
         raise ConfigError(msg)
@@ -141,7 +144,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         until_end=args.until_end, workers=args.workers, process_id=args.process_id,
         addresses=addresses, recovery_dir=args.recovery_dir,
         snapshot_interval_s=args.snapshot_interval, metrics_port=args.metrics_port,
-        metrics_addr=args.metrics_addr,
+        metrics_addr=args.metrics_addr or RunOptions.metrics_addr,
         shards=args.shards, windows=not args.no_windows,
     ))
     return 0

@@ -9,6 +9,7 @@ before the epoch that read its input is committed.
 """
 
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -21,7 +22,15 @@ import numpy as np
 import numpy.typing as npt
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.errors import BrokerError, DeliveryError
@@ -34,7 +43,11 @@ log = logging.getLogger(__name__)
 
 
 class _Once(logging.Filter):
-    """Passes a line once a minute at most: librdkafka repeats a failed connect at every retry."""
+    """Passes a line once a minute at most, numbers in it aside.
+
+    librdkafka repeats a failed connect at every retry, and a refused commit fails again
+    at every epoch.
+    """
 
     def __init__(self, every_s: float = 60.0) -> None:
         super().__init__()
@@ -42,7 +55,7 @@ class _Once(logging.Filter):
         self.last: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text, now = record.getMessage(), time.monotonic()
+        text, now = re.sub(r"\d+", "#", record.getMessage()), time.monotonic()
         if now - self.last.get(text, -self.every_s) < self.every_s:
             return False
         if len(self.last) > 1_000:  # lines differ forever (counters in them): forget old ones
@@ -53,6 +66,8 @@ class _Once(logging.Filter):
 
 kafka_log = logging.getLogger("journey.librdkafka")
 kafka_log.addFilter(_Once())
+commit_log = logging.getLogger("journey.consumer_group")
+commit_log.addFilter(_Once())
 
 PART_SEP = "#"
 IDLE_POLL = timedelta(milliseconds=2)
@@ -132,6 +147,7 @@ class _WorkerConsumer:
         self.batch_size = batch_size
         self.queues: dict[tuple[str, int], deque[Message]] = {}
         self.paused: set[tuple[str, int]] = set()
+        self.to_commit: dict[tuple[str, int], int] = {}
 
     def add(self, topic: str, partition: int, start: int) -> None:
         """Read ``topic[partition]`` from offset ``start`` (or its beginning) on."""
@@ -150,7 +166,21 @@ class _WorkerConsumer:
             self.paused.discard(key)
         return out
 
+    def _send_commits(self, *, wait: bool = False) -> None:
+        if not self.to_commit:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.to_commit.items()]
+        self.to_commit = {}
+        if not wait:  # ``_committed`` hears how it went
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as err:
+            _committed(err.args[0], offsets)
+
     def _fetch(self) -> None:
+        self._send_commits()
         for m in self.consumer.consume(self.batch_size, 0):  # never blocks the worker
             queue = self.queues.get((m.topic() or "", m.partition() or 0))
             if queue is not None:
@@ -176,26 +206,29 @@ class _WorkerConsumer:
         return None if high < 0 else high - (next_offset if next_offset >= 0 else low)
 
     def commit(self, topic: str, partition: int, next_offset: int) -> None:
-        """Tell the consumer group how far the flow has read, for lag tools only (no waiting).
+        """Tell the consumer group how far the flow has read, for lag tools only.
 
-        Recovery never reads these: a restart resumes from its snapshots.
+        Kept until the worker's next fetch, which sends every partition's in one request
+        (Bytewax snapshots the partitions one by one). Recovery never reads these: a
+        restart resumes from its snapshots.
         """
         if next_offset >= 0:
-            self.consumer.commit(offsets=[TopicPartition(topic, partition, next_offset)], asynchronous=True)
+            self.to_commit[topic, partition] = next_offset
 
     def release(self, topic: str, partition: int) -> bool:
         """The partition is done with; True when it was the last, and the consumer is closed."""
         del self.queues[topic, partition]
         if self.queues:
             return False
+        self._send_commits(wait=True)  # the last snapshot's offsets: no fetch comes after it
         self.consumer.close()
         return True
 
 
 def _committed(err: KafkaError | None, _partitions: list[TopicPartition]) -> None:
     if err is not None:
-        log.warning("committing read offsets to the consumer group failed: %s (lag tools lag behind; "
-                    "recovery does not depend on it)", err.str())
+        commit_log.warning("committing read offsets to the consumer group failed: %s (lag tools see "
+                           "old offsets; recovery does not depend on them)", err.str())
 
 
 class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
@@ -231,12 +264,13 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
             else:
                 reader.drained()
-            lag = self.shared.lag(self.topic, self.partition, self.next_offset)
-            if lag is not None:
-                self.lag_gauge.set(lag)
-                if not self.bounded:  # a bounded run replays what the topics hold: always aligned
-                    reader.behind_by(lag)
+            lag = None if self.bounded else self.shared.lag(self.topic, self.partition, self.next_offset)
+            if lag is not None:  # a bounded run replays what the topics hold: always aligned
+                reader.behind_by(lag)
         out = [r for r in (reader.take(),) if r is not None]
+        waiting = self.shared.lag(self.topic, self.partition, self._position())
+        if waiting is not None:  # not handed over yet, held back here or not read at all
+            self.lag_gauge.set(waiting)
         if self.at_end and not reader.pending:
             self.done = True
             out.append(reader.finish())
@@ -260,9 +294,13 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
             else:
                 log.warning("reading %s[%d]: %s (retrying)", self.topic, self.partition, err.str())
 
-    def snapshot(self) -> int:
+    def _position(self) -> int:
+        """The offset of the first message not handed over to the flow yet."""
         pending = self.reader.pending_offset()
-        offset = self.next_offset if pending is None else pending
+        return self.next_offset if pending is None else pending
+
+    def snapshot(self) -> int:
+        offset = self._position()
         self.shared.commit(self.topic, self.partition, offset)
         return offset
 
@@ -344,6 +382,7 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
         self.delivery_timeout_s = delivery_timeout_s
         self.metrics = metrics
         self.failed: list[tuple[OutRecord, Any]] = []
+        self.failing = threading.Lock()  # reports come on the worker's polls and the watcher's
         self.produced = 0
         self.outputs: dict[str, Any] = {}  # topic -> its counter
         self.awaiting: deque[_Awaited] = deque()
@@ -355,7 +394,8 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
-            self.failed.append(((msg.topic(), msg.key(), msg.value()), err))
+            with self.failing:
+                self.failed.append(((msg.topic(), msg.key(), msg.value()), err))
             self.metrics.delivery_errors.inc()
 
     def _produce(self, records: Iterable[Output]) -> dict[str, int]:
@@ -451,7 +491,8 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
         deadline = time.monotonic() + self.delivery_timeout_s
         while True:
             left = self.producer.flush(max(0.1, deadline - time.monotonic()))
-            failed, self.failed = self.failed, []
+            with self.failing:
+                failed, self.failed = self.failed, []
             if left == 0 and not failed:
                 self._settle()
                 return
@@ -467,8 +508,10 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
 
     def close(self) -> None:
         """The flow ended: deliver what is left."""
-        self._wait_for_deliveries()
-        self.stop_watching()
+        try:
+            self._wait_for_deliveries()
+        finally:
+            self.stop_watching()
 
     def stop_watching(self) -> None:
         """End the watcher thread (it holds no output of its own)."""
@@ -541,6 +584,8 @@ class KafkaBatchSink(FixedPartitionedSink[Sequence[Output], None]):
         is logged (a recovery store produces it again on restart).
         """
         left = sum(part.producer.flush(timeout_s) for part in self.built)
+        for part in self.built:
+            part.stop_watching()
         if left:
             log.warning("%d output message(s) not delivered at stop; a run from a recovery "
                         "store produces them again", left)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from config.model import JourneyMap
 from operators.base import NO_TIME, Clock, EventBatch, OutRecord, wall_clock_ms
@@ -148,7 +148,8 @@ class EventParser:
         dead: list[OutRecord] = []
         dead_index: list[int] = []
         dead_reasons: list[str] = []
-        latest = self.clock() + self.max_future_ms
+        now = self.clock()
+        latest = now + self.max_future_ms
         for i, msg in enumerate(messages):
             try:
                 cid, eid, t, tp, ch, sent = self.validate(msg.value(), latest)
@@ -164,7 +165,8 @@ class EventParser:
             types.append(tp)
             chans.append(ch)
             sents.append(sent)
-            appended.append(msg.timestamp()[1])
+            kind, stamp = msg.timestamp()
+            appended.append(now if kind == TIMESTAMP_NOT_AVAILABLE else stamp)  # latency starts at read
         n = len(cids)
         events = EventBatch(
             cids, eids,

@@ -30,8 +30,6 @@ from prometheus_client.utils import floatToGoString
 
 from operators.base import Clock, wall_clock_ms
 
-disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` series per counter doubles the series for nothing here
-
 
 class Declared(NamedTuple):
     """One metric as Prometheus stores it: counters end in ``_total``, histograms add suffixes."""
@@ -61,7 +59,7 @@ TRANSITIONS = Declared("journey_stage_transitions_total", "Stage changes",
 OUTPUT = Declared("journey_output_messages_total", "Messages handed to the producer, by output topic",
                   ("topic",))
 DELIVERY_ERRORS = Declared("journey_delivery_errors_total",
-                           "Output messages the broker did not take (re-sent, or the flow stops)")
+                           "Failed deliveries of output messages (each is re-sent, or the flow stops)")
 # -- gauges -----------------------------------------------------------------------------------
 CUSTOMERS = Declared("journey_customers", "Customers in each stage (the population)", ("stage",))
 TRACKED = Declared("journey_customers_tracked", "Customers held in this process's state")
@@ -72,7 +70,7 @@ ENGAGEMENT = Declared("journey_stage_engagement",
 WATERMARK_LAG = Declared("journey_watermark_lag_seconds",
                          "Wall clock minus this process's event-time watermark")
 CONSUMER_LAG = Declared("journey_consumer_lag_messages",
-                        "Messages between what was read and the head of the partition's log",
+                        "Messages not handed to the flow yet, to the head of the log as of the last fetch",
                         ("topic", "partition"))
 OPEN_SESSIONS = Declared("journey_open_sessions", "Sessions not closed yet")
 SESSION_SLOTS = Declared("journey_session_slots", "Session slots reserved (memory follows open sessions)")
@@ -93,7 +91,7 @@ BUILD_INFO = Declared("journey_build_info", "Always 1: the running version and j
 BATCH_SECONDS = Declared("journey_batch_seconds", "Time the score step took for one batch")
 BATCH_EVENTS = Declared("journey_batch_events", "Events in one batch of the score step")
 LATENCY = Declared("journey_end_to_end_latency_seconds",
-                   "Kafka append time of an input event to its score's delivery")
+                   "Kafka timestamp of an input event (create or append time) to its score's delivery")
 
 BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_EVENTS_BUCKETS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0)
@@ -225,6 +223,7 @@ class EngineMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, clock: Clock = wall_clock_ms, *,
                  process_collectors: bool = False) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # a `_created` per counter: twice the series
         self.registry = r = registry if registry is not None else CollectorRegistry()
         self.clock = clock
         self.events = GridCounter(EVENTS, r)
@@ -277,7 +276,7 @@ class EngineMetrics:
         self.build_info.labels(version, journey_map).set(1)
 
     def value(self, name: str, **labels: str) -> float:
-        """Current value of a sample (tests and the demo view read metrics this way)."""
+        """Current value of a sample, as a test or a tool in the same process reads it."""
         got = self.registry.get_sample_value(name, labels)
         return 0.0 if got is None else got
 

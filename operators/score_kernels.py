@@ -220,6 +220,31 @@ def _dormant_rows(c, size, watermark, dormant_after, out_rows):  # pragma: no co
     return count, earliest
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _engagement(S, saturation):  # pragma: no cover - compiled
+    """``100 * max(S, 0) / (max(S, 0) + saturation)`` (PRODUCT §4)."""
+    pos = S if S > 0.0 else 0.0
+    return 100.0 * pos / (pos + saturation)
+
+
+@njit(cache=True, nogil=True)
+def _stage_census(c, size, saturation, out):  # pragma: no cover - compiled
+    """Customers, those with a sentiment, their sentiments' sum, engagements' sum, per stage.
+
+    Added into ``out`` (4, stages + 1; dormant last). Without the interpreter lock, so a
+    scrape that asks does not stop the workers.
+    """
+    for r in range(size):
+        k = c.stage[r]
+        if k < 0:
+            continue
+        out[0, k] += 1.0
+        if c.Sd[r] > 0.0:
+            out[1, k] += 1.0
+            out[2, k] += c.Sn[r] / c.Sd[r]
+        out[3, k] += _engagement(c.S[r], saturation)
+
+
 @njit(cache=True, nogil=True)
 def _score_values(c, rows, saturation, out):  # pragma: no cover - compiled
     """The values of a score record, per row: score, engagement, sentiment, evidence (PRODUCT §4).
@@ -231,9 +256,8 @@ def _score_values(c, rows, saturation, out):  # pragma: no cover - compiled
     S, Sn, Sd, E = c.S, c.Sn, c.Sd, c.E
     for i in range(rows.shape[0]):
         r = rows[i]
-        pos = S[r] if S[r] > 0.0 else 0.0
         out[i, 0] = S[r]
-        out[i, 1] = 100.0 * pos / (pos + saturation)
+        out[i, 1] = _engagement(S[r], saturation)
         out[i, 2] = Sn[r] / Sd[r] if Sd[r] > 0.0 else np.nan
         for k in range(stages):
             out[i, 3 + k] = E[r, k]

@@ -7,7 +7,14 @@ import numpy.typing as npt
 
 from config.arrays import JourneyArrays
 from operators.base import NO_STAGE, NO_TIME, EventBatch
-from operators.score_kernels import ScoreBatch, Transitions, _dormant_rows, _fnv1a64, _score_batch
+from operators.score_kernels import (
+    ScoreBatch,
+    Transitions,
+    _dormant_rows,
+    _fnv1a64,
+    _score_batch,
+    _stage_census,
+)
 from operators.state import ShardState
 
 _EMPTY_I64: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
@@ -84,3 +91,14 @@ def dormancy(state: ShardState, watermark: int, dormant_after_ms: int) -> tuple[
     before = c.stage[rows].copy()
     c.stage[rows] = c.E.shape[1]  # dormant: the stage index after the last
     return rows, before, c.T[rows] + dormant_after_ms, int(earliest)
+
+
+def stage_census(state: ShardState, saturation: float) -> npt.NDArray[np.float64]:
+    """Customers per stage (dormant last), with sentiment and engagement sums: a (4, stages + 1) array.
+
+    Rows: customers, customers with a sentiment, the sum of their sentiments, the sum of
+    engagements (``operators.metrics.StageCensus`` turns them into means).
+    """
+    out = np.zeros((4, state.columns.E.shape[1] + 1), dtype=np.float64)
+    _stage_census(state.columns, state.size, saturation, out)
+    return out

@@ -20,14 +20,14 @@ from config.errors import ConfigError
 from config.model import JourneyMap, Topics, layout_changes
 from operators import json_kernels, score_kernels, window_kernels
 from operators.aggregate import ShardProgress, WindowAggregator
-from operators.base import EMPTY_BATCH, END, NO_STAGE, NO_TIME, EventBatch, InputTimes, Output
+from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, InputTimes, Output
 from operators.columns import specs
 from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
 from operators.records import CustomerTexts, RecordBuilder
 from operators.routing import DEFAULT_SHARDS, ShardInput
 from operators.score_kernels import CustomerColumns
-from operators.scoring import dormancy, score_batch
+from operators.scoring import dormancy, score_batch, stage_census
 from operators.state import ShardState
 from operators.watermark import Report, shard_watermark, stream_end
 from operators.window_kernels import (
@@ -215,20 +215,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
 
     def census(self) -> npt.NDArray[np.float64]:
         """Customers of the shard per stage, with sentiment and engagement sums (``StageCensus``)."""
-        state = self.state
-        size, c = state.size, state.columns
-        stage = c.stage[:size]
-        known = stage != NO_STAGE
-        slot = stage[known].astype(np.int64)
-        sn, sd, score = c.Sn[:size][known], c.Sd[:size][known], np.maximum(c.S[:size][known], 0.0)
-        has = sd > 0
-        n = self.records.funnel_size - 1  # stages and dormant
-        return np.stack([
-            np.bincount(slot, minlength=n),
-            np.bincount(slot[has], minlength=n),
-            np.bincount(slot[has], weights=sn[has] / sd[has], minlength=n),
-            np.bincount(slot, weights=100.0 * score / (score + self.records.saturation), minlength=n),
-        ]).astype(np.float64)
+        return stage_census(self.state, self.records.saturation)
 
     def _count_transitions(self, from_stage: list[int], to_stage: list[int]) -> None:
         if not from_stage:
@@ -280,6 +267,7 @@ def warm_up(journey: JourneyMap, topics: Topics) -> int:
                        np.zeros(n, dtype=np.int64))
     (out,), _ = step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
                                ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
+    step.census()
     WindowAggregator(records, journey.metrics_window_ms, 1, None, EngineMetrics()).on_batch(
         [ShardProgress("warm-up", out.shares, out.watermark)])
     return _compiled() - compiled_before

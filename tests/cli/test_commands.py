@@ -92,3 +92,8 @@ def test_a_run_that_must_compile_says_so_and_compile_fills_the_cache(
     again = journey_cli("run", "--config", str(config), "--until-end", env=empty)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "compiled" not in again.stderr
+
+
+def test_metrics_addr_without_a_port_is_refused() -> None:
+    done = journey_cli("run", "--metrics-addr", "0.0.0.0", "--brokers", "127.0.0.1:1", timeout=60)
+    assert done.returncode == 2 and "--metrics-addr needs --metrics-port" in done.stderr

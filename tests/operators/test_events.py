@@ -2,7 +2,7 @@
 
 import orjson
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from config.model import Settings
 from journey.poison import catalogue
@@ -61,3 +61,13 @@ def test_dead_letter_keeps_binary_and_cuts_large(settings: Settings) -> None:
     rec = orjson.loads(parse(settings, raw).dead_letters[0][2])
     assert rec["reason"] == "too_large" and rec["raw_encoding"] == "base64"
     assert rec["raw_truncated"] and rec["raw_bytes"] == 70_000 and len(rec["raw_sha256"]) == 64
+
+
+def test_latency_starts_at_the_kafka_timestamp_or_at_reading_without_one(settings: Settings) -> None:
+    parser = EventParser(settings.journey, "dlq", clock=lambda: NOW)
+    stamped = Message(topic="in", partition=0, offset=0, key=b"k", value=event(event_id="a"),
+                      timestamp=(TIMESTAMP_CREATE_TIME, NOW - 250))
+    unstamped = Message(topic="in", partition=0, offset=1, key=b"k", value=event(event_id="b"))
+    got = parser.parse([stamped, unstamped], topic_idx=1)
+    assert got.events.appended.tolist() == [NOW - 250, NOW]
+    assert got.events.topic_idx.tolist() == [1, 1]
