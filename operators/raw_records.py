@@ -55,12 +55,12 @@ def dead_letter(topic: str, msg: Message, reason: str, detail: str) -> OutRecord
 def late_record(topic: str, customer_id: str, msg: Message, late_by_ms: int) -> OutRecord:
     """The late-event record of PRODUCT §5: the event as sent and how late it was.
 
+    The event is the message's own JSON text, put in as it came: it was read as valid
+    JSON, so it is valid inside the record too, whatever it holds. Parsing it and writing
+    it out again would fail where orjson writes less than it reads (nesting deeper than
+    ~254 levels), and one such event would stop the flow at every restart.
     Keyed by customer id like every output that has one (the message key may be anything).
     """
-    return (topic, customer_id.encode(), orjson.dumps({
-        "event": orjson.loads(msg.value() or b"null"),
-        "late_by_ms": late_by_ms,
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-    }))
+    rest = orjson.dumps({"late_by_ms": late_by_ms, "topic": msg.topic(), "partition": msg.partition(),
+                         "offset": msg.offset()})
+    return (topic, customer_id.encode(), b'{"event":' + (msg.value() or b"null") + b"," + rest[1:])
