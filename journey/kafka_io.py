@@ -251,6 +251,9 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
     def next_batch(self) -> list[SourceRead]:
         if self.done:
             raise StopIteration
+        if self.source.stopping.is_set():  # a stop: what was handed over is all this run reads
+            self.done = True
+            raise StopIteration
         reader = self.reader
         room = self.batch_size - reader.buffered
         if room > 0 and not self.at_end:
@@ -317,6 +320,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
 
     def __init__(self, kafka: KafkaSettings, partitions: dict[str, int], readers: Readers, *,
                  bounded: bool, metrics: EngineMetrics, batch_size: int = 10_000) -> None:
+        self.stopping = threading.Event()  # set by a stop: every partition ends, the flow drains
         self.kafka = kafka
         self.partitions = partitions
         self.readers = readers

@@ -2,7 +2,11 @@
 
 import gc
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -108,14 +112,18 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                       metrics=metrics, shards=shards, windows=options.windows,
                       recoverable=recovery is not None)
     try:
-        cli_main(
-            flow,
-            workers_per_process=options.workers,
-            process_id=options.process_id,
-            addresses=options.addresses,
-            epoch_interval=timedelta(seconds=options.snapshot_interval_s),
-            recovery_config=recovery,
-        )
+        with _stops_gracefully(source.stopping):
+            cli_main(
+                flow,
+                workers_per_process=options.workers,
+                process_id=options.process_id,
+                addresses=options.addresses,
+                epoch_interval=timedelta(seconds=options.snapshot_interval_s),
+                recovery_config=recovery,
+            )
+        if source.stopping.is_set():
+            log.info("stopped: every output of what was read is delivered%s",
+                     "; the recovery store resumes after it" if recovery is not None else "")
     except JourneyError:
         raise
     except KeyboardInterrupt:
@@ -129,6 +137,29 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
             sink.deliver_rest(STOP_DELIVERY_S)
             raise KeyboardInterrupt from err
         raise
+
+
+@contextmanager
+def _stops_gracefully(stopping: threading.Event) -> Iterator[None]:
+    """SIGTERM or Ctrl-C: stop reading, let the flow finish and deliver what it read, exit 0.
+
+    The input partitions end at their next call, so the flow drains like a bounded run:
+    the last batches are scored, every output is delivered, the last epoch is snapshotted.
+    A second signal stops at once (as Ctrl-C did before: what was produced is flushed).
+    """
+    def stop(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        log.info("%s: stopping; finishing the batches read, delivering their output (again to stop at once)",
+                 signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve_metrics(metrics: EngineMetrics, addr: str, port: int) -> None:

@@ -1,7 +1,10 @@
 """The real embedded broker for the whole session, plus factories for topics and runs."""
 
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -12,7 +15,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from config.model import DEFAULT_PATH, Settings, Topics, load_settings
-from journey.broker import EmbeddedBroker
+from journey.broker import EmbeddedBroker, free_port
 from journey.kafka_io import cluster_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +91,46 @@ def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes
 
 def read_json(settings: Settings, topic: str) -> list[dict]:
     return [orjson.loads(v) for _, v, _ in read_topic(settings, topic)]
+
+
+class LiveFlow:
+    """``journey run`` serving metrics, fed live by ``journey simulate`` (both as a user runs them)."""
+
+    def __init__(self, settings: Settings, workdir: Path, *sim_faults: str) -> None:
+        self.settings = settings
+        config = str(write_config(settings, workdir / "journey.toml"))
+        self.port = free_port()
+        self.log = workdir / "flow.log"
+
+        def journey(*args: str, log: Path) -> "subprocess.Popen[bytes]":
+            with log.open("wb") as out:
+                return subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", *args], cwd=ROOT,
+                                        stdout=out, stderr=subprocess.STDOUT)
+
+        # 60,000 events at 3,000/s: input keeps flowing for the whole test
+        self.simulator = journey("simulate", "--config", config, "--brokers", settings.kafka.brokers,
+                                 "--customers", "2000", "--events", "60000", "--rate", "3000", *sim_faults,
+                                 log=workdir / "simulate.log")
+        self._wait_for_input_topics()
+        self.flow = journey("run", "--config", config, "--metrics-port", str(self.port),
+                            "--snapshot-interval", "1", log=self.log)
+
+    def _wait_for_input_topics(self) -> None:
+        deadline = time.monotonic() + 30
+        while not set(self.settings.topics.inputs) <= set(cluster_metadata(self.settings.kafka).topics):
+            assert time.monotonic() < deadline, "the simulator created no input topics"
+            time.sleep(0.2)
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as page:
+            return page.read().decode()
+
+    def stop(self) -> None:
+        for proc in (self.simulator, self.flow):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in (self.simulator, self.flow):
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

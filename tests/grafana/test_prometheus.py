@@ -1,10 +1,7 @@
 """A real Prometheus scrapes a live flow fed by ``journey simulate``: every panel shows data."""
 
-import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,62 +13,17 @@ from grafana.alerts import rules
 from grafana.dashboards import DASHBOARDS
 from grafana.panels import panel_queries
 from grafana.promql import metric_names
-from journey.broker import free_port
-from journey.kafka_io import cluster_metadata
-from tests.broker_fixtures import ROOT, write_config
+from tests.broker_fixtures import LiveFlow
 from tests.grafana.conftest import Promtool
 from tests.prometheus_server import Prometheus
 
 pytestmark = pytest.mark.slow
 
 
-class LiveFlow:
-    """``journey run`` serving metrics, fed live by ``journey simulate`` (both as a user runs them)."""
-
-    def __init__(self, settings: Settings, workdir: Path) -> None:
-        self.settings = settings
-        config = str(write_config(settings, workdir / "journey.toml"))
-        self.port = free_port()
-        self.log = workdir / "flow.log"
-
-        def journey(*args: str, log: Path) -> "subprocess.Popen[bytes]":
-            with log.open("wb") as out:
-                return subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", *args], cwd=ROOT,
-                                        stdout=out, stderr=subprocess.STDOUT)
-
-        # 60,000 events at 3,000/s: input keeps flowing for the whole test
-        self.simulator = journey("simulate", "--config", config, "--brokers", settings.kafka.brokers,
-                                 "--customers", "2000", "--events", "60000", "--rate", "3000",
-                                 "--duplicates", "0.02", "--late", "0.01", "--malformed", "0.01",
-                                 log=workdir / "simulate.log")
-        self._wait_for_input_topics()
-        self.flow = journey("run", "--config", config, "--metrics-port", str(self.port),
-                            "--snapshot-interval", "1", log=self.log)
-
-    def _wait_for_input_topics(self) -> None:
-        deadline = time.monotonic() + 30
-        while not set(self.settings.topics.inputs) <= set(cluster_metadata(self.settings.kafka).topics):
-            assert time.monotonic() < deadline, "the simulator created no input topics"
-            time.sleep(0.2)
-
-    def scrape(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as page:
-            return page.read().decode()
-
-    def stop(self) -> None:
-        for proc in (self.simulator, self.flow):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in (self.simulator, self.flow):
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture
 def live(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[LiveFlow]:
-    flow = LiveFlow(make_settings(), tmp_path)
+    faults = ("--duplicates", "0.02", "--late", "0.01", "--malformed", "0.01")
+    flow = LiveFlow(make_settings(), tmp_path, *faults)
     yield flow
     flow.stop()
 
