@@ -93,6 +93,9 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     recovery = None
     if options.recovery_dir is not None:
         recovery = prepare_recovery(options.recovery_dir, state_layout(settings.journey, shards))
+    else:
+        log.info("no --recovery-dir: nothing is kept for a restart, which reads the input topics from "
+                 "their beginning again")
     metadata = cluster_metadata(settings.kafka)
     partitions = partition_counts(metadata, settings.topics.inputs)
     created = ensure_topics(settings.kafka, settings.topics.outputs,

@@ -33,6 +33,7 @@ def test_a_resume_under_another_layout_stops_before_reading_input(
     store = tmp_path / "store"
     rc, err = run(config, store)
     assert rc == 0, err[-3000:]
+    assert "no --recovery-dir" not in err  # a run with a store does not warn that restarts start over
     written = len(read_topic(settings, settings.topics.scores))
     produce(settings, produced[600:], progress=None, partitions=1)
 

@@ -38,6 +38,7 @@ def test_a_stop_delivers_the_output_of_everything_read(
     assert took < 15, took
     assert f"{signum.name}: stopping" in log and "stopped: every output of what was read is delivered" in log
     assert "Traceback" not in log and "panick" not in log
+    assert "no --recovery-dir: nothing is kept for a restart" in log  # said at start
 
     # what the flow read is what it committed to the consumer group at its last epoch
     consumer = Consumer({"bootstrap.servers": settings.kafka.brokers, "group.id": "journey-stream"})
