@@ -17,6 +17,8 @@ from config.errors import ConfigError
 from config.tables import Table
 
 DORMANT = "dormant"
+BEFORE_ENTRY = "none"
+"""Where a customer is before their first event, as funnel records and metric labels name it."""
 OTHER_CHANNEL = "other"
 DEFAULT_PATH = Path(__file__).with_name("journey.toml")
 DEFAULT_INPUTS = ("clickstream", "touchpoints")

@@ -197,13 +197,13 @@ class _WorkerConsumer:
             self.consumer.pause([TopicPartition(t, p) for t, p in full])
             self.paused.update(full)
 
-    def lag(self, topic: str, partition: int, next_offset: int) -> int | None:
-        """Messages between ``next_offset`` (or the start, before any) and the head of the log.
+    def log_range(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """The partition's first offset and its head, as of the last fetch response.
 
-        As of the last fetch response, so no request is made; None until one has come back.
+        No request is made; None until a response has come back.
         """
         low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-        return None if high < 0 else high - (next_offset if next_offset >= 0 else low)
+        return None if high < 0 else (low, high)
 
     def commit(self, topic: str, partition: int, next_offset: int) -> None:
         """Tell the consumer group how far the flow has read, for lag tools only.
@@ -223,6 +223,12 @@ class _WorkerConsumer:
         self._send_commits(wait=True)  # the last snapshot's offsets: no fetch comes after it
         self.consumer.close()
         return True
+
+
+def _lag(log_range: tuple[int, int], offset: int) -> int:
+    """Messages from ``offset`` (the start of the log before any was read) to the head."""
+    low, high = log_range
+    return high - (offset if offset >= 0 else low)
 
 
 def _committed(err: KafkaError | None, _partitions: list[TopicPartition]) -> None:
@@ -267,13 +273,12 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
             else:
                 reader.drained()
-            lag = None if self.bounded else self.shared.lag(self.topic, self.partition, self.next_offset)
-            if lag is not None:  # a bounded run replays what the topics hold: always aligned
-                reader.behind_by(lag)
+        known = self.shared.log_range(self.topic, self.partition)
+        if known is not None and not self.bounded and room > 0 and not self.at_end:
+            reader.behind_by(_lag(known, self.next_offset))  # a bounded run replays: always aligned
         out = [r for r in (reader.take(),) if r is not None]
-        waiting = self.shared.lag(self.topic, self.partition, self._position())
-        if waiting is not None:  # not handed over yet, held back here or not read at all
-            self.lag_gauge.set(waiting)
+        if known is not None:  # not handed over yet, held back here or not read at all
+            self.lag_gauge.set(_lag(known, self._position()))
         if self.at_end and not reader.pending:
             self.done = True
             out.append(reader.finish())
@@ -374,10 +379,10 @@ class SinkPartition(StatefulSinkPartition[Sequence[Output], None]):
     """The process's producer: writes as records come, waits for every delivery at the end of an epoch.
 
     End-to-end latency is observed when the records that answer a batch of input have been
-    delivered: the producer delivers in order per partition, and a batch counts as
-    delivered once as many messages have been as had been produced up to its last. A
-    watcher thread waits for delivery reports (``poll`` without the worker), so a quiet
-    moment does not hold an observation back.
+    delivered, or nearly: a batch counts as delivered once the producer has delivered as
+    many messages as it had been given up to the batch's last (it reads low when one output
+    partition is much slower than the others). A watcher thread looks every
+    ``SETTLE_EVERY_S``, so a quiet moment does not hold an observation back.
     """
 
     def __init__(self, config: dict[str, object], delivery_timeout_s: float, metrics: EngineMetrics) -> None:

@@ -103,6 +103,7 @@ ENGINE_METRICS = (EVENTS, REJECTED, DUPLICATES, LATE, TRANSITIONS, OUTPUT, DELIV
                   CHANNEL_CONVERSIONS, BUILD_INFO, BATCH_SECONDS, BATCH_EVENTS, LATENCY)
 """Every metric of the engine's own (the standard process and Python collectors come on top)."""
 
+
 def _counter(d: Declared, registry: CollectorRegistry) -> Counter:
     return Counter(d.name, d.help, d.labels, registry=registry)
 
@@ -259,8 +260,8 @@ class EngineMetrics:
 
         Their series exist from the first scrape, so ``rate()`` and ``increase()`` see the
         first dead letter or the first move to a stage, and the series count depends on
-        the map, not on which events happened to come. ``stages`` in funnel order: "none"
-        (before the first event), the map's stages, "dormant".
+        the map, not on which events happened to come. ``stages`` in funnel order:
+        ``BEFORE_ENTRY``, the map's stages, ``DORMANT``.
         """
         for reason in reasons:
             self.rejected.labels(reason)

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from config.model import DORMANT, OTHER_CHANNEL, JourneyMap, Topics
+from config.model import BEFORE_ENTRY, DORMANT, OTHER_CHANNEL, JourneyMap, Topics
 from operators.base import EventBatch, Output, OutRecord, RecordBlock
 from operators.columns import I64
 from operators.json_kernels import (
@@ -342,7 +342,7 @@ class RecordBuilder:
         self.channel_keys = tuple(f"channel:{name}".encode() for name in self.channel_names)
         self.type_names = tuple(journey.touchpoints)
         # funnel index (stage + 1) -> name; a transition's key is from * funnel_size + to
-        self.funnel_names: tuple[str, ...] = ("none", *journey.stage_names, DORMANT)
+        self.funnel_names: tuple[str, ...] = (BEFORE_ENTRY, *journey.stage_names, DORMANT)
         self.funnel_size = len(self.funnel_names)
         names = {
             "stages": _names(self.names_by_index),  # by stage + 1: null, stages, dormant

@@ -220,12 +220,12 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
     def _count_transitions(self, from_stage: list[int], to_stage: list[int]) -> None:
         if not from_stage:
             return
-        name, children = self.records.stage_name, self.transition_counters
+        names, children = self.records.funnel_names, self.transition_counters  # by stage index + 1
         for move, count in Counter(zip(from_stage, to_stage, strict=True)).items():
             child = children.get(move)
             if child is None:  # labels() costs more than the increment: once per move
-                child = children[move] = self.metrics.transitions.labels(name(move[0]) or "none",
-                                                                         name(move[1]) or "none")
+                child = children[move] = self.metrics.transitions.labels(names[move[0] + 1],
+                                                                         names[move[1] + 1])
             child.inc(count)
 
     def snapshot(self) -> Snapshot | None:
