@@ -33,7 +33,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.run import cli_main
 from confluent_kafka import Message
 
-from config.model import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, OUTPUT_ROLES, Settings, Topics, load_settings
 from flows.journey_flow import build_flow
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import (
@@ -61,7 +61,7 @@ S = TypeVar("S")
 def outputs(settings: Settings, tag: str) -> Settings:
     t = settings.topics
     names: dict[str, Any] = {name: f"{tag}.{getattr(t, name)}" for name in
-                             ("scores", "transitions", "sessions", "metrics", "late", "dlq")}
+                             OUTPUT_ROLES}
     topics = replace(t, **names)
     ensure_topics(settings.kafka, topics.outputs, 4)
     return replace(settings, topics=topics)

@@ -218,9 +218,16 @@ class KafkaSettings:
         return f"KafkaSettings(brokers={self.brokers!r}, properties={shown!r})"
 
 
+OUTPUT_ROLES = ("scores", "transitions", "sessions", "metrics", "late", "dlq")
+"""The output topics by the ``[topics]`` key that names each (PRODUCT §6)."""
+TOPIC_DEFAULTS: Mapping[str, Mapping[str, str]] = {"scores": {"cleanup.policy": "compact"}}
+"""Settings an output topic is created with unless ``[topics.config]`` says otherwise: the
+scores topic keeps the latest state of every customer (it is keyed by customer id)."""
+
+
 @dataclass(frozen=True)
 class Topics:
-    """Input and output topic names."""
+    """Input and output topic names, and how missing output topics are created."""
 
     inputs: tuple[str, ...] = DEFAULT_INPUTS
     scores: str = "journey.scores"
@@ -229,11 +236,18 @@ class Topics:
     metrics: str = "journey.metrics"
     late: str = "journey.late"
     dlq: str = "journey.dlq"
+    replication_factor: int = -1  # the broker's default.replication.factor
+    config: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: TOPIC_DEFAULTS)
+    """Topic settings by output role; the values of ``TOPIC_DEFAULTS`` merged with the file's."""
 
     @property
     def outputs(self) -> tuple[str, ...]:
         """Every output topic, for creating them at start."""
-        return (self.scores, self.transitions, self.sessions, self.metrics, self.late, self.dlq)
+        return tuple(getattr(self, role) for role in OUTPUT_ROLES)
+
+    def creation(self) -> dict[str, dict[str, str]]:
+        """Output topic name -> the settings it is created with."""
+        return {getattr(self, role): dict(self.config.get(role, {})) for role in OUTPUT_ROLES}
 
 
 @dataclass(frozen=True)
@@ -378,25 +392,38 @@ def _kafka(table: Table, environ: Mapping[str, str]) -> KafkaSettings:
     props_table = table.sub("properties")
     properties: dict[str, str] = {}
     for key in props_table.names():
-        value = props_table.raw(key)
         if any(marker in key for marker in _SECRET_MARKERS):
             props_table.fail(key, "no secret in the file: name an environment variable in "
                                   f"[kafka.secrets] instead ('{key}' = 'ENV_VAR')")
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        if not isinstance(value, str | int | float):
-            props_table.fail(key, "a string, number or boolean librdkafka property", value)
-        properties[key] = str(value)
+        properties[key] = _setting(props_table, key)
     secrets_table = table.sub("secrets")
     secret_keys: set[str] = set()
     for key in secrets_table.names():
-        env_name = secrets_table.string(key)
-        if env_name not in environ:
-            secrets_table.fail(key, f"the environment variable {env_name} to be set")
-        properties[key] = environ[env_name]
+        properties[key] = _secret(secrets_table, key, environ)
         secret_keys.add(key)
     table.done()
     return KafkaSettings(brokers, properties, frozenset(secret_keys))
+
+
+def _secret(table: Table, key: str, environ: Mapping[str, str]) -> str:
+    """The value of the variable ``[kafka.secrets]`` names, or of the file ``<VARIABLE>_FILE`` names.
+
+    A mounted file (a Kubernetes or Docker secret) is read whole, less one trailing
+    newline. Neither the value nor the file's content is ever part of an error.
+    """
+    env_name = table.string(key)
+    if env_name in environ:
+        return environ[env_name]
+    file_var = env_name + "_FILE"
+    if file_var not in environ:
+        table.fail(key, f"the environment variable {env_name} (or {file_var}, the path of a file "
+                        "holding it) to be set")
+    try:
+        text = Path(environ[file_var]).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        table.fail(key, f"{file_var}={environ[file_var]} to name a readable file ({reason})")
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _topics(table: Table) -> Topics:
@@ -405,11 +432,44 @@ def _topics(table: Table) -> Topics:
     if (not isinstance(inputs, list) or not inputs
             or not all(isinstance(t, str) and t for t in inputs) or len(set(inputs)) != len(inputs)):
         table.fail("inputs", "a non-empty array of distinct topic names", inputs)
-    outputs = {name: table.string(name, getattr(defaults, name))
-               for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq")}
+    outputs = {role: table.string(role, getattr(defaults, role)) for role in OUTPUT_ROLES}
+    replication = table.integer("replication_factor", -1, minimum=-1)
+    if replication == 0:
+        table.fail("replication_factor", "-1 (the broker's default) or a number of replicas >= 1", 0)
+    config = _topic_config(table.sub("config"))
     table.done()
-    topics = Topics(inputs=tuple(inputs), **outputs)
+    topics = Topics(inputs=tuple(inputs), **outputs, replication_factor=replication, config=config)
     clash = set(topics.inputs) & set(topics.outputs)
     if len(set(topics.outputs)) != len(topics.outputs) or clash:
         table.fail("", "distinct topic names for every input and output", sorted(clash) or outputs)
     return topics
+
+
+def _topic_config(table: Table) -> dict[str, dict[str, str]]:
+    """``[topics.config]``: plain keys for every output topic, ``[topics.config.<role>]`` for one.
+
+    Over ``TOPIC_DEFAULTS``; a role's own table wins over the keys for all.
+    """
+    every: dict[str, str] = {}
+    own: dict[str, dict[str, str]] = {}
+    for key in table.names():
+        value = table.raw(key)
+        if isinstance(value, dict):
+            if key not in OUTPUT_ROLES:
+                table.fail(key, "a topic setting, or a table for one output topic "
+                                f"({', '.join(OUTPUT_ROLES)})")
+            sub = table.sub(key)
+            own[key] = {k: _setting(sub, k) for k in sub.names()}
+        else:
+            every[key] = _setting(table, key)
+    return {role: {**TOPIC_DEFAULTS.get(role, {}), **every, **own.get(role, {})} for role in OUTPUT_ROLES}
+
+
+def _setting(table: Table, key: str) -> str:
+    """A Kafka topic or client setting as the string Kafka takes (booleans as true/false)."""
+    value = table.raw(key)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str | int | float):
+        table.fail(key, "a string, number or boolean setting", value)
+    return str(value)

@@ -2,14 +2,16 @@
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from config.durations import format_duration_ms
 from config.errors import ConfigError, JourneyError
 from config.model import DEFAULT_PATH, Settings, load_settings
 from journey import __version__
+from journey.environment import apply_environment, pod_cluster
 from operators.routing import DEFAULT_SHARDS
 
 log = logging.getLogger("journey")
@@ -33,14 +35,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The command line; ``environ``'s ``JOURNEY_<FLAG>`` variables are the ``run`` flags' defaults."""
     p = argparse.ArgumentParser(prog="journey", description="Real-time customer journey engine.")
     p.add_argument("--version", action="version", version=f"journey-stream {__version__}")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="debug logs, including librdkafka's (its warnings and errors are always logged)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the dataflow")
+    run = sub.add_parser("run", help="run the dataflow",
+                         epilog="Every flag can also be set from the environment: --brokers as "
+                                "JOURNEY_BROKERS, --until-end as JOURNEY_UNTIL_END=1, and so on; "
+                                "a flag given here wins.")
     run.add_argument("--config", type=Path, default=DEFAULT_PATH, help="journey map / settings TOML")
     run.add_argument("--brokers", help="Kafka bootstrap servers (overrides [kafka].brokers)")
     run.add_argument("--until-end", action="store_true",
@@ -63,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-windows", action="store_true",
                      help="leave out sessions and channel/funnel windows (scores, transitions, "
                           "dormancy, dead letters and late events stay)")
+    apply_environment(run, environ)
 
     check = sub.add_parser("check-config", help="validate and summarize a journey map")
     check.add_argument("file", type=Path)
@@ -126,12 +133,13 @@ def _summary(settings: Settings) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from journey.runner import RunOptions, run
 
-    if (args.process_id is None) != (args.addresses is None):
+    process_id, addresses_text = pod_cluster(args.process_id, args.addresses, os.environ)
+    if (process_id is None) != (addresses_text is None):
         msg = "--process-id and --addresses go together (every process gets the same --addresses)"
         raise ConfigError(msg)
-    addresses = args.addresses.split(";") if args.addresses else None
-    if addresses is not None and not 0 <= args.process_id < len(addresses):
-        msg = f"--process-id {args.process_id} is not an index into the {len(addresses)} --addresses"
+    addresses = addresses_text.split(";") if addresses_text else None
+    if addresses is not None and not 0 <= (process_id or 0) < len(addresses):
+        msg = f"--process-id {process_id} is not an index into the {len(addresses)} --addresses"
         raise ConfigError(msg)
     if args.metrics_addr is not None and args.metrics_port is None:
         msg = "--metrics-addr needs --metrics-port (the port the metrics are served on)"
@@ -141,7 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(msg)
     settings = _settings(args.config, args.brokers)
     run(settings, RunOptions(
-        until_end=args.until_end, workers=args.workers, process_id=args.process_id,
+        until_end=args.until_end, workers=args.workers, process_id=process_id,
         addresses=addresses, recovery_dir=args.recovery_dir,
         snapshot_interval_s=args.snapshot_interval, metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr or RunOptions.metrics_addr,
@@ -192,7 +200,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``journey`` console script."""
-    args = _parser().parse_args(argv)
+    try:
+        parser = _parser(os.environ)
+    except JourneyError as err:
+        print(f"journey: error: {err}", file=sys.stderr)
+        return err.exit_code
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("journey.librdkafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)

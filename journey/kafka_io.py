@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from config.errors import BrokerError, DeliveryError
+from config.errors import BrokerError, ConfigError, DeliveryError
 from config.model import KafkaSettings
 from operators.base import END, NO_TIME, InputTimes, Output, OutRecord, RecordBlock
 from operators.metrics import EngineMetrics
@@ -81,6 +81,40 @@ def client_config(kafka: KafkaSettings, **extra: Any) -> dict[str, Any]:
     return kafka.client_config(logger=kafka_log, **extra)
 
 
+def check_client_settings(kafka: KafkaSettings) -> None:
+    """Refuse settings librdkafka refuses, naming the key, before any client is built for the flow.
+
+    librdkafka names the property in some messages, the value in others ("Unsupported
+    SASL mechanism: X"); failing both, the culprit is the key without which the settings
+    pass. Secret values never reach the message.
+    """
+    config = client_config(kafka)
+    error = _refusal(config)
+    if error is None:
+        return
+    props = kafka.properties
+    culprit = (next((k for k in props if f'"{k}"' in error or f'"{k}s"' in error), None)
+               or next((k for k, v in props.items() if v and k not in kafka.secret_keys and v in error), None)
+               or next((k for k in props if _refusal({c: v for c, v in config.items() if c != k}) is None),
+                       None))
+    for key in kafka.secret_keys:
+        error = error.replace(kafka.properties[key], "***")
+    where = ("[kafka]" if culprit is None
+             else f"[kafka.{'secrets' if culprit in kafka.secret_keys else 'properties'}] {culprit!r}")
+    msg = (f"{where}: librdkafka refuses the client settings: {error}; see the settings librdkafka "
+           "documents (CONFIGURATION.md of the librdkafka release confluent-kafka ships)")
+    raise ConfigError(msg)
+
+
+def _refusal(config: dict[str, Any]) -> str | None:
+    """Why librdkafka refuses ``config``; None when it builds a client from it."""
+    try:
+        Producer(config)
+    except KafkaException as err:
+        return str(err.args[0].str())
+    return None
+
+
 def cluster_metadata(kafka: KafkaSettings, timeout_s: float = 10.0) -> ClusterMetadata:
     """Topic metadata, or a BrokerError that says which brokers did not answer."""
     admin = AdminClient(client_config(kafka))
@@ -104,14 +138,22 @@ def partition_counts(metadata: ClusterMetadata, topics: Iterable[str]) -> dict[s
 
 
 def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
-                  metadata: ClusterMetadata | None = None) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created."""
+                  metadata: ClusterMetadata | None = None, *, replication: int = -1,
+                  configs: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created.
+
+    ``replication`` -1 is the broker's ``default.replication.factor`` (a cluster with
+    ``min.insync.replicas`` 2 refuses writes to topics of one replica); ``configs``
+    holds each topic's settings (``cleanup.policy`` and the like).
+    """
     metadata = metadata or cluster_metadata(kafka)
     wanted = [t for t in dict.fromkeys(topics) if t not in metadata.topics]
     if not wanted:
         return []
+    configs = configs or {}
     admin = AdminClient(client_config(kafka))
-    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in wanted], request_timeout=15)
+    futures = admin.create_topics([NewTopic(t, partitions, replication, config=dict(configs.get(t, {})))
+                                   for t in wanted], request_timeout=15)
     for topic, future in futures.items():
         try:
             future.result(timeout=15)

@@ -22,6 +22,7 @@ from journey import __version__
 from journey.kafka_io import (
     KafkaBatchSink,
     KafkaBatchSource,
+    check_client_settings,
     cluster_metadata,
     ensure_topics,
     partition_counts,
@@ -89,6 +90,7 @@ def _warm(settings: Settings) -> None:
 
 def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
     """Run the flow until the input ends (``until_end``) or the process is stopped."""
+    check_client_settings(settings.kafka)
     shards = shard_count(options)
     recovery = None
     if options.recovery_dir is not None:
@@ -98,8 +100,9 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                  "their beginning again")
     metadata = cluster_metadata(settings.kafka)
     partitions = partition_counts(metadata, settings.topics.inputs)
-    created = ensure_topics(settings.kafka, settings.topics.outputs,
-                            max(partitions.values()), metadata)
+    topics = settings.topics
+    created = ensure_topics(settings.kafka, topics.outputs, max(partitions.values()), metadata,
+                            replication=topics.replication_factor, configs=topics.creation())
     if created:
         log.info("created output topics: %s", ", ".join(created))
     _warm(settings)

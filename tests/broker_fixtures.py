@@ -14,7 +14,7 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from config.model import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, OUTPUT_ROLES, Settings, Topics, load_settings
 from journey.broker import EmbeddedBroker, free_port
 from journey.kafka_io import cluster_metadata
 
@@ -40,7 +40,7 @@ def make_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
         topics = Topics(
             inputs=tuple(f"{tag}.{t}" for t in inputs),
             **{name: f"{out}.journey.{name}" for name in
-               ("scores", "transitions", "sessions", "metrics", "late", "dlq")},
+               OUTPUT_ROLES},
         )
         return replace(base, topics=topics)
 
@@ -53,7 +53,7 @@ def write_config(settings: Settings, path: Path) -> Path:
     text = DEFAULT_PATH.read_text()
     text += f'\n[kafka]\nbrokers = "{settings.kafka.brokers}"\n\n[topics]\n'
     text += "inputs = [" + ", ".join(f'"{i}"' for i in t.inputs) + "]\n"
-    for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq"):
+    for name in OUTPUT_ROLES:
         text += f'{name} = "{getattr(t, name)}"\n'
     path.write_text(text)
     return path

@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from config.model import DEFAULT_PATH, load_settings
+from config.model import DEFAULT_PATH, OUTPUT_ROLES, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import cluster_metadata, ensure_topics
 from operators.columns import specs
@@ -123,7 +123,7 @@ def config_for(brokers: str, tag: str, directory: Path, inputs: tuple[str, ...] 
     text = DEFAULT_PATH.read_text() + f'\n[kafka]\nbrokers = "{brokers}"\n\n[topics]\n'
     names = inputs or (f"{tag}.clickstream", f"{tag}.touchpoints")
     text += f"inputs = {orjson.dumps(list(names)).decode()}\n"
-    for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq"):
+    for name in OUTPUT_ROLES:
         text += f'{name} = "{tag}.{name}"\n'
     path.write_text(text)
     return path

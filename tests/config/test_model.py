@@ -1,5 +1,6 @@
 """The journey-map loader: the default file, and every kind of mistake named precisely."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,44 @@ def test_evidence_factors_may_be_negative(tmp_path: Path) -> None:
     assert s.journey.arrays.type_factor[0].tolist() == [1.5, -0.5]
     with pytest.raises(ConfigError, match=r"\[touchpoints.x.stages.b\]: expected a number"):
         load_settings(write(tmp_path, MINIMAL.replace("{ b = 1.0 }", "{ b = nan }")))
+
+
+def test_a_secret_may_come_from_a_mounted_file(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[kafka.secrets]\n"sasl.password" = "KAFKA_PW"\n')
+    mounted = tmp_path / "password"
+    mounted.write_text("canary-from-file\n")
+    s = load_settings(path, environ={"KAFKA_PW_FILE": str(mounted)})
+    assert s.kafka.client_config()["sasl.password"] == "canary-from-file"  # one trailing newline less
+    assert load_settings(path, environ={"KAFKA_PW": "direct", "KAFKA_PW_FILE": str(mounted)}
+                         ).kafka.properties["sasl.password"] == "direct"  # the variable itself wins
+    with pytest.raises(ConfigError, match="KAFKA_PW_FILE") as info:
+        load_settings(path, environ={"KAFKA_PW_FILE": str(tmp_path / "absent")})
+    assert "sasl.password" in str(info.value) and "canary" not in str(info.value)
+
+
+def test_output_topics_are_created_as_the_file_says_scores_compacted_by_default(tmp_path: Path) -> None:
+    default = load_settings(write(tmp_path, MINIMAL)).topics
+    assert default.replication_factor == -1  # the broker's default
+    assert default.creation()["journey.scores"] == {"cleanup.policy": "compact"}
+    assert default.creation()["journey.dlq"] == {}
+    topics = load_settings(write(tmp_path, MINIMAL + """
+[topics]
+replication_factor = 3
+dlq = "errors"
+[topics.config]
+"min.insync.replicas" = 2
+[topics.config.scores]
+"cleanup.policy" = "compact,delete"
+[topics.config.dlq]
+"retention.ms" = 604800000
+""")).topics
+    made = topics.creation()
+    assert topics.replication_factor == 3
+    assert made["journey.scores"] == {"cleanup.policy": "compact,delete", "min.insync.replicas": "2"}
+    assert made["errors"] == {"min.insync.replicas": "2", "retention.ms": "604800000"}
+    assert made["journey.transitions"] == {"min.insync.replicas": "2"}
+    for bad, key in (("[topics]\nreplication_factor = 0\n", "[topics.replication_factor]"),
+                     ('[topics.config.scorez]\n"a" = 1\n', "[topics.config.scorez]"),
+                     ('[topics.config]\n"a" = [1]\n', "[topics.config.a]")):
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            load_settings(write(tmp_path, MINIMAL + bad))

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from config.model import DEFAULT_PATH, Settings, Topics, load_settings
+from config.model import DEFAULT_PATH, OUTPUT_ROLES, Settings, Topics, load_settings
 from journey.broker import free_port
 from journey.simulate import SimMessage, SimOptions, messages, produce
 from tests.broker_fixtures import ROOT, journey_cli, read_json, read_topic, write_config
@@ -73,7 +73,7 @@ def with_outputs(settings: Settings, tag: str) -> Settings:
     t = settings.topics
     return replace(settings, topics=replace(t, **{
         name: f"{tag}.{getattr(t, name)}"
-        for name in ("scores", "transitions", "sessions", "metrics", "late", "dlq")}))
+        for name in OUTPUT_ROLES}))
 
 
 @pytest.mark.parametrize("mode", ["1-worker", "2-workers", "2-processes"])
