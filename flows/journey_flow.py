@@ -21,6 +21,8 @@ from operators.shard import ShardOutput, ShardScorer, Snapshot
 FLOW_ID = "journey"
 SCORE_STEP = "score"
 """The step whose snapshots hold the shards (``FLOW_ID.SCORE_STEP`` in a recovery store)."""
+INPUT_STEP = "kafka_in"
+"""The input step: its snapshots hold each input partition's next offset."""
 
 
 def build_flow(
@@ -68,7 +70,7 @@ def build_flow(
         return WindowAggregator(records, journey.metrics_window_ms, shards, resume, metrics)
 
     flow = Dataflow(FLOW_ID)
-    reads = op.input("kafka_in", flow, source)
+    reads = op.input(INPUT_STEP, flow, source)
     rejected = op.filter_map("dead_letters_and_late", reads, read_out)
     routed = op.flat_map("route", reads, lambda read: route(read, shards))
     scored = op.stateful_batch(SCORE_STEP, routed, scorer)

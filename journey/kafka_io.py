@@ -165,6 +165,44 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
     return wanted
 
 
+def misfit_offsets(kafka: KafkaSettings, offsets: Mapping[tuple[str, int], int],
+                   partitions: Mapping[str, int], timeout_s: float = 10.0) -> list[str]:
+    """The saved offsets that do not fit the topics as they are: why, partition by partition.
+
+    An offset fits when its partition exists and the log reaches it: a fetch from the
+    offset before it (the last message the store's run read) returns a message. An
+    emptied broker, another cluster or a topic made anew fail that, and resuming would
+    skip input or read it twice. Kafka answers such a fetch with an error, the embedded
+    broker with silence: a partition that returns nothing within ``timeout_s``, while
+    the broker answers, does not reach the offset either. (Its list-offsets answer is
+    no help: the embedded broker under-reports a partition's end.)
+    """
+    misfit = [f"{t}[{p}] does not exist" for t, p in offsets if p >= partitions.get(t, 0)]
+    probe = {(t, p): o - 1 for (t, p), o in offsets.items() if o > 0 and p < partitions.get(t, 0)}
+    if not probe:
+        return misfit
+    consumer = Consumer(client_config(kafka, **{
+        "group.id": "journey-stream-resume-check", "enable.auto.commit": False,
+        "auto.offset.reset": "error", "enable.partition.eof": True}))
+    try:
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in probe.items()])
+        waiting, deadline = dict(probe), time.monotonic() + timeout_s
+        while waiting and time.monotonic() < deadline:
+            for m in consumer.consume(1_000, 0.2):
+                key = (m.topic() or "", m.partition() or 0)
+                err = m.error()
+                if key not in waiting or (err is not None and err.code() == KafkaError._PARTITION_EOF):
+                    continue
+                offset = waiting.pop(key)
+                if err is not None:
+                    misfit.append(f"{key[0]}[{key[1]}] has no message at offset {offset} ({err.str()})")
+    finally:
+        consumer.close()
+    misfit += [f"{t}[{p}] returns nothing from offset {o} on (within {timeout_s:g} s)"
+               for (t, p), o in waiting.items()]
+    return misfit
+
+
 CONSUMER_TUNING: dict[str, object] = {"fetch.wait.max.ms": 10, "group.id": "journey-stream"}
 """The source consumer's defaults that ``[kafka.properties]`` may override. At the head of
 the log a fetch waits at most 10 ms for new messages (latency when caught up); behind it,

@@ -12,6 +12,7 @@ import logging
 import pickle
 import sqlite3
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 
 from config.errors import ConfigError
 from config.model import layout_changes
-from flows.journey_flow import FLOW_ID, SCORE_STEP
+from flows.journey_flow import FLOW_ID, INPUT_STEP, SCORE_STEP
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +61,10 @@ def saved_layout(directory: Path) -> dict[str, Any] | None:
 
     A snapshot from before layouts were saved reads as schema 0.
     """
-    newest: tuple[int, bytes] | None = None
-    for part in sorted(directory.glob("part-*.sqlite3")):
-        try:
-            with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
-                row = db.execute(
-                    "SELECT snap_epoch, ser_change FROM snaps WHERE step_id = ? AND ser_change IS NOT NULL"
-                    " ORDER BY snap_epoch DESC LIMIT 1", (f"{FLOW_ID}.{SCORE_STEP}",)).fetchone()
-        except sqlite3.Error as err:
-            msg = (f"--recovery-dir {directory}: cannot read {part.name} ({err}); it is not a recovery "
-                   "store of the Bytewax version journey-stream runs on: start with a new --recovery-dir")
-            raise ConfigError(msg) from err
-        if row is not None and (newest is None or row[0] > newest[0]):
-            newest = row
+    rows = _rows(directory, "SELECT snap_epoch, ser_change FROM snaps WHERE step_id = ? "
+                            "AND ser_change IS NOT NULL ORDER BY snap_epoch DESC LIMIT 1",
+                 f"{FLOW_ID}.{SCORE_STEP}")  # the newest of each partition
+    newest = max(rows, key=lambda row: row[0], default=None)
     if newest is None:
         return None
     try:
@@ -83,3 +75,65 @@ def saved_layout(directory: Path) -> dict[str, Any] | None:
         raise ConfigError(msg) from err
     layout = snap.get("layout") if isinstance(snap, dict) else None
     return layout if isinstance(layout, dict) else {"schema": 0}
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run on the store resumes: Bytewax's resume epoch, and each input partition's next offset."""
+
+    epoch: int
+    offsets: dict[tuple[str, int], int]
+
+    def describe(self) -> str:
+        """One line: the epoch and every partition's offset, topic by topic."""
+        topics: dict[str, list[str]] = {}
+        for (topic, partition), offset in sorted(self.offsets.items()):
+            topics.setdefault(topic, []).append(f"{partition}@{offset if offset >= 0 else 'start'}")
+        where = "; ".join(f"{t} {', '.join(parts)}" for t, parts in topics.items()) or "no input read yet"
+        return f"resuming from epoch {self.epoch} at offsets (partition@next offset): {where}"
+
+
+def resume_point(directory: Path, part_sep: str) -> ResumePoint | None:
+    """Where Bytewax will resume the store (None: nothing was committed yet, a fresh start).
+
+    The same query Bytewax 0.21 runs (``resume_from`` in its ``recovery.rs``): the latest
+    execution's lowest worker frontier is the resume epoch, and every step resumes from
+    its newest snapshot before that epoch. ``part_sep`` splits the input partitions'
+    state keys (``topic<sep>partition``).
+    """
+    exs = _rows(directory, "SELECT ex_num, worker_count, resume_epoch FROM exs")
+    fronts = _rows(directory, "SELECT ex_num, worker_index, worker_frontier FROM fronts")
+    snaps: dict[str, list[tuple[int, bytes | None]]] = {}
+    for key, epoch, blob in _rows(directory, "SELECT state_key, snap_epoch, ser_change FROM snaps "
+                                             "WHERE step_id = ?", f"{FLOW_ID}.{INPUT_STEP}"):
+        snaps.setdefault(key, []).append((epoch, blob))
+    if not exs:
+        return None
+    ex_num, workers, epoch = max(exs)
+    progress = dict.fromkeys(range(workers), epoch)
+    for ex, worker, frontier in fronts:
+        if ex == ex_num:
+            progress[worker] = max(progress.get(worker, epoch), frontier)
+    resume = min(progress.values())
+    offsets: dict[tuple[str, int], int] = {}
+    for key, versions in snaps.items():
+        before = [v for v in versions if v[0] < resume]
+        blob = max(before, key=lambda v: v[0])[1] if before else None
+        if blob is not None:  # None: the partition's state was discarded
+            topic, _, partition = key.rpartition(part_sep)
+            offsets[topic, int(partition)] = pickle.loads(blob)
+    return ResumePoint(resume, offsets)
+
+
+def _rows(directory: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """``sql``'s rows from each partition of the store, read-only; an unreadable one means exit 2."""
+    rows: list[tuple[Any, ...]] = []
+    for part in sorted(directory.glob("part-*.sqlite3")):
+        try:
+            with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+                rows += db.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            msg = (f"--recovery-dir {directory}: cannot read {part.name} ({err}); it is not a recovery "
+                   "store of the Bytewax version journey-stream runs on: start with a new --recovery-dir")
+            raise ConfigError(msg) from err
+    return rows

@@ -20,14 +20,16 @@ from config.model import Settings
 from flows.journey_flow import build_flow
 from journey import __version__
 from journey.kafka_io import (
+    PART_SEP,
     KafkaBatchSink,
     KafkaBatchSource,
     check_client_settings,
     cluster_metadata,
     ensure_topics,
+    misfit_offsets,
     partition_counts,
 )
-from journey.recovery import prepare_recovery, saved_layout
+from journey.recovery import prepare_recovery, resume_point, saved_layout
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
 from operators.routing import DEFAULT_SHARDS
@@ -105,6 +107,8 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                             replication=topics.replication_factor, configs=topics.creation())
     if created:
         log.info("created output topics: %s", ", ".join(created))
+    if options.recovery_dir is not None:
+        say_where_it_resumes(settings, options.recovery_dir, partitions)
     _warm(settings)
     settle_heap()
     metrics = metrics or EngineMetrics(process_collectors=True)
@@ -143,6 +147,22 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
             sink.deliver_rest(STOP_DELIVERY_S)
             raise KeyboardInterrupt from err
         raise
+
+
+def say_where_it_resumes(settings: Settings, directory: Path, partitions: dict[str, int]) -> None:
+    """One line: a fresh start, or the epoch and offsets the store resumes from, once they fit the topics."""
+    point = resume_point(directory, PART_SEP)
+    if point is None:
+        log.info("recovery store %s: fresh start; the input topics are read from their beginning", directory)
+        return
+    misfit = misfit_offsets(settings.kafka, point.offsets, partitions)
+    if misfit:
+        msg = (f"--recovery-dir {directory} does not fit the input topics at {settings.kafka.brokers}: "
+               f"{'; '.join(misfit)}. It was written against other topics (an emptied broker, another "
+               "cluster, topics made anew): resuming would skip input or count it twice. Point --brokers "
+               "at the cluster it was written against, or start with a new --recovery-dir")
+        raise ConfigError(msg)
+    log.info("recovery store %s: %s", directory, point.describe())
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from config.model import Settings, layout_changes, load_settings
+from journey.broker import EmbeddedBroker
 from journey.simulate import SimOptions, messages, produce
 from operators.routing import DEFAULT_SHARDS
 from operators.shard import state_layout
@@ -34,6 +35,7 @@ def test_a_resume_under_another_layout_stops_before_reading_input(
     rc, err = run(config, store)
     assert rc == 0, err[-3000:]
     assert "no --recovery-dir" not in err  # a run with a store does not warn that restarts start over
+    assert f"recovery store {store}: fresh start" in err
     written = len(read_topic(settings, settings.topics.scores))
     produce(settings, produced[600:], progress=None, partitions=1)
 
@@ -48,6 +50,30 @@ def test_a_resume_under_another_layout_stops_before_reading_input(
     rc, err = run(config, store)  # the map that wrote the store still resumes it
     assert rc == 0, err[-3000:]
     assert len(read_topic(settings, settings.topics.scores)) > written
+    topic = settings.topics.inputs[0]
+    assert f"recovery store {store}: resuming from epoch " in err
+    assert f"at offsets (partition@next offset): {topic} 0@600" in err  # where the first run ended
+
+
+def test_a_store_that_does_not_fit_the_topics_is_refused(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """The same topic names on an emptied broker hold fewer messages than the store has read."""
+    settings = make_settings(inputs=("events",))
+    produced = messages(settings, SimOptions(customers=100, events=800, seed=6, span_ms=DAY))
+    produce(settings, produced, progress=None, partitions=1)
+    config = write_config(settings, tmp_path / "map.toml")
+    store = tmp_path / "store"
+    rc, err = run(config, store)
+    assert rc == 0, err[-3000:]
+    with EmbeddedBroker() as emptied:
+        moved = settings.with_brokers(emptied.bootstrap)
+        produce(moved, produced[:300], progress=None, partitions=1)
+        rc, err = run(config, store, "--brokers", emptied.bootstrap)
+        assert rc == 2, err[-3000:]
+        assert f"--recovery-dir {store} does not fit the input topics at {emptied.bootstrap}" in err
+        assert f"{settings.topics.inputs[0]}[0] returns nothing from offset 799 on" in err
+        assert "Traceback" not in err
+        assert not read_topic(moved, settings.topics.scores)  # refused before reading anything
 
 
 def test_a_store_resumes_with_the_shards_it_was_written_with(
