@@ -28,3 +28,9 @@ class DeliveryError(JourneyError):
     """An output message could not be delivered; the flow stops rather than lose it."""
 
     exit_code = 4
+
+
+class ClusterError(JourneyError):
+    """A process of the cluster lost its peers; every process must restart from the recovery store."""
+
+    exit_code = 5

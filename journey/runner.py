@@ -12,10 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
-from config.errors import ConfigError, JourneyError
+from config.errors import ClusterError, ConfigError, JourneyError
 from config.model import Settings
 from flows.journey_flow import build_flow
 from journey import __version__
@@ -92,12 +93,8 @@ def _warm(settings: Settings) -> None:
 
 def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None = None) -> None:
     """Run the flow until the input ends (``until_end``) or the process is stopped."""
-    check_client_settings(settings.kafka)
-    shards = shard_count(options)
-    recovery = None
-    if options.recovery_dir is not None:
-        recovery = prepare_recovery(options.recovery_dir, state_layout(settings.journey, shards))
-    else:
+    shards, recovery = prepare_store(settings, options)
+    if recovery is None:
         log.info("no --recovery-dir: nothing is kept for a restart, which reads the input topics from "
                  "their beginning again")
     metadata = cluster_metadata(settings.kafka)
@@ -147,6 +144,14 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
             sink.deliver_rest(STOP_DELIVERY_S)
             raise KeyboardInterrupt from err
         raise
+    except BaseException as err:
+        if type(err).__name__ != "PanicException" or options.addresses is None:
+            raise
+        # Bytewax's cluster panics in every process when one of them stops
+        msg = (f"process {options.process_id} lost contact with the cluster ({err}): another process "
+               "stopped. Restart all of them (from the recovery store, nothing is lost); "
+               "`journey run --processes N` supervises a cluster on one machine and does that")
+        raise ClusterError(msg) from None
 
 
 def say_where_it_resumes(settings: Settings, directory: Path, partitions: dict[str, int]) -> None:
@@ -163,6 +168,15 @@ def say_where_it_resumes(settings: Settings, directory: Path, partitions: dict[s
                "at the cluster it was written against, or start with a new --recovery-dir")
         raise ConfigError(msg)
     log.info("recovery store %s: %s", directory, point.describe())
+
+
+def prepare_store(settings: Settings, options: RunOptions) -> tuple[int, RecoveryConfig | None]:
+    """Client settings checked, the shard count, the recovery store made or checked (when one is used)."""
+    check_client_settings(settings.kafka)
+    shards = shard_count(options)
+    if options.recovery_dir is None:
+        return shards, None
+    return shards, prepare_recovery(options.recovery_dir, state_layout(settings.journey, shards))
 
 
 @contextmanager
