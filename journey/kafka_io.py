@@ -203,6 +203,52 @@ def misfit_offsets(kafka: KafkaSettings, offsets: Mapping[tuple[str, int], int],
     return misfit
 
 
+class StallWatch:
+    """Says once when the brokers stop answering, and once when they answer again.
+
+    A paused or overloaded broker keeps its connections open: clients only wait, the
+    flow's output waits with them, and nothing else would tell the operator. A thread
+    asks for the metadata of one topic every ``every_s``; no answer within ``after_s``
+    is a stall. (Nothing is lost meanwhile: the flow's input does not advance past
+    output that was not delivered.)
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, *, every_s: float = 1.0,
+                 after_s: float = 5.0) -> None:
+        self.kafka = kafka
+        self.topic = topic
+        self.every_s = every_s
+        self.after_s = after_s
+        self.admin = AdminClient(client_config(kafka))
+        self.stalled_since: float | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="journey-stall-watch", daemon=True)
+
+    def __enter__(self) -> "StallWatch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.every_s):
+            asked = time.monotonic()
+            try:
+                self.admin.list_topics(self.topic, timeout=self.after_s)
+            except KafkaException:
+                if self.stalled_since is None:
+                    self.stalled_since = asked
+                    log.warning("Kafka at %s stalled: no answer within %g s; output waits for it, "
+                                "nothing is lost", self.kafka.brokers, self.after_s)
+                continue
+            if self.stalled_since is not None:
+                log.warning("Kafka at %s answers again after a stall of %.1f s", self.kafka.brokers,
+                            time.monotonic() - self.stalled_since)
+                self.stalled_since = None
+
+
 CONSUMER_TUNING: dict[str, object] = {"fetch.wait.max.ms": 10, "group.id": "journey-stream"}
 """The source consumer's defaults that ``[kafka.properties]`` may override. At the head of
 the log a fetch waits at most 10 ms for new messages (latency when caught up); behind it,

@@ -24,6 +24,7 @@ from journey.kafka_io import (
     PART_SEP,
     KafkaBatchSink,
     KafkaBatchSource,
+    StallWatch,
     check_client_settings,
     cluster_metadata,
     ensure_topics,
@@ -119,7 +120,7 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
                       metrics=metrics, shards=shards, windows=options.windows,
                       recoverable=recovery is not None)
     try:
-        with _stops_gracefully(source.stopping):
+        with _stops_gracefully(source.stopping), StallWatch(settings.kafka, topics.inputs[0]):
             cli_main(
                 flow,
                 workers_per_process=options.workers,
@@ -148,7 +149,8 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
         if type(err).__name__ != "PanicException" or options.addresses is None:
             raise
         # Bytewax's cluster panics in every process when one of them stops
-        msg = (f"process {options.process_id} lost contact with the cluster ({err}): another process "
+        log.debug("Bytewax stopped with: %s", err)
+        msg = (f"process {options.process_id} lost contact with the cluster: another process "
                "stopped. Restart all of them (from the recovery store, nothing is lost); "
                "`journey run --processes N` supervises a cluster on one machine and does that")
         raise ClusterError(msg) from None

@@ -93,6 +93,33 @@ def read_json(settings: Settings, topic: str) -> list[dict]:
     return [orjson.loads(v) for _, v, _ in read_topic(settings, topic)]
 
 
+def spawn_journey(*args: str, log: Path, env: dict[str, str] | None = None) -> "subprocess.Popen[bytes]":
+    """``journey ARGS`` in the background, stdout and stderr to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", *args], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def committed(settings: Settings, partitions: int = 4) -> dict[tuple[str, int], int]:
+    """The offsets the flow committed to its consumer group, by input partition (0 before any)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.brokers, "group.id": "journey-stream"})
+    try:
+        offsets = consumer.committed([TopicPartition(t, p) for t in settings.topics.inputs
+                                      for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in offsets}
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.2) -> float:
+    """Poll ``condition`` until it holds; the seconds it took (fails the test after ``timeout_s``)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, f"not within {timeout_s:g} s: {what}"
+        time.sleep(every_s)
+    return time.monotonic() - started
+
+
 class LiveFlow:
     """``journey run`` serving metrics, fed live by ``journey simulate`` (both as a user runs them)."""
 
@@ -102,17 +129,12 @@ class LiveFlow:
         self.port = free_port()
         self.log = workdir / "flow.log"
 
-        def journey(*args: str, log: Path) -> "subprocess.Popen[bytes]":
-            with log.open("wb") as out:
-                return subprocess.Popen([sys.executable, "-P", "-m", "journey.cli", *args], cwd=ROOT,
-                                        stdout=out, stderr=subprocess.STDOUT)
-
         # 60,000 events at 3,000/s: input keeps flowing for the whole test
-        self.simulator = journey("simulate", "--config", config, "--brokers", settings.kafka.brokers,
+        self.simulator = spawn_journey("simulate", "--config", config, "--brokers", settings.kafka.brokers,
                                  "--customers", "2000", "--events", "60000", "--rate", "3000", *sim_faults,
                                  log=workdir / "simulate.log")
         self._wait_for_input_topics()
-        self.flow = journey("run", "--config", config, "--metrics-port", str(self.port),
+        self.flow = spawn_journey("run", "--config", config, "--metrics-port", str(self.port),
                             "--snapshot-interval", "1", log=self.log)
 
     def _wait_for_input_topics(self) -> None:

@@ -1,0 +1,62 @@
+"""Two processes under ``journey run --processes 2``: one killed, both restarted, nothing lost."""
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from config.model import Settings
+from journey.simulate import SimOptions, messages, produce
+from tests.broker_fixtures import committed, read_topic, spawn_journey, wait_until, write_config
+from tests.flows.test_end_to_end import assert_matches_reference, reference_from
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_the_supervisor_restarts_the_whole_cluster_from_the_store(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings()
+    produced = messages(settings, SimOptions(customers=3_000, events=60_000, seed=22, duplicates=0.02,
+                                             out_of_order=0.02))
+    total = len(produced)
+    producer = threading.Thread(target=produce, args=(settings, produced),
+                                kwargs={"rate": 5_000, "progress": None})
+    producer.start()
+    config = str(write_config(settings, tmp_path / "map.toml"))
+    log = tmp_path / "supervisor.log"
+    try:
+        wait_until(lambda: bool(read_topic(settings, settings.topics.inputs[-1])), 30, "input topics")
+        supervisor = spawn_journey("run", "--config", config, "--recovery-dir", str(tmp_path / "store"),
+                                   "--processes", "2", "--snapshot-interval", "1", log=log)
+        try:
+            wait_until(lambda: len(children(supervisor.pid)) == 2, 30, "two processes started")
+            first = children(supervisor.pid)
+            wait_until(lambda: sum(committed(settings).values()) >= 0.3 * total, 120, "30% read")
+            os.kill(first[1], signal.SIGKILL)
+            wait_until(lambda: "restarting all 2 processes from the recovery store" in log.read_text(),
+                       30, "the supervisor's line")
+            wait_until(lambda: len(set(children(supervisor.pid)) - set(first)) == 2, 60,
+                       "both processes started again")
+            producer.join()
+            wait_until(lambda: sum(committed(settings).values()) == total, 180, "every message read")
+            supervisor.send_signal(signal.SIGTERM)
+            code = supervisor.wait(timeout=90)
+        finally:
+            if supervisor.poll() is None:
+                supervisor.kill()
+    finally:
+        producer.join()
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "process 1 was killed by SIGKILL; restarting all 2 processes from the recovery store in 1 s" \
+        in text, text[-3000:]
+    assert "Traceback" not in text and "panic" not in text.lower()
+    assert text.count("resuming from epoch") == 2  # each restarted process says where
+    assert_matches_reference(settings, reference_from(settings, produced))  # 0 wrong, 0 lost
