@@ -12,6 +12,7 @@ from config.errors import ConfigError, JourneyError
 from config.model import DEFAULT_PATH, Settings, load_settings
 from journey import __version__
 from journey.environment import apply_environment, pod_cluster
+from journey.redaction import keep_secret, redact
 from operators.routing import DEFAULT_SHARDS
 
 log = logging.getLogger("journey")
@@ -104,7 +105,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def _settings(path: Path, brokers: str | None = None) -> Settings:
-    return load_settings(path).with_brokers(brokers)
+    settings = load_settings(path).with_brokers(brokers)
+    keep_secret(settings.kafka.properties[k] for k in settings.kafka.secret_keys)
+    return settings
 
 
 def _summary(settings: Settings) -> str:
@@ -241,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "broker": _cmd_broker, "demo": _cmd_demo}[args.command]
         return handler(args)
     except JourneyError as err:
-        print(f"journey {args.command}: error: {err}", file=sys.stderr)
+        print(f"journey {args.command}: error: {redact(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"journey {args.command}: stopped", file=sys.stderr)
