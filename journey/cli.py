@@ -62,7 +62,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     run.add_argument("--snapshot-interval", type=float, default=10.0, metavar="S",
                      help="seconds between snapshots (and output flush epochs); default 10")
     run.add_argument("--metrics-port", type=int, metavar="P",
-                     help="serve Prometheus /metrics on port P (process i of a cluster: P + i)")
+                     help="serve Prometheus /metrics on port P (process i of a cluster whose processes "
+                          "share one host: P + i)")
     run.add_argument("--metrics-addr", metavar="ADDR",
                      help="address the metrics endpoint listens on; 0.0.0.0 lets a Prometheus on "
                           "another host (a pod) scrape it; default 127.0.0.1")

@@ -81,7 +81,7 @@ def saved_layout(directory: Path) -> dict[str, Any] | None:
 class ResumePoint:
     """Where a run on the store resumes: Bytewax's resume epoch, and each input partition's next offset."""
 
-    epoch: int
+    epoch: int | None  # None: recorded in partitions of the store that another process holds
     offsets: dict[tuple[str, int], int]
 
     def describe(self) -> str:
@@ -90,6 +90,9 @@ class ResumePoint:
         for (topic, partition), offset in sorted(self.offsets.items()):
             topics.setdefault(topic, []).append(f"{partition}@{offset if offset >= 0 else 'start'}")
         where = "; ".join(f"{t} {', '.join(parts)}" for t, parts in topics.items()) or "no input read yet"
+        if self.epoch is None:
+            return ("resuming (the epoch is recorded in another process's partitions of the store) at "
+                    f"offsets (partition@next offset) kept here: {where}")
         return f"resuming from epoch {self.epoch} at offsets (partition@next offset): {where}"
 
 
@@ -99,7 +102,9 @@ def resume_point(directory: Path, part_sep: str) -> ResumePoint | None:
     The same query Bytewax 0.21 runs (``resume_from`` in its ``recovery.rs``): the latest
     execution's lowest worker frontier is the resume epoch, and every step resumes from
     its newest snapshot before that epoch. ``part_sep`` splits the input partitions'
-    state keys (``topic<sep>partition``).
+    state keys (``topic<sep>partition``). A process that holds only some partitions of
+    the store (a pod with its own volume) sees the offsets kept in them, and may not
+    see the epoch.
     """
     exs = _rows(directory, "SELECT ex_num, worker_count, resume_epoch FROM exs")
     fronts = _rows(directory, "SELECT ex_num, worker_index, worker_frontier FROM fronts")
@@ -107,17 +112,19 @@ def resume_point(directory: Path, part_sep: str) -> ResumePoint | None:
     for key, epoch, blob in _rows(directory, "SELECT state_key, snap_epoch, ser_change FROM snaps "
                                              "WHERE step_id = ?", f"{FLOW_ID}.{INPUT_STEP}"):
         snaps.setdefault(key, []).append((epoch, blob))
-    if not exs:
+    if not exs and not snaps:
         return None
-    ex_num, workers, epoch = max(exs)
-    progress = dict.fromkeys(range(workers), epoch)
-    for ex, worker, frontier in fronts:
-        if ex == ex_num:
-            progress[worker] = max(progress.get(worker, epoch), frontier)
-    resume = min(progress.values())
+    resume = None
+    if exs:
+        ex_num, workers, epoch = max(exs)
+        progress = dict.fromkeys(range(workers), epoch)
+        for ex, worker, frontier in fronts:
+            if ex == ex_num:
+                progress[worker] = max(progress.get(worker, epoch), frontier)
+        resume = min(progress.values())
     offsets: dict[tuple[str, int], int] = {}
     for key, versions in snaps.items():
-        before = [v for v in versions if v[0] < resume]
+        before = [v for v in versions if resume is None or v[0] < resume]
         blob = max(before, key=lambda v: v[0])[1] if before else None
         if blob is not None:  # None: the partition's state was discarded
             topic, _, partition = key.rpartition(part_sep)

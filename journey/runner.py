@@ -54,7 +54,7 @@ class RunOptions:
     addresses: list[str] | None = None
     recovery_dir: Path | None = None
     snapshot_interval_s: float = 10.0
-    metrics_port: int | None = None  # the first process's; process i serves on metrics_port + i
+    metrics_port: int | None = None  # see metrics_port_of
     metrics_addr: str = "127.0.0.1"
     shards: int | None = None  # None: the recovery store's, else DEFAULT_SHARDS per worker of the cluster
     windows: bool = True
@@ -112,7 +112,7 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     metrics = metrics or EngineMetrics(process_collectors=True)
     metrics.describe_run(__version__, settings.journey.version)
     if options.metrics_port is not None:
-        serve_metrics(metrics, options.metrics_addr, options.metrics_port + (options.process_id or 0))
+        serve_metrics(metrics, options.metrics_addr, metrics_port_of(options))
     source = KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, settings.topics),
                               bounded=options.until_end, metrics=metrics)
     sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0, metrics=metrics)
@@ -210,9 +210,21 @@ def serve_metrics(metrics: EngineMetrics, addr: str, port: int) -> None:
         start_http_server(port, addr=addr, registry=metrics.registry)
     except OSError as err:
         msg = (f"cannot serve metrics on {addr}:{port} ({err.strerror}); pick another --metrics-port "
-               "(a cluster's process i uses the port plus i) or --metrics-addr")
+               "(process i of a cluster on one host uses the port plus i) or --metrics-addr")
         raise ConfigError(msg) from err
     log.info("metrics at http://%s:%d/metrics", addr, port)
+
+
+def metrics_port_of(options: RunOptions) -> int:
+    """``--metrics-port``, plus the process id when the cluster's processes share one host.
+
+    Processes on one machine (the same host in every address, as ``--processes`` starts
+    them) cannot share a port; pods of a StatefulSet each have their own address, and
+    serve on the same port.
+    """
+    port = options.metrics_port or 0
+    hosts = {address.rpartition(":")[0] for address in options.addresses or []}
+    return port + (options.process_id or 0) if len(hosts) == 1 else port
 
 
 def shard_count(options: RunOptions) -> int:

@@ -13,7 +13,7 @@ import pytest
 from config.model import Settings
 from journey.broker import free_port
 from journey.simulate import SimOptions, messages, produce
-from tests.broker_fixtures import journey_cli, write_config
+from tests.broker_fixtures import ROOT, journey_cli, write_config
 
 
 def test_check_config_default_passes() -> None:
@@ -92,6 +92,22 @@ def test_a_run_that_must_compile_says_so_and_compile_fills_the_cache(
     again = journey_cli("run", "--config", str(config), "--until-end", env=empty)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "compiled" not in again.stderr
+
+
+def test_the_image_build_step_leaves_a_generic_cpu_cache_that_runs_load(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """The Dockerfile's ``journey compile`` with its NUMBA_CPU_NAME: the first run compiles nothing."""
+    settings = make_settings(inputs=("events",))
+    produce(settings, messages(settings, SimOptions(customers=20, events=100, seed=2)), progress=None)
+    config = write_config(settings, tmp_path / "c.toml")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cpu = re.search(r"^ARG NUMBA_CPU_NAME=(\S+)$", dockerfile, re.M).group(1)  # type: ignore[union-attr]
+    image = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "NUMBA_CPU_NAME": cpu}
+    built = journey_cli("compile", env=image)
+    assert built.returncode == 0 and "compiled" in built.stdout, built.stdout + built.stderr[-2000:]
+    started = journey_cli("run", "--config", str(config), "--until-end", env=image)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert "compiled" not in started.stderr
 
 
 def test_metrics_addr_without_a_port_is_refused() -> None:
