@@ -10,7 +10,14 @@ import pytest
 
 from config.model import Settings
 from journey.simulate import SimOptions, messages, produce
-from tests.broker_fixtures import committed, read_topic, spawn_journey, wait_until, write_config
+from tests.broker_fixtures import (
+    LIVE_SPAN_MS,
+    committed,
+    read_topic,
+    spawn_journey,
+    wait_until,
+    write_live_config,
+)
 from tests.flows.test_end_to_end import assert_matches_reference, reference_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -24,12 +31,12 @@ def test_the_supervisor_restarts_the_whole_cluster_from_the_store(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings()
     produced = messages(settings, SimOptions(customers=3_000, events=60_000, seed=22, duplicates=0.02,
-                                             out_of_order=0.02))
+                                             out_of_order=0.02, span_ms=LIVE_SPAN_MS))
     total = len(produced)
     producer = threading.Thread(target=produce, args=(settings, produced),
                                 kwargs={"rate": 5_000, "progress": None})
     producer.start()
-    config = str(write_config(settings, tmp_path / "map.toml"))
+    config = str(write_live_config(settings, tmp_path / "map.toml"))
     log = tmp_path / "supervisor.log"
     try:
         wait_until(lambda: bool(read_topic(settings, settings.topics.inputs[-1])), 30, "input topics")
