@@ -26,8 +26,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "render": ("operators.json_kernels", "operators.records"),
     "steps": ("operators.shard", "operators.aggregate"),
     "flows": ("flows.journey_flow",),
-    "runtime": ("journey.cli", "journey.runner", "journey.recovery", "journey.kafka_io",
-                "journey.broker", "journey.simulate", "journey.poison", "journey.demo"),
+    "runtime": ("journey.cli", "journey.environment", "journey.redaction", "journey.supervisor",
+                "journey.runner", "journey.recovery", "journey.kafka_io", "journey.broker",
+                "journey.children", "journey.simulate", "journey.poison", "journey.demo"),
     # dashboards and alert rules, generated from the metrics' declarations
     "grafana": ("grafana.promql", "grafana.panels", "grafana.dashboards", "grafana.alerts", "grafana.render",
                 "grafana.__main__"),
