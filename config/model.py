@@ -22,6 +22,8 @@ BEFORE_ENTRY = "none"
 OTHER_CHANNEL = "other"
 DEFAULT_PATH = Path(__file__).with_name("journey.toml")
 DEFAULT_INPUTS = ("clickstream", "touchpoints")
+BROKER_DEFAULT_REPLICATION = -1
+"""The replication factor that asks the broker for its ``default.replication.factor``."""
 # Property names whose literal values would be secrets: these must come from the environment.
 _SECRET_MARKERS = ("password", "secret", "oauthbearer.config", "sasl.jaas")
 
@@ -236,7 +238,7 @@ class Topics:
     metrics: str = "journey.metrics"
     late: str = "journey.late"
     dlq: str = "journey.dlq"
-    replication_factor: int = -1  # the broker's default.replication.factor
+    replication_factor: int = BROKER_DEFAULT_REPLICATION
     config: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: TOPIC_DEFAULTS)
     """Topic settings by output role; the values of ``TOPIC_DEFAULTS`` merged with the file's."""
 
@@ -413,7 +415,7 @@ def _secret(table: Table, key: str, environ: Mapping[str, str]) -> str:
     """
     env_name = table.string(key)
     if env_name in environ:
-        return environ[env_name]
+        return _not_empty(table, key, env_name, environ[env_name])
     file_var = env_name + "_FILE"
     if file_var not in environ:
         table.fail(key, f"the environment variable {env_name} (or {file_var}, the path of a file "
@@ -423,7 +425,13 @@ def _secret(table: Table, key: str, environ: Mapping[str, str]) -> str:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         table.fail(key, f"{file_var}={environ[file_var]} to name a readable file ({reason})")
-    return text.removesuffix("\n").removesuffix("\r")
+    return _not_empty(table, key, file_var, text.removesuffix("\n").removesuffix("\r"))
+
+
+def _not_empty(table: Table, key: str, source: str, value: str) -> str:
+    if not value:
+        table.fail(key, f"a value in {source} (it is empty)")
+    return value
 
 
 def _topics(table: Table) -> Topics:
@@ -433,9 +441,11 @@ def _topics(table: Table) -> Topics:
             or not all(isinstance(t, str) and t for t in inputs) or len(set(inputs)) != len(inputs)):
         table.fail("inputs", "a non-empty array of distinct topic names", inputs)
     outputs = {role: table.string(role, getattr(defaults, role)) for role in OUTPUT_ROLES}
-    replication = table.integer("replication_factor", -1, minimum=-1)
+    replication = table.integer("replication_factor", BROKER_DEFAULT_REPLICATION,
+                                minimum=BROKER_DEFAULT_REPLICATION)
     if replication == 0:
-        table.fail("replication_factor", "-1 (the broker's default) or a number of replicas >= 1", 0)
+        table.fail("replication_factor", f"{BROKER_DEFAULT_REPLICATION} (the broker's default) or a "
+                                         "number of replicas >= 1", 0)
     config = _topic_config(table.sub("config"))
     table.done()
     topics = Topics(inputs=tuple(inputs), **outputs, replication_factor=replication, config=config)

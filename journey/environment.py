@@ -69,7 +69,8 @@ def pod_cluster(process_id: int | None, addresses: str | None,
         ordinal = pod.removeprefix(statefulset + "-")
         if not ordinal.isdigit():
             msg = (f"BYTEWAX_POD_NAME={pod!r} is not BYTEWAX_STATEFULSET_NAME={statefulset!r} "
-                   "followed by '-' and the pod's ordinal")
+                   "followed by '-' and the pod's ordinal: set BYTEWAX_STATEFULSET_NAME to the "
+                   "StatefulSet's name, or give JOURNEY_PROCESS_ID")
             raise ConfigError(msg)
         process_id = int(ordinal)
     hostfile = environ.get("BYTEWAX_HOSTFILE_PATH")
@@ -77,7 +78,8 @@ def pod_cluster(process_id: int | None, addresses: str | None,
         try:
             lines = Path(hostfile).read_text().splitlines()
         except OSError as err:
-            msg = f"BYTEWAX_HOSTFILE_PATH={hostfile}: cannot read it ({err.strerror})"
+            msg = (f"BYTEWAX_HOSTFILE_PATH={hostfile}: cannot read it ({err.strerror}); mount the "
+                   "hostfile there (one host:port per process, in process order) or give JOURNEY_ADDRESSES")
             raise ConfigError(msg) from err
         addresses = ";".join(line.strip() for line in lines if line.strip())
     return process_id, addresses

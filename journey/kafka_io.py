@@ -34,7 +34,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from config.errors import BrokerError, ConfigError, DeliveryError
-from config.model import KafkaSettings
+from config.model import BROKER_DEFAULT_REPLICATION, KafkaSettings
+from journey.redaction import keep_secret, redact
 from operators.base import END, NO_TIME, InputTimes, Output, OutRecord, RecordBlock
 from operators.metrics import EngineMetrics
 from operators.reading import PartitionReader, Readers, SourceRead
@@ -97,8 +98,8 @@ def check_client_settings(kafka: KafkaSettings) -> None:
                or next((k for k, v in props.items() if v and k not in kafka.secret_keys and v in error), None)
                or next((k for k in props if _refusal({c: v for c, v in config.items() if c != k}) is None),
                        None))
-    for key in kafka.secret_keys:
-        error = error.replace(kafka.properties[key], "***")
+    keep_secret(kafka.properties[key] for key in kafka.secret_keys)
+    error = redact(error)
     where = ("[kafka]" if culprit is None
              else f"[kafka.{'secrets' if culprit in kafka.secret_keys else 'properties'}] {culprit!r}")
     msg = (f"{where}: librdkafka refuses the client settings: {error}; see the settings librdkafka "
@@ -138,11 +139,11 @@ def partition_counts(metadata: ClusterMetadata, topics: Iterable[str]) -> dict[s
 
 
 def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
-                  metadata: ClusterMetadata | None = None, *, replication: int = -1,
+                  metadata: ClusterMetadata | None = None, *, replication: int = BROKER_DEFAULT_REPLICATION,
                   configs: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
     """Create the topics that do not exist yet; return the ones created.
 
-    ``replication`` -1 is the broker's ``default.replication.factor`` (a cluster with
+    ``BROKER_DEFAULT_REPLICATION`` is the broker's ``default.replication.factor`` (a cluster with
     ``min.insync.replicas`` 2 refuses writes to topics of one replica); ``configs``
     holds each topic's settings (``cleanup.policy`` and the like).
     """
@@ -160,7 +161,9 @@ def ensure_topics(kafka: KafkaSettings, topics: Iterable[str], partitions: int,
         except Exception as err:
             code = err.args[0].code() if err.args and hasattr(err.args[0], "code") else None
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
-                msg = f"cannot create topic {topic!r} at {kafka.brokers}: {err}"
+                msg = (f"cannot create topic {topic!r} at {kafka.brokers}: {err}; create it yourself, or "
+                       "check the topic settings ([topics] replication_factor, [topics.config]) and "
+                       "the permissions of the client")
                 raise BrokerError(msg) from err
     return wanted
 
@@ -169,37 +172,46 @@ def misfit_offsets(kafka: KafkaSettings, offsets: Mapping[tuple[str, int], int],
                    partitions: Mapping[str, int], timeout_s: float = 10.0) -> list[str]:
     """The saved offsets that do not fit the topics as they are: why, partition by partition.
 
-    An offset fits when its partition exists and the log reaches it: a fetch from the
-    offset before it (the last message the store's run read) returns a message. An
-    emptied broker, another cluster or a topic made anew fail that, and resuming would
-    skip input or read it twice. Kafka answers such a fetch with an error, the embedded
-    broker with silence: a partition that returns nothing within ``timeout_s``, while
-    the broker answers, does not reach the offset either. (Its list-offsets answer is
-    no help: the embedded broker under-reports a partition's end.)
+    An offset fits when its partition exists and its log reaches the offset. The quick
+    proof is a fetch from the offset before it (the last message the store's run read)
+    that returns a message. When none comes, the partition's range decides: Kafka
+    answers an offset past the end (or deleted by retention) with an error, the
+    embedded broker with silence, and its list-offsets answer under-reports the end,
+    so only a range that the offset exceeds counts against it. An emptied broker,
+    another cluster or a topic made anew shorter than the store read fail this, and
+    resuming would skip input or read it twice. No answer at all is a BrokerError.
     """
     misfit = [f"{t}[{p}] does not exist" for t, p in offsets if p >= partitions.get(t, 0)]
-    probe = {(t, p): o - 1 for (t, p), o in offsets.items() if o > 0 and p < partitions.get(t, 0)}
+    probe = {(t, p): o for (t, p), o in offsets.items() if o > 0 and p < partitions.get(t, 0)}
     if not probe:
         return misfit
     consumer = Consumer(client_config(kafka, **{
         "group.id": "journey-stream-resume-check", "enable.auto.commit": False,
         "auto.offset.reset": "error", "enable.partition.eof": True}))
     try:
-        consumer.assign([TopicPartition(t, p, o) for (t, p), o in probe.items()])
-        waiting, deadline = dict(probe), time.monotonic() + timeout_s
+        consumer.assign([TopicPartition(t, p, o - 1) for (t, p), o in probe.items()])
+        waiting, undecided = dict(probe), {}
+        deadline = time.monotonic() + timeout_s
         while waiting and time.monotonic() < deadline:
             for m in consumer.consume(1_000, 0.2):
                 key = (m.topic() or "", m.partition() or 0)
                 err = m.error()
-                if key not in waiting or (err is not None and err.code() == KafkaError._PARTITION_EOF):
-                    continue
-                offset = waiting.pop(key)
-                if err is not None:
-                    misfit.append(f"{key[0]}[{key[1]}] has no message at offset {offset} ({err.str()})")
+                if key in waiting and (err is None or err.code() != KafkaError._PARTITION_EOF):
+                    offset = waiting.pop(key)  # a message: the log holds the one before the offset
+                    if err is not None:  # out of range: the partition's range decides
+                        undecided[key] = offset
+        for (topic, partition), offset in {**waiting, **undecided}.items():
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            except KafkaException as err:
+                msg = (f"cannot check the recovery store's offsets against {kafka.brokers}: no answer "
+                       f"about {topic}[{partition}] ({err}); is the broker overloaded? Run again once "
+                       "it answers")
+                raise BrokerError(msg) from err
+            if not low <= offset <= high:
+                misfit.append(f"{topic}[{partition}] holds offsets {low} to {high}, not the saved {offset}")
     finally:
         consumer.close()
-    misfit += [f"{t}[{p}] returns nothing from offset {o} on (within {timeout_s:g} s)"
-               for (t, p), o in waiting.items()]
     return misfit
 
 

@@ -67,12 +67,7 @@ def saved_layout(directory: Path) -> dict[str, Any] | None:
     newest = max(rows, key=lambda row: row[0], default=None)
     if newest is None:
         return None
-    try:
-        snap = pickle.loads(newest[1])
-    except Exception as err:
-        msg = (f"--recovery-dir {directory}: cannot read its saved state ({err}); it was written by "
-               "another version of journey-stream or Bytewax: start with a new --recovery-dir")
-        raise ConfigError(msg) from err
+    snap = _unpickled(directory, newest[1])
     layout = snap.get("layout") if isinstance(snap, dict) else None
     return layout if isinstance(layout, dict) else {"schema": 0}
 
@@ -128,7 +123,7 @@ def resume_point(directory: Path, part_sep: str) -> ResumePoint | None:
         blob = max(before, key=lambda v: v[0])[1] if before else None
         if blob is not None:  # None: the partition's state was discarded
             topic, _, partition = key.rpartition(part_sep)
-            offsets[topic, int(partition)] = pickle.loads(blob)
+            offsets[topic, int(partition)] = _unpickled(directory, blob)
     return ResumePoint(resume, offsets)
 
 
@@ -144,3 +139,13 @@ def _rows(directory: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
                    "store of the Bytewax version journey-stream runs on: start with a new --recovery-dir")
             raise ConfigError(msg) from err
     return rows
+
+
+def _unpickled(directory: Path, blob: bytes) -> Any:
+    """A saved snapshot's value; one that cannot be read means exit 2 and what to do."""
+    try:
+        return pickle.loads(blob)
+    except Exception as err:
+        msg = (f"--recovery-dir {directory}: cannot read its saved state ({err}); it was written by "
+               "another version of journey-stream or Bytewax: start with a new --recovery-dir")
+        raise ConfigError(msg) from err

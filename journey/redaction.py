@@ -8,6 +8,7 @@ value has it replaced by ``***`` before it is written.
 
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Iterable
 from types import TracebackType
@@ -18,7 +19,7 @@ _secrets: set[str] = set()
 
 def redact(text: str) -> str:
     """``text`` with every registered secret value replaced by ``***``."""
-    for secret in _secrets:
+    for secret in sorted(_secrets, key=len, reverse=True):  # a secret inside another: the longer first
         if secret in text:
             text = text.replace(secret, MASK)
     return text
@@ -50,9 +51,19 @@ def keep_secret(values: Iterable[str]) -> None:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_Redacting())
         sys.excepthook = _redacted_traceback
+        threading.excepthook = _redacted_thread_traceback
     _secrets.update(fresh)
 
 
 def _redacted_traceback(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:
     """An uncaught exception's traceback, as Python prints it, secrets masked."""
     sys.stderr.write(redact("".join(traceback.format_exception(kind, err, tb))))
+
+
+def _redacted_thread_traceback(args: threading.ExceptHookArgs) -> None:
+    """An uncaught exception of a thread, as Python prints it, secrets masked."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    sys.stderr.write(f"Exception in thread {name}:\n" + redact("".join(
+        traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))))

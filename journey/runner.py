@@ -151,8 +151,9 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
         # Bytewax's cluster panics in every process when one of them stops
         log.debug("Bytewax stopped with: %s", err)
         msg = (f"process {options.process_id} lost contact with the cluster: another process "
-               "stopped. Restart all of them (from the recovery store, nothing is lost); "
-               "`journey run --processes N` supervises a cluster on one machine and does that")
+               "stopped, or this one failed (the lines above say so if it did). Restart all of them "
+               "(from the recovery store, nothing is lost); `journey run --processes N` supervises a "
+               "cluster on one machine and does that")
         raise ClusterError(msg) from None
 
 

@@ -10,7 +10,8 @@ configuration error (exit 2) is not retried: it would fail again.
 Each process is ``journey run`` with the same flags, told its place by
 ``JOURNEY_PROCESS_ID`` and ``JOURNEY_ADDRESSES`` (loopback ports chosen at each start).
 The processes run in their own session: Ctrl-C reaches the supervisor, which passes
-one SIGTERM to each (a graceful stop) and waits for them.
+one SIGTERM to each (a graceful stop) and waits for them; a second signal is passed on
+too (each process then stops at once, flushing what it produced).
 """
 
 import logging
@@ -18,12 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from config.errors import ClusterError
+from config.errors import ClusterError, ConfigError
 from journey.broker import free_port
 from journey.children import die_with_parent
 
@@ -35,8 +35,10 @@ STABLE_S = 60.0
 """A cluster that ran this long before a process died restarts after the first backoff again."""
 STOP_GRACE_S = 60.0
 """How long stopped processes get to deliver their output before they are killed."""
-NOT_RETRIED = frozenset({2})
+NOT_RETRIED = frozenset({ConfigError.exit_code})
 """Exit codes that a restart would only repeat: configuration errors."""
+TICK_S = 0.1
+"""How often the supervisor looks at its processes and at a stop request."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,24 @@ def child_argv(argv: Sequence[str]) -> list[str]:
     return [sys.executable, "-P", "-m", "journey.cli", *out]
 
 
-class Supervisor:
-    """Starts the processes, watches them, restarts them all, passes a stop on."""
+def exit_status(returncode: int) -> int:
+    """A child's return code as a shell reports it: killed by signal N is 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
 
-    def __init__(self, processes: int, argv: Sequence[str], environ: Mapping[str, str],
-                 sleep: Callable[[float], bool] | None = None) -> None:
+
+class Supervisor:
+    """Starts the processes, watches them, restarts them all, passes a stop on.
+
+    The signal handler only counts signals; the loop, which looks every ``TICK_S``, acts
+    on them (a handler that took a lock the interrupted loop held would hang).
+    """
+
+    def __init__(self, processes: int, argv: Sequence[str], environ: Mapping[str, str]) -> None:
         self.processes = processes
         self.argv = child_argv(argv)
         self.environ = {k: v for k, v in environ.items() if k != "JOURNEY_PROCESSES"}
-        self.stopping = threading.Event()
-        self.sleep = sleep or self.stopping.wait  # returns True when a stop interrupts the wait
+        self.signals = 0  # stop requests received
+        self.passed_on = 0  # stop requests passed on to the processes
         self.restarts = 0
 
     def run(self) -> int:
@@ -93,7 +103,7 @@ class Supervisor:
             death = self._watch(procs)
             if death is None:
                 return self._finish(procs)
-            self._stop(procs, signal.SIGKILL)
+            self._kill(procs)
             if death.returncode in NOT_RETRIED:
                 log.error("%s (a configuration error): not restarting", death.describe())
                 return death.returncode
@@ -102,8 +112,11 @@ class Supervisor:
             self.restarts += 1
             log.warning("%s; restarting all %d processes from the recovery store in %g s (restart %d)",
                         death.describe(), self.processes, wait, self.restarts)
-            if self.sleep(wait):
-                return 0
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.signals:
+                    return 0  # stopped while none runs: nothing to deliver
+                time.sleep(TICK_S)
 
     def _start(self) -> list[subprocess.Popen[bytes]]:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(self.processes))
@@ -111,50 +124,59 @@ class Supervisor:
         for i in range(self.processes):
             env = {**self.environ, "JOURNEY_PROCESS_ID": str(i), "JOURNEY_ADDRESSES": addresses}
             procs.append(subprocess.Popen(self.argv, env=env, start_new_session=True,
-                                          preexec_fn=die_with_parent))
+                                          preexec_fn=die_with_parent()))
         log.info("started %d processes (pids %s) on %s", self.processes,
                  ", ".join(str(p.pid) for p in procs), addresses)
         return procs
 
     def _watch(self, procs: list[subprocess.Popen[bytes]]) -> Death | None:
         """The first process to end badly; None once all ended well, or on a stop."""
-        while not self.stopping.is_set():
+        while not self.signals:
             codes = [p.poll() for p in procs]
             bad = [Death(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
             if bad:  # the cause first: not a process that only lost its peers
                 return min(bad, key=lambda d: d.returncode == ClusterError.exit_code)
             if all(c == 0 for c in codes):
                 return None
-            self.stopping.wait(0.1)
+            time.sleep(TICK_S)
         return None
 
     def _finish(self, procs: list[subprocess.Popen[bytes]]) -> int:
-        """All ended, or a stop: pass it on, wait; the worst exit code (0 when all delivered)."""
-        if self.stopping.is_set():
-            self._stop(procs, signal.SIGTERM)
-        codes = [p.wait() for p in procs]
-        return max(codes, key=abs)
+        """All ended, or a stop: pass each stop request on, wait; the worst exit status.
 
-    def _stop(self, procs: list[subprocess.Popen[bytes]], sig: signal.Signals) -> None:
-        """Send ``sig`` to the running processes; kill what still runs after the grace period."""
+        A process that the passed-on SIGTERM found still starting ends by it, before
+        it read anything: that is a clean stop too.
+        """
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(p.poll() is None for p in procs):
+            while self.passed_on < self.signals:
+                self.passed_on += 1
+                log.info("stopping the %d processes%s", self.processes,
+                         " at once" if self.passed_on > 1 else " (each delivers its output first; "
+                         "again to stop at once)")
+                for p in procs:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+            if time.monotonic() >= deadline:
+                log.warning("processes did not stop within %g s: killing them", STOP_GRACE_S)
+                self._kill(procs)
+            time.sleep(TICK_S)
+        stopped = -signal.SIGTERM if self.signals else None
+        codes = [0 if p.returncode == stopped else exit_status(p.returncode) for p in procs]
+        return max(codes)
+
+    @staticmethod
+    def _kill(procs: list[subprocess.Popen[bytes]]) -> None:
+        """Kill what still runs (the others of a cluster that lost a process cannot go on)."""
         for p in procs:
             if p.poll() is None:
-                p.send_signal(sig)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("process pid %d did not stop within %g s: killing it", p.pid, STOP_GRACE_S)
                 p.kill()
-                p.wait()
+        for p in procs:
+            p.wait()
 
     def stop(self, signum: int, _frame: object) -> None:
-        """Signal handler: stop the cluster gracefully (a second signal is the same request)."""
-        if not self.stopping.is_set():
-            log.info("%s: stopping the %d processes (each delivers its output first)",
-                     signal.Signals(signum).name, self.processes)
-        self.stopping.set()
+        """Signal handler: count the request; the loop passes it on."""
+        self.signals += 1
 
 
 def supervise(processes: int, argv: Sequence[str]) -> int:

@@ -10,7 +10,7 @@ import pytest
 from config.model import Settings
 from journey.broker import free_port
 from journey.simulate import SimOptions, messages, produce
-from journey.supervisor import MAX_BACKOFF_S, Death, backoff_s, child_argv
+from journey.supervisor import MAX_BACKOFF_S, Death, backoff_s, child_argv, exit_status
 from tests.broker_fixtures import journey_cli, read_topic, write_config
 
 
@@ -25,6 +25,7 @@ def test_each_process_runs_the_same_command_without_processes() -> None:
                                 "-v", "run", "--config", "m.toml", "--until-end"]
     assert Death(1, -9).describe() == "process 1 was killed by SIGKILL"
     assert Death(0, 4).describe() == "process 0 exited with code 4"
+    assert (exit_status(-9), exit_status(-15), exit_status(4)) == (137, 143, 4)  # as a shell says
 
 
 @pytest.mark.parametrize(("extra", "said"), [

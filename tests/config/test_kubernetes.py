@@ -43,7 +43,7 @@ def test_the_statefulset_runs_the_cli_as_its_flags_and_volumes_say(tmp_path: Pat
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == ports
     assert ports["metrics"] == args.metrics_port
     assert container["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
-    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"]
     assert sts["spec"]["serviceName"] == service["metadata"]["name"]
 
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -74,6 +74,7 @@ def test_the_statefulset_runs_the_cli_as_its_flags_and_volumes_say(tmp_path: Pat
     grace = pod["terminationGracePeriodSeconds"]
     assert grace >= STOP_DELIVERY_S + float(env["JOURNEY_SNAPSHOT_INTERVAL"])  # a stop delivers in time
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}  # no rolling update of one pod
 
 
 def test_the_image_holds_the_packages_compiles_at_build_and_runs_as_the_pod_expects() -> None:
@@ -88,4 +89,4 @@ def test_the_image_holds_the_packages_compiles_at_build_and_runs_as_the_pod_expe
     assert f"USER {pod['securityContext']['runAsUser']}" in text
     exposed = {int(p) for p in re.search(r"^EXPOSE (.+)$", text, re.M).group(1).split()}  # type: ignore[union-attr]
     assert exposed == {p["containerPort"] for p in pod["containers"][0]["ports"]}
-    assert 'ENTRYPOINT ["journey"]' in text
+    assert 'ENTRYPOINT ["tini", "--", "journey"]' in text  # PID 1 passes SIGTERM on

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from config.model import Settings
 from journey.broker import EmbeddedBroker
@@ -58,12 +59,18 @@ def test_a_broker_paused_20_s_is_logged_survived_and_loses_nothing(
                                  "--snapshot-interval", "1", log=log)
             try:
                 wait_until(lambda: len(read_topic(settings, settings.topics.scores)) > 1_000, 60, "output")
+                watch = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "pause-test"})
+                watch.assign([TopicPartition(settings.topics.scores, p, OFFSET_END) for p in range(4)])
+                watch.consume(1_000, 1)  # positioned at the end before the pause
                 with paused(broker):
                     time.sleep(20)
                     assert flow.poll() is None, log.read_text()[-3000:]
-                before = len(read_topic(settings, settings.topics.scores))
-                resumed = wait_until(lambda: len(read_topic(settings, settings.topics.scores)) > before,
-                                     30, "output after the pause")
+                continued_ms = time.time() * 1000  # SIGCONT: then the first output produced after it
+                wait_until(lambda: any(m.error() is None and m.timestamp()[1] >= continued_ms
+                                       for m in watch.consume(1_000, 0.05)),
+                           30, "output produced after the pause", every_s=0)
+                resumed = time.time() - continued_ms / 1000
+                watch.close()
                 producer.join()
                 wait_until(lambda: sum(committed(settings).values()) == len(produced), 120, "all read")
                 flow.send_signal(signal.SIGTERM)

@@ -45,6 +45,13 @@ def test_a_canary_secret_appears_nowhere(make_settings: Callable[..., Settings],
     failing = journey_cli("-v", "run", "--config", str(config), "--brokers", f"127.0.0.1:{free_port()}",
                           env=env, timeout=60)
     assert failing.returncode == 3
+    # librdkafka repeats a bad value in its refusal: a secret used where it does not belong
+    echoed = tmp_path / "echoed.toml"
+    as_mechanism = config.read_text().replace('"sasl.password" =', '"sasl.mechanism" =')
+    echoed.write_text(as_mechanism.replace('[kafka.properties]\n',
+                                   '[kafka.properties]\n"security.protocol" = "SASL_PLAINTEXT"\n'))
+    refused = journey_cli("-v", "run", "--config", str(echoed), env=env, timeout=60)
+    assert refused.returncode == 2 and "Unsupported SASL mechanism: ***" in refused.stderr, refused.stderr
 
     text = log.read_text()
     assert "sasl.password = [redacted]" in text  # the secret did reach the client, and its log
@@ -55,7 +62,8 @@ def test_a_canary_secret_appears_nowhere(make_settings: Callable[..., Settings],
     assert len(records) > 1_000 and any(b'"reason"' in r for r in records)
     files = [p for p in store.rglob("*") if p.is_file()]
     assert files
-    for where, found in [("log", CANARY in text), ("error", CANARY in failing.stderr + failing.stdout),
+    errors = failing.stderr + failing.stdout + refused.stderr + refused.stdout
+    for where, found in [("log", CANARY in text), ("errors", CANARY in errors),
                          ("metrics", CANARY in metrics),
                          ("outputs", any(CANARY.encode() in r for r in records)),
                          ("recovery files", any(CANARY.encode() in p.read_bytes() for p in files))]:
