@@ -19,7 +19,6 @@ from journey.recovery import resume_point
 from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import (
     LIVE_SPAN_MS,
-    committed,
     journey_cli,
     read_topic,
     spawn_journey,
@@ -34,6 +33,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.faults]
 def input_ends(settings: Settings) -> Counter[tuple[str, int]]:
     """How many messages each input partition holds now."""
     return Counter((t, p) for t in settings.topics.inputs for _k, _v, p in read_topic(settings, t))
+
+
+def durable(store: Path) -> int:
+    """Input messages the recovery store resumes after: what the flow has read and made durable.
+
+    (The consumer group hears of an epoch's offsets when its input is snapshotted; the
+    store resumes from an epoch only once every step has finished it.)
+    """
+    point = resume_point(store, PART_SEP) if store.exists() else None
+    return sum(max(o, 0) for o in point.offsets.values()) if point is not None else 0
 
 
 def replayed(records: list[dict], key: tuple[str, ...]) -> tuple[int, int]:
@@ -69,15 +78,15 @@ def test_kill_9_three_times_then_resume_loses_and_double_counts_nothing(
             flow = spawn_journey("run", "--config", config, "--recovery-dir", str(store),
                                  "--snapshot-interval", "1", log=log)
             try:
-                if i:  # recovered: a snapshot beyond what the killed run had committed
-                    recovered.append(wait_until(lambda k=at_kill: sum(committed(settings).values()) > k,
-                                                120, "progress after the restart", every_s=0.05))
-                wait_until(lambda f=fraction: sum(committed(settings).values()) >= f * total, 120,
+                if i:  # recovered: a durable snapshot beyond the one the killed run had
+                    recovered.append(wait_until(lambda k=at_kill: durable(store) > k, 120,
+                                                "progress after the restart", every_s=0.05))
+                wait_until(lambda f=fraction: durable(store) >= f * total, 120,
                            f"{fraction:.0%} of the input read and snapshotted")
             finally:
                 flow.kill()
                 flow.wait()
-            at_kill = sum(committed(settings).values())
+            at_kill = durable(store)
             ends = input_ends(settings)  # no fewer than the killed run could have read
             point = resume_point(store, PART_SEP)
             assert point is not None
@@ -101,4 +110,4 @@ def test_kill_9_three_times_then_resume_loses_and_double_counts_nothing(
               f"snapshots; from restart to a new snapshot: {', '.join(f'{r:.1f} s' for r in recovered)}")
     # what is produced again comes from input read after the last snapshot only; a replayed version
     # may hold other events of the customer than the original did (README: Recovery)
-    assert 0 < again <= bound and t_again <= bound
+    assert again + t_again > 0 and again <= bound and t_again <= bound
