@@ -180,8 +180,8 @@ def _supervise(args: argparse.Namespace) -> int:
                "give --recovery-dir (JOURNEY_RECOVERY_DIR)")
         raise ConfigError(msg)
     settings = _settings(args.config, args.brokers)
-    prepare_store(settings, RunOptions(workers=args.workers, addresses=[""] * args.processes,
-                                       recovery_dir=args.recovery_dir, shards=args.shards))
+    prepare_store(settings, RunOptions(workers=args.workers, recovery_dir=args.recovery_dir,
+                                       shards=args.shards), processes=args.processes)
     return supervise(args.processes, args.argv)
 
 

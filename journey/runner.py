@@ -173,10 +173,15 @@ def say_where_it_resumes(settings: Settings, directory: Path, partitions: dict[s
     log.info("recovery store %s: %s", directory, point.describe())
 
 
-def prepare_store(settings: Settings, options: RunOptions) -> tuple[int, RecoveryConfig | None]:
-    """Client settings checked, the shard count, the recovery store made or checked (when one is used)."""
+def prepare_store(settings: Settings, options: RunOptions,
+                  processes: int | None = None) -> tuple[int, RecoveryConfig | None]:
+    """Client settings checked, the shard count, the recovery store made or checked (when one is used).
+
+    ``processes``: the cluster's size when ``options`` has no addresses yet (a supervisor
+    prepares the store before it picks them).
+    """
     check_client_settings(settings.kafka)
-    shards = shard_count(options)
+    shards = shard_count(options, processes or len(options.addresses or [""]))
     if options.recovery_dir is None:
         return shards, None
     return shards, prepare_recovery(options.recovery_dir, state_layout(settings.journey, shards))
@@ -228,7 +233,7 @@ def metrics_port_of(options: RunOptions) -> int:
     return port + (options.process_id or 0) if len(hosts) == 1 else port
 
 
-def shard_count(options: RunOptions) -> int:
+def shard_count(options: RunOptions, processes: int) -> int:
     """``--shards``; else the count the recovery store was written with; else per worker.
 
     Each process of a cluster decides alone: give a cluster whose store was written with
@@ -244,7 +249,7 @@ def shard_count(options: RunOptions) -> int:
     if isinstance(shards, int):
         log.info("%d customer shards, as the recovery store was written", shards)
         return shards
-    return DEFAULT_SHARDS * options.workers * len(options.addresses or [""])
+    return DEFAULT_SHARDS * options.workers * processes
 
 
 def find_cause(err: BaseException, kind: type[E]) -> E | None:
