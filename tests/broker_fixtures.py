@@ -3,10 +3,12 @@
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from config.model import DEFAULT_PATH, OUTPUT_ROLES, Settings, Topics, load_settings
 from journey.broker import EmbeddedBroker, free_port
 from journey.kafka_io import cluster_metadata
+from journey.simulate import SimMessage, produce
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVE_SPAN_MS = 60_000
@@ -135,6 +138,26 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, every
         assert time.monotonic() - started < timeout_s, f"not within {timeout_s:g} s: {what}"
         time.sleep(every_s)
     return time.monotonic() - started
+
+
+@contextmanager
+def producing(settings: Settings, msgs: list[SimMessage], rate: float) -> Iterator[threading.Thread]:
+    """``msgs`` produced at ``rate`` per second from a thread; the input topics hold some when it yields."""
+    thread = threading.Thread(target=produce, args=(settings, msgs), kwargs={"rate": rate, "progress": None})
+    thread.start()
+    try:
+        wait_until(lambda: bool(read_topic(settings, settings.topics.inputs[-1])), 30, "input topics")
+        yield thread
+    finally:
+        thread.join()
+
+
+def stop_once_read(proc: "subprocess.Popen[bytes]", settings: Settings, total: int,
+                   timeout_s: float = 180) -> int:
+    """SIGTERM to ``proc`` once its flow has read all ``total`` input messages; its exit code."""
+    wait_until(lambda: sum(committed(settings).values()) == total, timeout_s, "every message read")
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=90)
 
 
 class LiveFlow:

@@ -3,7 +3,6 @@ shorter than the pause never ends in success with output missing."""
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,10 +15,11 @@ from config.model import Settings
 from journey.broker import EmbeddedBroker
 from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import (
-    committed,
     journey_cli,
+    producing,
     read_topic,
     spawn_journey,
+    stop_once_read,
     wait_until,
     write_config,
 )
@@ -49,12 +49,8 @@ def test_a_broker_paused_20_s_is_logged_survived_and_loses_nothing(
     with own_broker(tmp_path) as broker:
         settings = make_settings().with_brokers(broker.bootstrap)
         produced = messages(settings, SimOptions(customers=2_000, events=45_000, seed=23))
-        producer = threading.Thread(target=produce, args=(settings, produced),
-                                    kwargs={"rate": 3_000, "progress": None})
-        producer.start()
         log = tmp_path / "flow.log"
-        try:
-            wait_until(lambda: bool(read_topic(settings, settings.topics.inputs[-1])), 30, "input topics")
+        with producing(settings, produced, rate=3_000) as producer:
             flow = spawn_journey("run", "--config", str(write_config(settings, tmp_path / "map.toml")),
                                  "--snapshot-interval", "1", log=log)
             try:
@@ -72,14 +68,10 @@ def test_a_broker_paused_20_s_is_logged_survived_and_loses_nothing(
                 resumed = time.time() - continued_ms / 1000
                 watch.close()
                 producer.join()
-                wait_until(lambda: sum(committed(settings).values()) == len(produced), 120, "all read")
-                flow.send_signal(signal.SIGTERM)
-                code = flow.wait(timeout=60)
+                code = stop_once_read(flow, settings, len(produced))
             finally:
                 if flow.poll() is None:
                     flow.kill()
-        finally:
-            producer.join()
         text = log.read_text()
         assert code == 0, text[-3000:]
         assert f"Kafka at {broker.bootstrap} stalled: no answer within 5 s" in text

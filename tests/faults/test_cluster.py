@@ -2,19 +2,19 @@
 
 import os
 import signal
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from config.model import Settings
-from journey.simulate import SimOptions, messages, produce
+from journey.simulate import SimOptions, messages
 from tests.broker_fixtures import (
     LIVE_SPAN_MS,
     committed,
-    read_topic,
+    producing,
     spawn_journey,
+    stop_once_read,
     wait_until,
     write_live_config,
 )
@@ -33,13 +33,9 @@ def test_the_supervisor_restarts_the_whole_cluster_from_the_store(
     produced = messages(settings, SimOptions(customers=3_000, events=60_000, seed=22, duplicates=0.02,
                                              out_of_order=0.02, span_ms=LIVE_SPAN_MS))
     total = len(produced)
-    producer = threading.Thread(target=produce, args=(settings, produced),
-                                kwargs={"rate": 5_000, "progress": None})
-    producer.start()
     config = str(write_live_config(settings, tmp_path / "map.toml"))
     log = tmp_path / "supervisor.log"
-    try:
-        wait_until(lambda: bool(read_topic(settings, settings.topics.inputs[-1])), 30, "input topics")
+    with producing(settings, produced, rate=5_000) as producer:
         supervisor = spawn_journey("run", "--config", config, "--recovery-dir", str(tmp_path / "store"),
                                    "--processes", "2", "--snapshot-interval", "1", log=log)
         try:
@@ -52,14 +48,10 @@ def test_the_supervisor_restarts_the_whole_cluster_from_the_store(
             wait_until(lambda: len(set(children(supervisor.pid)) - set(first)) == 2, 60,
                        "both processes started again")
             producer.join()
-            wait_until(lambda: sum(committed(settings).values()) == total, 180, "every message read")
-            supervisor.send_signal(signal.SIGTERM)
-            code = supervisor.wait(timeout=90)
+            code = stop_once_read(supervisor, settings, total)
         finally:
             if supervisor.poll() is None:
                 supervisor.kill()
-    finally:
-        producer.join()
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "process 1 was killed by SIGKILL; restarting all 2 processes from the recovery store in 1 s" \

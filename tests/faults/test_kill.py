@@ -5,7 +5,6 @@ bounded by the input read after the store's last snapshot before each kill. The 
 is produced live, its event time near the wall clock.
 """
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +15,11 @@ import pytest
 from config.model import Settings
 from journey.kafka_io import PART_SEP
 from journey.recovery import resume_point
-from journey.simulate import SimOptions, messages, produce
+from journey.simulate import SimOptions, messages
 from tests.broker_fixtures import (
     LIVE_SPAN_MS,
     journey_cli,
+    producing,
     read_topic,
     spawn_journey,
     wait_until,
@@ -65,14 +65,10 @@ def test_kill_9_three_times_then_resume_loses_and_double_counts_nothing(
     produced = messages(settings, SimOptions(customers=3_000, events=90_000, seed=21, duplicates=0.02,
                                              out_of_order=0.02, malformed=0.005, span_ms=LIVE_SPAN_MS))
     total = len(produced)
-    producer = threading.Thread(target=produce, args=(settings, produced),
-                                kwargs={"rate": 6_000, "progress": None})
-    producer.start()
     config = str(write_live_config(settings, tmp_path / "map.toml"))
     store = tmp_path / "store"
     bound, at_kill, recovered = 0, 0, []
-    try:
-        wait_until(lambda: bool(read_topic(settings, settings.topics.inputs[-1])), 30, "input topics")
+    with producing(settings, produced, rate=6_000):
         for i, fraction in enumerate((0.2, 0.5, 0.8)):
             log = tmp_path / f"run-{i}.log"
             flow = spawn_journey("run", "--config", config, "--recovery-dir", str(store),
@@ -93,8 +89,6 @@ def test_kill_9_three_times_then_resume_loses_and_double_counts_nothing(
             bound += sum(n - point.offsets.get(tp, 0) for tp, n in ends.items())
             if i:
                 assert "resuming from epoch" in log.read_text()
-    finally:
-        producer.join()
     done = journey_cli("run", "--config", config, "--recovery-dir", str(store), "--until-end")
     assert done.returncode == 0, done.stderr[-3000:]
 
