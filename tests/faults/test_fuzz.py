@@ -72,7 +72,8 @@ def fuzzed(rng: random.Random, n: int, ts: int, types: list[str]) -> tuple[str, 
     return kind, orjson.dumps(event)
 
 
-def test_ten_thousand_fuzzed_messages(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+def test_ten_thousand_fuzzed_messages(make_settings: Callable[..., Settings], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings()
     valid = messages(settings, SimOptions(customers=500, events=20_000, seed=25, duplicates=0.02,
                                           out_of_order=0.02))
@@ -102,6 +103,9 @@ def test_ten_thousand_fuzzed_messages(make_settings: Callable[..., Settings], tm
     assert sum(dead.values()) + scored_fuzz == FUZZ
     assert sum(dead.values()) >= sum(kinds[k] for k in MUST_DIE) and 0 < len(late) < scored_fuzz
 
+    with capsys.disabled():
+        print(f"\nfuzz: {FUZZ:,} messages ({', '.join(f'{k} {n:,}' for k, n in sorted(kinds.items()))}): "
+              f"{sum(dead.values()):,} dead letters, {scored_fuzz:,} scored ({len(late):,} of them late)")
     problems = {cid: p for cid in ref.customers  # the valid customers: as if no fuzz had come
                 if (p := records_match(scores[cid], ref.score_record(cid), 10.0))}
     assert not problems, list(problems.items())[:5]
