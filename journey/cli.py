@@ -1,4 +1,4 @@
-"""The ``journey`` command line: run, check-config, simulate, broker, demo."""
+"""The ``journey`` command line: run, check-config, simulate, backtest, compile, broker, demo."""
 
 import argparse
 import logging
@@ -89,6 +89,14 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     for fault in ("duplicates", "out-of-order", "late", "malformed"):
         sim.add_argument(f"--{fault}", type=_probability, default=0.0, metavar="P",
                          help=f"probability of a {fault.replace('-', ' ')} message per event")
+
+    back = sub.add_parser("backtest", help="replay the input topics' history through a candidate map "
+                                           "beside the current one; writes to no topic")
+    back.add_argument("--candidate", type=Path, required=True, help="the journey map to try")
+    back.add_argument("--baseline", type=Path, default=DEFAULT_PATH,
+                      help="the map it is compared with (and the Kafka settings); default the bundled map")
+    back.add_argument("--brokers", help="Kafka bootstrap servers (overrides the baseline's [kafka].brokers)")
+    back.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE as JSON")
 
     comp = sub.add_parser("compile", help="compile the Numba kernels into their cache (setup, image build)")
     comp.add_argument("--config", type=Path, default=DEFAULT_PATH, help="journey map / settings TOML")
@@ -199,6 +207,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    import orjson
+
+    from journey.backtest import backtest, table
+
+    baseline = _settings(args.baseline, args.brokers)
+    candidate = _settings(args.candidate, args.brokers)
+    report = backtest(baseline, candidate)
+    print(table(report))
+    if args.json:
+        args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    return 0
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from journey.runner import compile_kernels
 
@@ -241,8 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print(_summary(load_settings(args.file)))
             return 0
-        handler = {"run": _cmd_run, "simulate": _cmd_simulate, "compile": _cmd_compile,
-                   "broker": _cmd_broker, "demo": _cmd_demo}[args.command]
+        handler = {"run": _cmd_run, "simulate": _cmd_simulate, "backtest": _cmd_backtest,
+                   "compile": _cmd_compile, "broker": _cmd_broker, "demo": _cmd_demo}[args.command]
         return handler(args)
     except JourneyError as err:
         print(f"journey {args.command}: error: {redact(str(err))}", file=sys.stderr)

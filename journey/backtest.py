@@ -1,0 +1,187 @@
+"""``journey backtest``: what a candidate journey map would have made of the input topics' history.
+
+Each map runs the engine ``journey run`` runs (the same dataflow, parse, kernels and
+windows) over the history as a bounded replay, its records collected in memory instead
+of produced: nothing is written to any topic, and the read offsets go to a consumer
+group of the back-test's own. The two outcomes are then compared customer by customer.
+"""
+
+import itertools
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.run import cli_main
+
+from config.model import DORMANT, OUTPUT_ROLES, KafkaSettings, Settings
+from flows.journey_flow import build_flow
+from journey.kafka_io import KafkaBatchSource, cluster_metadata, partition_counts
+from journey.runner import compile_kernels
+from operators.base import Output, each_record
+from operators.metrics import EngineMetrics
+from operators.reading import Readers
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = 5
+"""Customer ids shown for each (baseline stage -> candidate stage) difference."""
+
+
+@dataclass
+class Outcome:
+    """What one map made of the history: final stage and sentiment per customer, and the counts."""
+
+    stage: dict[str, str] = field(default_factory=dict)
+    sentiment: dict[str, float | None] = field(default_factory=dict)
+    version: dict[str, int] = field(default_factory=dict)
+    transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    sessions: int = 0
+    converted_sessions: int = 0
+    dead_letters: int = 0
+
+    def take(self, role: str, value: bytes) -> None:
+        """One output record of the replay (its topic's role in ``[topics]``)."""
+        if role == "transitions":
+            rec = orjson.loads(value)
+            self.transitions[rec["from"] or "none", rec["to"]] += 1
+            self.stage[rec["customer_id"]] = rec["to"]
+        elif role == "scores":
+            rec = orjson.loads(value)
+            cid = rec["customer_id"]
+            if rec["events"] >= self.version.get(cid, 0):
+                self.version[cid] = rec["events"]
+                self.sentiment[cid] = rec["sentiment"]
+        elif role == "sessions":
+            self.sessions += 1
+            self.converted_sessions += orjson.loads(value)["converted"]
+        elif role == "dlq":
+            self.dead_letters += 1
+
+    def summary(self, stages: Sequence[str]) -> dict[str, Any]:
+        """The figures of the report for this map, stages in journey order (then dormant)."""
+        names = [*stages, DORMANT]
+        population = Counter(self.stage.values())
+        arrivals: Counter[str] = Counter()
+        for (_from, to), n in self.transitions.items():
+            arrivals[to] += n
+        mean: dict[str, float | None] = {}
+        for s in names:
+            known = [v for c, v in self.sentiment.items() if self.stage.get(c) == s and v is not None]
+            mean[s] = sum(known) / len(known) if known else None
+        return {
+            "customers": len(self.stage),
+            "populations": {s: population.get(s, 0) for s in names},
+            "transitions": {f"{f}>{t}": n for (f, t), n in sorted(self.transitions.items())},
+            "conversion": {f"{a}>{b}": self.transitions.get((a, b), 0) / arrivals[a] if arrivals[a] else None
+                           for a, b in itertools.pairwise(stages)},
+            "dormant": population.get(DORMANT, 0),
+            "sessions": self.sessions,
+            "converted_sessions": self.converted_sessions,
+            "sentiment_by_stage": mean,
+            "dead_letters": self.dead_letters,
+        }
+
+
+class _Collecting(StatefulSinkPartition[Sequence[Output], None]):
+    def __init__(self, outcome: Outcome, roles: dict[str, str]) -> None:
+        self.outcome = outcome
+        self.roles = roles
+
+    def write_batch(self, values: list[Sequence[Output]]) -> None:
+        for records in values:
+            for topic, _key, value in each_record(records):
+                self.outcome.take(self.roles[topic], value or b"")
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _CollectingSink(FixedPartitionedSink[Sequence[Output], None]):
+    """The flow's records, into an ``Outcome`` instead of Kafka."""
+
+    def __init__(self, outcome: Outcome, roles: dict[str, str]) -> None:
+        self.outcome = outcome
+        self.roles = roles
+
+    def list_parts(self) -> list[str]:
+        return ["backtest"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Collecting:
+        return _Collecting(self.outcome, self.roles)
+
+
+def replay(settings: Settings) -> Outcome:
+    """Run the engine over the history, bounded, under ``settings``' map; its outcome."""
+    group = f"journey-backtest-{uuid.uuid4().hex[:8]}"  # not the production group: its lag stays true
+    kafka = KafkaSettings(settings.kafka.brokers, {**settings.kafka.properties, "group.id": group},
+                          settings.kafka.secret_keys)
+    partitions = partition_counts(cluster_metadata(kafka), settings.topics.inputs)
+    compile_kernels(settings)
+    metrics = EngineMetrics()
+    outcome = Outcome()
+    roles = {getattr(settings.topics, role): role for role in OUTPUT_ROLES}
+    source = KafkaBatchSource(kafka, partitions, Readers(settings.journey, settings.topics), bounded=True,
+                              metrics=metrics)
+    flow = build_flow(replace(settings, kafka=kafka), source, len(source.list_parts()),
+                      _CollectingSink(outcome, roles), metrics=metrics, recoverable=False)
+    cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))
+    return outcome
+
+
+def compare(baseline: Outcome, candidate: Outcome, stages: Sequence[str]) -> dict[str, Any]:
+    """Both maps' figures side by side, and the customers whose final stage differs."""
+    moved: dict[tuple[str, str], list[str]] = {}
+    for cid, was in sorted(baseline.stage.items()):
+        now = candidate.stage.get(cid, "none")
+        if now != was:
+            moved.setdefault((was, now), []).append(cid)
+    for cid in sorted(set(candidate.stage) - set(baseline.stage)):
+        moved.setdefault(("none", candidate.stage[cid]), []).append(cid)
+    return {
+        "baseline": baseline.summary(stages),
+        "candidate": candidate.summary(stages),
+        "differing_customers": sum(len(c) for c in moved.values()),
+        "differences": [{"baseline": b, "candidate": c, "customers": len(ids), "examples": ids[:EXAMPLES]}
+                        for (b, c), ids in sorted(moved.items(), key=lambda kv: -len(kv[1]))],
+    }
+
+
+def backtest(baseline: Settings, candidate: Settings) -> dict[str, Any]:
+    """The report: both maps over the same history, each input partition from its beginning."""
+    outcomes = []
+    for name, settings in (("baseline", baseline), ("candidate", candidate)):
+        started = time.perf_counter()
+        outcomes.append(replay(settings))
+        log.info("%s map: %d customers in %.1f s", name, len(outcomes[-1].stage),
+                 time.perf_counter() - started)
+    stages = list(dict.fromkeys([*baseline.journey.stage_names, *candidate.journey.stage_names]))
+    return compare(outcomes[0], outcomes[1], stages)
+
+
+def table(report: dict[str, Any]) -> str:
+    """The report as a terminal table."""
+    base, cand = report["baseline"], report["candidate"]
+    lines = [f"{'':<32}{'baseline':>12}{'candidate':>12}"]
+    lines += [f"{'customers':<32}{base['customers']:>12,}{cand['customers']:>12,}"]
+    for s, n in base["populations"].items():
+        lines.append(f"{'  ' + s:<32}{n:>12,}{cand['populations'].get(s, 0):>12,}")
+    for key in base["conversion"]:
+        b, c = base["conversion"][key], cand["conversion"].get(key)
+        lines.append(f"{'  conv ' + key:<32}{_pct(b):>12}{_pct(c):>12}")
+    lines.append(f"{'sessions converted':<32}{base['converted_sessions']:>12,}"
+                 f"{cand['converted_sessions']:>12,}")
+    lines.append(f"differing customers: {report['differing_customers']:,}")
+    lines += [f"  {d['baseline']} -> {d['candidate']}: {d['customers']:,} (e.g. {', '.join(d['examples'])})"
+              for d in report["differences"]]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
