@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.run import cli_main
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from config.model import DORMANT, OUTPUT_ROLES, KafkaSettings, Settings
+from config.model import DORMANT, OTHER_CHANNEL, OUTPUT_ROLES, KafkaSettings, Settings
 from flows.journey_flow import build_flow
-from journey.kafka_io import KafkaBatchSource, cluster_metadata, partition_counts
+from journey.kafka_io import KafkaBatchSource, client_config, cluster_metadata, partition_counts
 from journey.runner import compile_kernels
 from operators.base import Output, each_record
 from operators.metrics import EngineMetrics
@@ -162,7 +163,60 @@ def backtest(baseline: Settings, candidate: Settings) -> dict[str, Any]:
         log.info("%s map: %d customers in %.1f s", name, len(outcomes[-1].stage),
                  time.perf_counter() - started)
     stages = list(dict.fromkeys([*baseline.journey.stage_names, *candidate.journey.stage_names]))
-    return compare(outcomes[0], outcomes[1], stages)
+    report = compare(outcomes[0], outcomes[1], stages)
+    moved = {cid for cid, was in outcomes[0].stage.items() if outcomes[1].stage.get(cid) != was}
+    report["attribution"] = attribution(baseline, moved | (set(outcomes[1].stage) - set(outcomes[0].stage)))
+    return report
+
+
+def attribution(settings: Settings, customers: set[str], limit: int = 8) -> list[dict[str, Any]]:
+    """The touchpoints and channels most over-represented in the events of ``customers``.
+
+    Each as its share of those customers' events beside its share of all events, and
+    their ratio (lift). Read from the history once more, as sent (re-deliveries count).
+    """
+    if not customers:
+        return []
+    mine: Counter[str] = Counter()
+    every: Counter[str] = Counter()
+    for event in _history(settings):
+        names = (f"touchpoint {event.get('type')}", f"channel {event.get('channel') or OTHER_CHANNEL}")
+        every.update(names)
+        if event.get("customer_id") in customers:
+            mine.update(names)
+    total_mine, total = sum(mine.values()) or 1, sum(every.values()) or 1
+    rows = sorted(((n / total_mine, every[name] / total, name) for name, n in mine.items()),
+                  key=lambda r: r[1] - r[0])[:limit]
+    return [{"name": name, "share": share, "share_all": share_all, "lift": share / share_all}
+            for share, share_all, name in rows]
+
+
+def _history(settings: Settings) -> Iterator[dict[str, Any]]:
+    """Every JSON object in the input topics, each partition from its beginning to its end."""
+    metadata = cluster_metadata(settings.kafka)
+    parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in settings.topics.inputs
+             for p in metadata.topics[t].partitions]
+    consumer = Consumer(client_config(settings.kafka, **{
+        "group.id": f"journey-backtest-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
+        "enable.partition.eof": True}))
+    consumer.assign(parts)
+    ended: set[tuple[str, int]] = set()
+    try:
+        while len(ended) < len(parts):
+            for m in consumer.consume(10_000, 0.5):
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ended.add((m.topic() or "", m.partition() or 0))
+                    continue
+                try:
+                    event = orjson.loads(m.value() or b"")
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(event, dict):
+                    yield event
+    finally:
+        consumer.close()
 
 
 def table(report: dict[str, Any]) -> str:

@@ -97,6 +97,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
                       help="the map it is compared with (and the Kafka settings); default the bundled map")
     back.add_argument("--brokers", help="Kafka bootstrap servers (overrides the baseline's [kafka].brokers)")
     back.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE as JSON")
+    back.add_argument("--html", type=Path, metavar="FILE",
+                      help="write a self-contained report with charts to FILE (opens offline)")
 
     comp = sub.add_parser("compile", help="compile the Numba kernels into their cache (setup, image build)")
     comp.add_argument("--config", type=Path, default=DEFAULT_PATH, help="journey map / settings TOML")
@@ -211,6 +213,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     import orjson
 
     from journey.backtest import backtest, table
+    from journey.report_html import render
 
     baseline = _settings(args.baseline, args.brokers)
     candidate = _settings(args.candidate, args.brokers)
@@ -218,6 +221,8 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     print(table(report))
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    if args.html:
+        args.html.write_text(render(report, str(args.baseline), str(args.candidate)), encoding="utf-8")
     return 0
 
 

@@ -1,6 +1,8 @@
 """``journey backtest`` against the reference: the same map finds no difference, a lowered threshold
 moves exactly the customers the reference moves, and nothing is written to any topic."""
 
+import subprocess
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -71,3 +73,62 @@ def test_a_candidate_map_moves_the_customers_the_reference_moves(
                                 timeout=10)
     group.close()
     assert all(tp.offset < 0 for tp in committed)
+
+
+def chromium(page: Path, out: Path, size: str = "1100,1800") -> tuple[bytes, list[str], list[str]]:
+    """Render ``page`` in headless Chromium: the screenshot, the page's console lines, its requests.
+
+    Chromium's own background requests (updates, accounts) carry no page origin; those
+    the page makes do.
+    """
+    shot, netlog = out / f"{page.stem}.png", out / f"{page.stem}.netlog.json"
+    done = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                           "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
+                           f"--window-size={size}", f"--screenshot={shot}", page.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    log = orjson.loads(netlog.read_bytes())
+    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    requests = [e["params"]["url"] for e in log["events"] if names.get(e["type"]) == "URL_REQUEST_START_JOB"
+                and e.get("params", {}).get("initiator") not in (None, "not an origin")]
+    return shot.read_bytes(), console, requests
+
+
+def distinct_pixels(png: bytes) -> int:
+    """How many different byte values the image's pixel rows hold (1 or 2 for a blank page)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    data, at = b"", 8
+    while at < len(png):
+        length = int.from_bytes(png[at:at + 4], "big")
+        kind = png[at + 4:at + 8]
+        if kind == b"IDAT":
+            data += png[at + 8:at + 8 + length]
+        at += 12 + length
+    return len(set(zlib.decompress(data)))
+
+
+def test_the_html_report_renders_offline_in_a_real_browser(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings()
+    produce(settings, messages(settings, SimOptions(customers=500, events=6_000, seed=32)), progress=None)
+    baseline = write_config(settings, tmp_path / "baseline.toml")
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(baseline.read_text().replace("[stages.consideration]\nthreshold = 3.0",
+                                                      "[stages.consideration]\nthreshold = 2.0"))
+    page = tmp_path / "report.html"
+    done = journey_cli("backtest", "--baseline", str(baseline), "--candidate", str(candidate),
+                       "--html", str(page))
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = page.read_text()
+    assert "<svg" in html and "Customers by final stage" in html and "<script" not in html
+
+    shot, console, requests = chromium(page, tmp_path)
+    assert distinct_pixels(shot) > 20  # charts and text, not a blank page
+    assert console == [] and requests == []
+
+    control = tmp_path / "control.html"  # the checks see what a page that breaks the rules does
+    control.write_text('<!doctype html><img src="http://127.0.0.1:9/x.png">'
+                       '<script>console.error("control")</script>')
+    _, console, requests = chromium(control, tmp_path, "400,300")
+    assert any('"control"' in line for line in console) and requests == ["http://127.0.0.1:9/x.png"]
