@@ -8,6 +8,8 @@ group of the back-test's own. The two outcomes are then compared customer by cus
 
 import itertools
 import logging
+import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -132,8 +134,50 @@ def replay(settings: Settings) -> Outcome:
                               metrics=metrics)
     flow = build_flow(replace(settings, kafka=kafka), source, len(source.list_parts()),
                       _CollectingSink(outcome, roles), metrics=metrics, recoverable=False)
-    cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))
+    with _Progress(metrics):
+        cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))
     return outcome
+
+
+class _Progress:
+    """A line on stderr every ``every_s`` while a map reads the history: messages read so far.
+
+    Counted from the run's own metrics (events scored, duplicates, dead letters).
+    """
+
+    COUNTED = ("journey_events_total", "journey_events_duplicate_total", "journey_events_rejected_total")
+
+    def __init__(self, metrics: EngineMetrics, every_s: float = 2.0) -> None:
+        self.metrics = metrics
+        self.every_s = every_s
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._show, name="journey-backtest-progress", daemon=True)
+        self.started = time.monotonic()
+
+    def __enter__(self) -> "_Progress":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+        self._line(final=True)
+
+    def read(self) -> int:
+        """Input messages the run has handled so far."""
+        return int(sum(s.value for family in self.metrics.registry.collect() for s in family.samples
+                       if s.name in self.COUNTED))
+
+    def _show(self) -> None:
+        while not self.done.wait(self.every_s):
+            self._line(final=False)
+
+    def _line(self, *, final: bool) -> None:
+        seconds = time.monotonic() - self.started
+        rate = self.read() / seconds if seconds else 0.0
+        sys.stderr.write(f"{'read' if final else 'reading'}: {self.read():,} messages in {seconds:.1f} s "
+                         f"({rate:,.0f}/s)\n")
+        sys.stderr.flush()
 
 
 def compare(baseline: Outcome, candidate: Outcome, stages: Sequence[str]) -> dict[str, Any]:

@@ -65,6 +65,7 @@ def test_a_candidate_map_moves_the_customers_the_reference_moves(
         assert d["examples"] and all(want_base[c] == d["baseline"] and want_cand[c] == d["candidate"]
                                      for c in d["examples"])
     assert f"differing customers: {sum(moved.values()):,}" in done.stdout
+    assert done.stderr.count(f"read: {len(produced):,} messages in") == 2  # progress, each map
 
     # nothing written: no output topic made, no offsets in the production consumer group
     assert not set(settings.topics.outputs) & set(cluster_metadata(settings.kafka).topics)
