@@ -21,12 +21,13 @@ from typing import Any
 import orjson
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from bytewax.run import cli_main
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from config.errors import BrokerError, JourneyError
 from config.model import DORMANT, OTHER_CHANNEL, OUTPUT_ROLES, KafkaSettings, Settings
 from flows.journey_flow import build_flow
-from journey.kafka_io import KafkaBatchSource, client_config, cluster_metadata, partition_counts
-from journey.runner import compile_kernels
+from journey.kafka_io import PART_SEP, KafkaBatchSource, client_config, cluster_metadata, partition_counts
+from journey.runner import compile_kernels, find_cause
 from operators.base import Output, each_record
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
@@ -120,8 +121,30 @@ class _CollectingSink(FixedPartitionedSink[Sequence[Output], None]):
         return _Collecting(self.outcome, self.roles)
 
 
-def replay(settings: Settings) -> Outcome:
-    """Run the engine over the history, bounded, under ``settings``' map; its outcome."""
+def start_offsets(kafka: KafkaSettings, partitions: dict[str, int], since_ms: int) -> dict[str, int]:
+    """Each input partition's first offset at ``since_ms`` or later, as Kafka's offsets for times say.
+
+    A partition with nothing that late is read from its end. (A broker that cannot tell
+    answers offset 0: the time filter of the source still keeps the range exact.)
+    """
+    consumer = Consumer(client_config(kafka))
+    try:
+        found = consumer.offsets_for_times(
+            [TopicPartition(t, p, since_ms) for t, n in partitions.items() for p in range(n)], timeout=15)
+    except KafkaException as err:
+        msg = f"cannot look up the offsets of time {since_ms} ms at {kafka.brokers}: {err}"
+        raise BrokerError(msg) from err
+    finally:
+        consumer.close()
+    return {f"{tp.topic}{PART_SEP}{tp.partition}": tp.offset if tp.offset >= 0 else OFFSET_END
+            for tp in found}
+
+
+def replay(settings: Settings, since_ms: int | None = None, until_ms: int | None = None) -> Outcome:
+    """Run the engine over the history, bounded, under ``settings``' map; its outcome.
+
+    With ``since_ms`` or ``until_ms``, only messages whose Kafka timestamp is in that range.
+    """
     group = f"journey-backtest-{uuid.uuid4().hex[:8]}"  # not the production group: its lag stays true
     kafka = KafkaSettings(settings.kafka.brokers, {**settings.kafka.properties, "group.id": group},
                           settings.kafka.secret_keys)
@@ -130,12 +153,21 @@ def replay(settings: Settings) -> Outcome:
     metrics = EngineMetrics()
     outcome = Outcome()
     roles = {getattr(settings.topics, role): role for role in OUTPUT_ROLES}
+    ranged = since_ms is not None or until_ms is not None
+    starts = start_offsets(kafka, partitions, since_ms) if since_ms is not None else None
     source = KafkaBatchSource(kafka, partitions, Readers(settings.journey, settings.topics), bounded=True,
-                              metrics=metrics)
+                              metrics=metrics, starts=starts,
+                              times=(since_ms or 0, until_ms or 2**63 - 1) if ranged else None)
     flow = build_flow(replace(settings, kafka=kafka), source, len(source.list_parts()),
                       _CollectingSink(outcome, roles), metrics=metrics, recoverable=False)
     with _Progress(metrics):
-        cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))
+        try:
+            cli_main(flow, workers_per_process=1, epoch_interval=timedelta(seconds=10))
+        except Exception as err:  # Bytewax wraps what a step raised: ours say what to do, Ctrl-C stops
+            cause = find_cause(err, JourneyError) or find_cause(err, KeyboardInterrupt)
+            if cause is not None:
+                raise cause from err
+            raise
     return outcome
 
 
@@ -198,12 +230,13 @@ def compare(baseline: Outcome, candidate: Outcome, stages: Sequence[str]) -> dic
     }
 
 
-def backtest(baseline: Settings, candidate: Settings) -> dict[str, Any]:
-    """The report: both maps over the same history, each input partition from its beginning."""
+def backtest(baseline: Settings, candidate: Settings, since_ms: int | None = None,
+             until_ms: int | None = None) -> dict[str, Any]:
+    """The report: both maps over the same history (messages appended from ``since_ms`` to ``until_ms``)."""
     outcomes = []
     for name, settings in (("baseline", baseline), ("candidate", candidate)):
         started = time.perf_counter()
-        outcomes.append(replay(settings))
+        outcomes.append(replay(settings, since_ms, until_ms))
         log.info("%s map: %d customers in %.1f s", name, len(outcomes[-1].stage),
                  time.perf_counter() - started)
     stages = list(dict.fromkeys([*baseline.journey.stage_names, *candidate.journey.stage_names]))

@@ -5,14 +5,16 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
-from config.durations import format_duration_ms
+from config.durations import format_duration_ms, parse_duration_ms
 from config.errors import ConfigError, JourneyError
 from config.model import DEFAULT_PATH, Settings, load_settings
 from journey import __version__
 from journey.environment import apply_environment, pod_cluster
 from journey.redaction import keep_secret, redact
+from operators.base import wall_clock_ms
 from operators.routing import DEFAULT_SHARDS
 
 log = logging.getLogger("journey")
@@ -96,6 +98,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     back.add_argument("--baseline", type=Path, default=DEFAULT_PATH,
                       help="the map it is compared with (and the Kafka settings); default the bundled map")
     back.add_argument("--brokers", help="Kafka bootstrap servers (overrides the baseline's [kafka].brokers)")
+    when = back.add_mutually_exclusive_group()
+    when.add_argument("--since", metavar="DURATION",
+                      help="only messages appended in the last DURATION (7d, 12h; Kafka timestamps)")
+    when.add_argument("--from", dest="from_time", metavar="TIME",
+                      help="only messages appended at TIME or later (RFC 3339, e.g. 2026-11-01T00:00:00Z)")
+    back.add_argument("--to", dest="to_time", metavar="TIME", help="only messages appended at TIME or before")
     back.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE as JSON")
     back.add_argument("--html", type=Path, metavar="FILE",
                       help="write a self-contained report with charts to FILE (opens offline)")
@@ -217,13 +225,39 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     baseline = _settings(args.baseline, args.brokers)
     candidate = _settings(args.candidate, args.brokers)
-    report = backtest(baseline, candidate)
+    since_ms = (wall_clock_ms() - _duration_ms("--since", args.since) if args.since
+                else _time_ms("--from", args.from_time))
+    report = backtest(baseline, candidate, since_ms, _time_ms("--to", args.to_time))
     print(table(report))
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     if args.html:
         args.html.write_text(render(report, str(args.baseline), str(args.candidate)), encoding="utf-8")
     return 0
+
+
+def _duration_ms(flag: str, text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ValueError as err:
+        msg = f"{flag} {text}: {err}"
+        raise ConfigError(msg) from err
+
+
+def _time_ms(flag: str, text: str | None) -> int | None:
+    """An RFC 3339 time with its offset, in epoch milliseconds (None: not given)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as err:
+        moment = None
+        reason = str(err)
+    if moment is None or moment.tzinfo is None:
+        msg = (f"{flag} {text}: expected an RFC 3339 time with its offset, such as 2026-11-01T00:00:00Z"
+               f"{'' if moment is not None else f' ({reason})'}")
+        raise ConfigError(msg)
+    return int(moment.timestamp() * 1000)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

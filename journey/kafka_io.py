@@ -407,8 +407,12 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
             if len(messages) < len(read):
                 self._read_errors(err for m in read if (err := m.error()) is not None)
             if messages:
-                reader.add(messages)
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
+            if messages and self.source.times is not None:
+                low, high = self.source.times
+                messages = [m for m in messages if low <= m.timestamp()[1] <= high]
+            if messages:
+                reader.add(messages)
             else:
                 reader.drained()
         known = self.shared.log_range(self.topic, self.partition)
@@ -458,11 +462,14 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
     """Every partition of the input topics, read in batches of up to ``batch_size`` messages.
 
     Each partition's reader (from ``readers``) parses, aligns and classifies what was
-    read; ``bounded`` stops each partition at its end (``--until-end``).
+    read; ``bounded`` stops each partition at its end (``--until-end``). ``starts`` and
+    ``times`` serve a back-test over a time range: where each partition is first read
+    (else its beginning), and the Kafka timestamps a message must have to count.
     """
 
     def __init__(self, kafka: KafkaSettings, partitions: dict[str, int], readers: Readers, *,
-                 bounded: bool, metrics: EngineMetrics, batch_size: int = 10_000) -> None:
+                 bounded: bool, metrics: EngineMetrics, batch_size: int = 10_000,
+                 starts: Mapping[str, int] | None = None, times: tuple[int, int] | None = None) -> None:
         self.stopping = threading.Event()  # set by a stop: every partition ends, the flow drains
         self.kafka = kafka
         self.partitions = partitions
@@ -473,6 +480,8 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
         self.bounded = bounded
         self.batch_size = batch_size
         self.consumers: dict[int, _WorkerConsumer] = {}  # by worker thread
+        self.starts = starts or {}  # where a fresh start reads each partition from (else its beginning)
+        self.times = times  # only messages whose Kafka timestamp is in [low, high] (a back-test's range)
 
     def list_parts(self) -> list[str]:
         """Every partition of every input topic; Bytewax assigns each to one worker."""
@@ -485,7 +494,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceRead, int]):
         consumer.
         """
         topic, _, partition = for_part.rpartition(PART_SEP)
-        start = OFFSET_BEGINNING if resume_state is None else resume_state
+        start = self.starts.get(for_part, OFFSET_BEGINNING) if resume_state is None else resume_state
         worker = threading.get_ident()
         shared = self.consumers.get(worker)
         if shared is None:

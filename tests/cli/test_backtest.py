@@ -2,9 +2,11 @@
 moves exactly the customers the reference moves, and nothing is written to any topic."""
 
 import subprocess
+import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -133,3 +135,31 @@ def test_the_html_report_renders_offline_in_a_real_browser(
                        '<script>console.error("control")</script>')
     _, console, requests = chromium(control, tmp_path, "400,300")
     assert any('"control"' in line for line in console) and requests == ["http://127.0.0.1:9/x.png"]
+
+
+def test_a_time_range_takes_only_the_messages_appended_in_it(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings()
+    before = messages(settings, SimOptions(customers=200, events=2_000, seed=33))
+    after = messages(settings, SimOptions(customers=300, events=3_000, seed=34))
+    produce(settings, before, progress=None)
+    time.sleep(1.5)
+    boundary = datetime.now(UTC)
+    time.sleep(1.5)
+    produce(settings, after, progress=None)
+    config = write_config(settings, tmp_path / "map.toml")
+    report_file = tmp_path / "report.json"
+    at = boundary.isoformat()
+    ranges = ((["--from", at], after), (["--to", at], before), (["--since", "1h"], before + after))
+    for flags, produced in ranges:
+        done = journey_cli("backtest", "--candidate", str(config), "--baseline", str(config), *flags,
+                           "--json", str(report_file))
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = orjson.loads(report_file.read_bytes())
+        want = reference_stages(settings, produced)
+        counts = Counter(want.values())
+        assert report["baseline"]["customers"] == len(want), flags
+        assert report["baseline"]["populations"] == {s: counts.get(s, 0) for s in
+                                                     [*settings.journey.stage_names, DORMANT]}, flags
+    bad = journey_cli("backtest", "--candidate", str(config), "--from", "2026-11-01T00:00:00")
+    assert bad.returncode == 2 and "with its offset" in bad.stderr
