@@ -24,11 +24,11 @@ from bytewax.run import cli_main
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from config.errors import BrokerError, JourneyError
-from config.model import DORMANT, OTHER_CHANNEL, OUTPUT_ROLES, KafkaSettings, Settings
+from config.model import BEFORE_ENTRY, DORMANT, OTHER_CHANNEL, OUTPUT_ROLES, KafkaSettings, Settings
 from flows.journey_flow import build_flow
 from journey.kafka_io import PART_SEP, KafkaBatchSource, client_config, cluster_metadata, partition_counts
 from journey.runner import compile_kernels, find_cause
-from operators.base import Output, each_record
+from operators.base import Output, each_record, wall_clock_ms
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
 
@@ -54,7 +54,8 @@ class Outcome:
         """One output record of the replay (its topic's role in ``[topics]``)."""
         if role == "transitions":
             rec = orjson.loads(value)
-            self.transitions[rec["from"] or "none", rec["to"]] += 1
+            self.transitions[rec["from"] or BEFORE_ENTRY, rec["to"]] += 1
+            # the last in output order: one worker replays, so a customer's records come in order
             self.stage[rec["customer_id"]] = rec["to"]
         elif role == "scores":
             rec = orjson.loads(value)
@@ -68,8 +69,12 @@ class Outcome:
         elif role == "dlq":
             self.dead_letters += 1
 
-    def summary(self, stages: Sequence[str]) -> dict[str, Any]:
-        """The figures of the report for this map, stages in journey order (then dormant)."""
+    def summary(self, stages: Sequence[str], own: Sequence[str]) -> dict[str, Any]:
+        """The figures of the report for this map.
+
+        Populations over ``stages`` (both maps', then dormant), so the two sides line up;
+        conversion from each of the map's ``own`` stages to its next, in journey order.
+        """
         names = [*stages, DORMANT]
         population = Counter(self.stage.values())
         arrivals: Counter[str] = Counter()
@@ -84,8 +89,7 @@ class Outcome:
             "populations": {s: population.get(s, 0) for s in names},
             "transitions": {f"{f}>{t}": n for (f, t), n in sorted(self.transitions.items())},
             "conversion": {f"{a}>{b}": self.transitions.get((a, b), 0) / arrivals[a] if arrivals[a] else None
-                           for a, b in itertools.pairwise(stages)},
-            "dormant": population.get(DORMANT, 0),
+                           for a, b in itertools.pairwise(own)},
             "sessions": self.sessions,
             "converted_sessions": self.converted_sessions,
             "sentiment_by_stage": mean,
@@ -124,27 +128,30 @@ class _CollectingSink(FixedPartitionedSink[Sequence[Output], None]):
 def start_offsets(kafka: KafkaSettings, partitions: dict[str, int], since_ms: int) -> dict[str, int]:
     """Each input partition's first offset at ``since_ms`` or later, as Kafka's offsets for times say.
 
-    A partition with nothing that late is read from its end. (A broker that cannot tell
-    answers offset 0: the time filter of the source still keeps the range exact.)
+    A partition with nothing that late is read from its end. (The embedded broker answers
+    offset 0 whatever the time: the source's time filter still keeps the range exact.)
     """
     consumer = Consumer(client_config(kafka))
     try:
         found = consumer.offsets_for_times(
             [TopicPartition(t, p, since_ms) for t, n in partitions.items() for p in range(n)], timeout=15)
     except KafkaException as err:
-        msg = f"cannot look up the offsets of time {since_ms} ms at {kafka.brokers}: {err}"
+        msg = (f"cannot look up the offsets of time {since_ms} ms at {kafka.brokers} ({err}); check that "
+               "the brokers answer, then run again")
         raise BrokerError(msg) from err
     finally:
         consumer.close()
+    failed = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in found if tp.error is not None]
+    if failed:
+        msg = (f"cannot look up where the history starts in {', '.join(failed)}; run again once every "
+               "partition has a leader")
+        raise BrokerError(msg)
     return {f"{tp.topic}{PART_SEP}{tp.partition}": tp.offset if tp.offset >= 0 else OFFSET_END
             for tp in found}
 
 
-def replay(settings: Settings, since_ms: int | None = None, until_ms: int | None = None) -> Outcome:
-    """Run the engine over the history, bounded, under ``settings``' map; its outcome.
-
-    With ``since_ms`` or ``until_ms``, only messages whose Kafka timestamp is in that range.
-    """
+def replay(settings: Settings, history: "History") -> Outcome:
+    """Run the engine over ``history``, bounded, under ``settings``' map; its outcome."""
     group = f"journey-backtest-{uuid.uuid4().hex[:8]}"  # not the production group: its lag stays true
     kafka = KafkaSettings(settings.kafka.brokers, {**settings.kafka.properties, "group.id": group},
                           settings.kafka.secret_keys)
@@ -153,11 +160,8 @@ def replay(settings: Settings, since_ms: int | None = None, until_ms: int | None
     metrics = EngineMetrics()
     outcome = Outcome()
     roles = {getattr(settings.topics, role): role for role in OUTPUT_ROLES}
-    ranged = since_ms is not None or until_ms is not None
-    starts = start_offsets(kafka, partitions, since_ms) if since_ms is not None else None
     source = KafkaBatchSource(kafka, partitions, Readers(settings.journey, settings.topics), bounded=True,
-                              metrics=metrics, starts=starts,
-                              times=(since_ms or 0, until_ms or 2**63 - 1) if ranged else None)
+                              metrics=metrics, starts=history.starts(kafka, partitions), times=history.times)
     flow = build_flow(replace(settings, kafka=kafka), source, len(source.list_parts()),
                       _CollectingSink(outcome, roles), metrics=metrics, recoverable=False)
     with _Progress(metrics):
@@ -212,18 +216,29 @@ class _Progress:
         sys.stderr.flush()
 
 
-def compare(baseline: Outcome, candidate: Outcome, stages: Sequence[str]) -> dict[str, Any]:
-    """Both maps' figures side by side, and the customers whose final stage differs."""
+def moves(baseline: Outcome, candidate: Outcome) -> dict[tuple[str, str], list[str]]:
+    """The customers whose final stage differs, by (baseline stage, candidate stage), ids sorted.
+
+    A customer only one map tracks (its events were valid under that map alone) is
+    ``none`` under the other.
+    """
     moved: dict[tuple[str, str], list[str]] = {}
-    for cid, was in sorted(baseline.stage.items()):
-        now = candidate.stage.get(cid, "none")
+    for cid in sorted(set(baseline.stage) | set(candidate.stage)):
+        was, now = baseline.stage.get(cid, BEFORE_ENTRY), candidate.stage.get(cid, BEFORE_ENTRY)
         if now != was:
             moved.setdefault((was, now), []).append(cid)
-    for cid in sorted(set(candidate.stage) - set(baseline.stage)):
-        moved.setdefault(("none", candidate.stage[cid]), []).append(cid)
+    return moved
+
+
+def compare(baseline: Outcome, candidate: Outcome, base_stages: Sequence[str],
+            cand_stages: Sequence[str]) -> dict[str, Any]:
+    """Both maps' figures side by side, and the customers whose final stage differs."""
+    moved = moves(baseline, candidate)
+    stages = list(dict.fromkeys([*base_stages, *cand_stages]))
     return {
-        "baseline": baseline.summary(stages),
-        "candidate": candidate.summary(stages),
+        "customers": len(set(baseline.stage) | set(candidate.stage)),
+        "baseline": baseline.summary(stages, base_stages),
+        "candidate": candidate.summary(stages, cand_stages),
         "differing_customers": sum(len(c) for c in moved.values()),
         "differences": [{"baseline": b, "candidate": c, "customers": len(ids), "examples": ids[:EXAMPLES]}
                         for (b, c), ids in sorted(moved.items(), key=lambda kv: -len(kv[1]))],
@@ -232,59 +247,97 @@ def compare(baseline: Outcome, candidate: Outcome, stages: Sequence[str]) -> dic
 
 def backtest(baseline: Settings, candidate: Settings, since_ms: int | None = None,
              until_ms: int | None = None) -> dict[str, Any]:
-    """The report: both maps over the same history (messages appended from ``since_ms`` to ``until_ms``)."""
+    """The report: both maps over the same history, the baseline's topics on the baseline's brokers.
+
+    The history is the messages whose Kafka timestamp is ``since_ms`` or later (all when
+    None) and ``until_ms`` or earlier, which is the back-test's start unless given: each
+    map reads the same messages, however much is produced meanwhile.
+    """
+    candidate = replace(candidate, kafka=baseline.kafka, topics=baseline.topics)
+    window = History(baseline, since_ms, wall_clock_ms() if until_ms is None else until_ms)
     outcomes = []
     for name, settings in (("baseline", baseline), ("candidate", candidate)):
         started = time.perf_counter()
-        outcomes.append(replay(settings, since_ms, until_ms))
+        outcomes.append(replay(settings, window))
         log.info("%s map: %d customers in %.1f s", name, len(outcomes[-1].stage),
                  time.perf_counter() - started)
-    stages = list(dict.fromkeys([*baseline.journey.stage_names, *candidate.journey.stage_names]))
-    report = compare(outcomes[0], outcomes[1], stages)
-    moved = {cid for cid, was in outcomes[0].stage.items() if outcomes[1].stage.get(cid) != was}
-    report["attribution"] = attribution(baseline, moved | (set(outcomes[1].stage) - set(outcomes[0].stage)))
+    report = compare(outcomes[0], outcomes[1], baseline.journey.stage_names, candidate.journey.stage_names)
+    moved = {cid for ids in moves(outcomes[0], outcomes[1]).values() for cid in ids}
+    report["attribution"] = attribution(window, moved)
     return report
 
 
-def attribution(settings: Settings, customers: set[str], limit: int = 8) -> list[dict[str, Any]]:
-    """The touchpoints and channels most over-represented in the events of ``customers``.
+@dataclass(frozen=True)
+class History:
+    """The part of the input topics a back-test reads: where each partition starts, which timestamps count."""
 
-    Each as its share of those customers' events beside its share of all events, and
-    their ratio (lift). Read from the history once more, as sent (re-deliveries count).
+    settings: Settings
+    since_ms: int | None
+    until_ms: int
+
+    @property
+    def times(self) -> tuple[int, int]:
+        """The Kafka timestamps a message must have, both ends included."""
+        return (self.since_ms or 0, self.until_ms)
+
+    def starts(self, kafka: KafkaSettings, partitions: dict[str, int]) -> dict[str, int] | None:
+        """Each partition's first offset, by Kafka's offsets for times (None: their beginnings)."""
+        return None if self.since_ms is None else start_offsets(kafka, partitions, self.since_ms)
+
+
+def attribution(history: History, customers: set[str], limit: int = 8) -> list[dict[str, Any]]:
+    """The touchpoints and channels over-represented in the events of ``customers``.
+
+    Each with its share of those customers' events beside its share of all events, and
+    their ratio (lift), the most over-represented first. Counted from the history again,
+    as sent (re-deliveries count, dead letters do not name a known type), so that the
+    engine's steps stay as ``run`` has them.
     """
     if not customers:
         return []
     mine: Counter[str] = Counter()
     every: Counter[str] = Counter()
-    for event in _history(settings):
+    for event in _events(history):
         names = (f"touchpoint {event.get('type')}", f"channel {event.get('channel') or OTHER_CHANNEL}")
         every.update(names)
-        if event.get("customer_id") in customers:
+        cid = event.get("customer_id")
+        if isinstance(cid, str) and cid in customers:
             mine.update(names)
     total_mine, total = sum(mine.values()) or 1, sum(every.values()) or 1
-    rows = sorted(((n / total_mine, every[name] / total, name) for name, n in mine.items()),
-                  key=lambda r: r[1] - r[0])[:limit]
+    rows = sorted(((n / total_mine, every[name] / total, name) for name, n in mine.items()
+                   if n / total_mine > every[name] / total), key=lambda r: r[1] - r[0])[:limit]
     return [{"name": name, "share": share, "share_all": share_all, "lift": share / share_all}
             for share, share_all, name in rows]
 
 
-def _history(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Every JSON object in the input topics, each partition from its beginning to its end."""
-    metadata = cluster_metadata(settings.kafka)
-    parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in settings.topics.inputs
-             for p in metadata.topics[t].partitions]
+def _events(history: History) -> Iterator[dict[str, Any]]:
+    """Every JSON object of the history, read as the replays read it (start offsets, timestamps)."""
+    settings = history.settings
+    partitions = partition_counts(cluster_metadata(settings.kafka), settings.topics.inputs)
+    starts = history.starts(settings.kafka, partitions) or {}
+    low, high = history.times
     consumer = Consumer(client_config(settings.kafka, **{
         "group.id": f"journey-backtest-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
         "enable.partition.eof": True}))
-    consumer.assign(parts)
+    parts = [(t, p) for t, n in partitions.items() for p in range(n)]
+    consumer.assign([TopicPartition(t, p, starts.get(f"{t}{PART_SEP}{p}", OFFSET_BEGINNING))
+                     for t, p in parts])
     ended: set[tuple[str, int]] = set()
     try:
         while len(ended) < len(parts):
             for m in consumer.consume(10_000, 0.5):
-                err = m.error()
+                key, err = (m.topic() or "", m.partition() or 0), m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        ended.add((m.topic() or "", m.partition() or 0))
+                        ended.add(key)
+                    elif err.fatal() or not err.retriable():
+                        msg = f"reading the history again for attribution failed: {err.str()}"
+                        raise BrokerError(msg)
+                    continue
+                stamp = m.timestamp()[1]
+                if stamp > high:
+                    ended.add(key)  # past the range: the replays stopped here too
+                if key in ended or stamp < low:
                     continue
                 try:
                     event = orjson.loads(m.value() or b"")
@@ -305,7 +358,7 @@ def table(report: dict[str, Any]) -> str:
         lines.append(f"{'  ' + s:<32}{n:>12,}{cand['populations'].get(s, 0):>12,}")
     for key in base["conversion"]:
         b, c = base["conversion"][key], cand["conversion"].get(key)
-        lines.append(f"{'  conv ' + key:<32}{_pct(b):>12}{_pct(c):>12}")
+        lines.append(f"{'  conv ' + key:<32}{percent(b):>12}{percent(c):>12}")
     lines.append(f"{'sessions converted':<32}{base['converted_sessions']:>12,}"
                  f"{cand['converted_sessions']:>12,}")
     lines.append(f"differing customers: {report['differing_customers']:,}")
@@ -314,5 +367,6 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as the report shows it (``-``: undefined, nothing to divide by)."""
     return "-" if value is None else f"{100 * value:.1f}%"

@@ -5,7 +5,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from config.durations import format_duration_ms, parse_duration_ms
@@ -227,7 +227,15 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     candidate = _settings(args.candidate, args.brokers)
     since_ms = (wall_clock_ms() - _duration_ms("--since", args.since) if args.since
                 else _time_ms("--from", args.from_time))
-    report = backtest(baseline, candidate, since_ms, _time_ms("--to", args.to_time))
+    until_ms = _time_ms("--to", args.to_time)
+    if since_ms is not None and until_ms is not None and until_ms < since_ms:
+        msg = "--to is before the start of the range (--from or --since): swap them"
+        raise ConfigError(msg)
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if path is not None and not path.resolve().parent.is_dir():
+            msg = f"{flag} {path}: its directory does not exist; create it or name a file in another"
+            raise ConfigError(msg)
+    report = backtest(baseline, candidate, since_ms, until_ms)
     print(table(report))
     if args.json:
         args.json.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -237,6 +245,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _duration_ms(flag: str, text: str) -> int:
+    """A duration flag in milliseconds; a bad one is a ConfigError naming the flag."""
     try:
         return parse_duration_ms(text)
     except ValueError as err:
@@ -245,7 +254,11 @@ def _duration_ms(flag: str, text: str) -> int:
 
 
 def _time_ms(flag: str, text: str | None) -> int | None:
-    """An RFC 3339 time with its offset, in epoch milliseconds (None: not given)."""
+    """An RFC 3339 time with its offset, in epoch milliseconds (None: not given).
+
+    Without an offset a time would mean this machine's zone, which a report read
+    elsewhere could not know: it is refused.
+    """
     if text is None:
         return None
     try:
@@ -257,7 +270,7 @@ def _time_ms(flag: str, text: str | None) -> int | None:
         msg = (f"{flag} {text}: expected an RFC 3339 time with its offset, such as 2026-11-01T00:00:00Z"
                f"{'' if moment is not None else f' ({reason})'}")
         raise ConfigError(msg)
-    return int(moment.timestamp() * 1000)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:

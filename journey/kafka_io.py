@@ -408,11 +408,10 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 self._read_errors(err for m in read if (err := m.error()) is not None)
             if messages:
                 self.next_offset = int(messages[-1].offset() or 0) + 1  # a consumed message has one
-            if messages and self.source.times is not None:
-                low, high = self.source.times
-                messages = [m for m in messages if low <= m.timestamp()[1] <= high]
-            if messages:
-                reader.add(messages)
+                if self.source.times is not None:  # read, but maybe none to hand over
+                    messages = self._in_range(messages, *self.source.times)
+                if messages:
+                    reader.add(messages)
             else:
                 reader.drained()
         known = self.shared.log_range(self.topic, self.partition)
@@ -430,6 +429,17 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         else:  # nothing new (caught up, or held back by alignment): let the worker do other work
             self.awake = datetime.now(UTC) + IDLE_POLL
         return out
+
+    def _in_range(self, messages: list[Message], low: int, high: int) -> list[Message]:
+        """The messages whose Kafka timestamp is in [low, high]; past ``high`` the partition ends.
+
+        Timestamps grow along a partition (as Kafka's offsets for times assume), so a
+        bounded read stops there instead of chasing what is produced meanwhile.
+        """
+        kept = [m for m in messages if low <= m.timestamp()[1] <= high]
+        if self.bounded and messages[-1].timestamp()[1] > high:
+            self.at_end = True
+        return kept
 
     def next_awake(self) -> datetime | None:
         return self.awake

@@ -6,6 +6,9 @@ It opens offline, from a file or an e-mail attachment, and prints as it shows.
 from html import escape
 from typing import Any
 
+from config.model import DORMANT
+from journey.backtest import percent
+
 BASE, CAND = "#4e79a7", "#f28e2b"
 """Baseline and candidate colours, the same in every chart."""
 STYLE = """
@@ -52,10 +55,6 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{cells}</tr>{body}</table>"
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def render(report: dict[str, Any], baseline_name: str, candidate_name: str) -> str:
     """The page for ``report`` (``journey.backtest.compare``'s, with its attribution)."""
     base, cand = report["baseline"], report["candidate"]
@@ -64,7 +63,7 @@ def render(report: dict[str, Any], baseline_name: str, candidate_name: str) -> s
                  [cand["sentiment_by_stage"].get(s) for s in stages])
     conversion = list(base["conversion"])
 
-    def percent(figures: dict[str, float | None]) -> list[float | None]:
+    def in_percent(figures: dict[str, float | None]) -> list[float | None]:
         return [None if (v := figures.get(k)) is None else 100 * v for k in conversion]
 
     moves = sorted(set(base["transitions"]) | set(cand["transitions"]))
@@ -72,11 +71,12 @@ def render(report: dict[str, Any], baseline_name: str, candidate_name: str) -> s
         f"<h1>Back-test: {escape(candidate_name)} against {escape(baseline_name)}</h1>",
         f'<p class="legend"><span style="background:{BASE}"></span>baseline '
         f'<span style="background:{CAND}"></span>candidate</p>',
-        f"<p>{report['differing_customers']:,} of {base['customers']:,} customers end in another stage.</p>",
+        f"<p>{report['differing_customers']:,} of {report['customers']:,} customers end in another "
+        "stage.</p>",
         _bars("Customers by final stage", stages, [base["populations"][s] for s in stages],
               [cand["populations"].get(s, 0) for s in stages]),
         _bars("Stage-to-stage conversion (%)", conversion,
-              percent(base["conversion"]), percent(cand["conversion"]), "{:.1f}%"),
+              in_percent(base["conversion"]), in_percent(cand["conversion"]), "{:.1f}%"),
         _bars("Mean sentiment by final stage", stages, *sentiment, "{:+.3f}"),
         "<h2>Where customers end up differently</h2>",
         _table(["baseline stage", "candidate stage", "customers", "for example"],
@@ -84,7 +84,7 @@ def render(report: dict[str, Any], baseline_name: str, candidate_name: str) -> s
                 for d in report["differences"]]),
         "<h2>What the differing customers did</h2>",
         _table(["touchpoint or channel", "share of their events", "share of all events", "lift"],
-               [[a["name"], _pct(a["share"]), _pct(a["share_all"]), f"{a['lift']:.2f}"]
+               [[a["name"], percent(a["share"]), percent(a["share_all"]), f"{a['lift']:.2f}"]
                 for a in report.get("attribution", [])]),
         "<h2>Transitions between stages</h2>",
         _table(["from > to", "baseline", "candidate"],
@@ -94,7 +94,8 @@ def render(report: dict[str, Any], baseline_name: str, candidate_name: str) -> s
         _table(["", "baseline", "candidate"],
                [["sessions", f"{base['sessions']:,}", f"{cand['sessions']:,}"],
                 ["converted sessions", f"{base['converted_sessions']:,}", f"{cand['converted_sessions']:,}"],
-                ["dormant customers", f"{base['dormant']:,}", f"{cand['dormant']:,}"]]),
+                ["dormant customers", f"{base['populations'][DORMANT]:,}",
+                 f"{cand['populations'][DORMANT]:,}"]]),
     ]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>journey-stream back-test'
             f"</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>")

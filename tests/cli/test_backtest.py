@@ -1,6 +1,7 @@
 """``journey backtest`` against the reference: the same map finds no difference, a lowered threshold
 moves exactly the customers the reference moves, and nothing is written to any topic."""
 
+import itertools
 import subprocess
 import time
 import zlib
@@ -13,7 +14,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from config.model import DORMANT, Settings, load_settings
+from config.model import BEFORE_ENTRY, DORMANT, OTHER_CHANNEL, Settings, load_settings
 from journey.kafka_io import cluster_metadata
 from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import journey_cli, write_config
@@ -26,6 +27,18 @@ pytestmark = pytest.mark.slow
 def reference_stages(settings: Settings, produced: list) -> dict[str, str]:
     ref = reference_from(settings, produced)
     return {cid: stage_of(settings.journey, c) for cid, c in ref.customers.items()}
+
+
+def reference_conversion(settings: Settings, produced: list) -> dict[str, float | None]:
+    """Transitions from each stage to the next over arrivals into it, from the reference's transitions."""
+    moves = Counter((t.from_stage or BEFORE_ENTRY, t.to_stage)
+                    for t in reference_from(settings, produced).transitions)
+    arrivals: Counter[str] = Counter()
+    for (_f, to), n in moves.items():
+        arrivals[to] += n
+    names = settings.journey.stage_names
+    return {f"{a}>{b}": moves[a, b] / arrivals[a] if arrivals[a] else None
+            for a, b in itertools.pairwise(names)}
 
 
 def test_a_candidate_map_moves_the_customers_the_reference_moves(
@@ -46,7 +59,8 @@ def test_a_candidate_map_moves_the_customers_the_reference_moves(
     assert same.returncode == 0, same.stderr[-3000:]
     report = orjson.loads(report_file.read_bytes())
     assert report["differing_customers"] == 0 and report["differences"] == []
-    assert report["baseline"] == report["candidate"]
+    for figures in ("customers", "populations", "sentiment_by_stage", "dead_letters"):
+        assert report["baseline"][figures] == report["candidate"][figures], figures
     assert "differing customers: 0" in same.stdout
 
     done = journey_cli("backtest", "--baseline", str(baseline), "--candidate", str(candidate),
@@ -56,10 +70,14 @@ def test_a_candidate_map_moves_the_customers_the_reference_moves(
     want_base = reference_stages(settings, produced)
     want_cand = reference_stages(load_settings(candidate), produced)
     stages = [*settings.journey.stage_names, DORMANT]
-    for name, want in (("baseline", want_base), ("candidate", want_cand)):
+    for name, want, config in (("baseline", want_base, baseline), ("candidate", want_cand, candidate)):
         counts = Counter(want.values())
         assert report[name]["populations"] == {s: counts.get(s, 0) for s in stages}, name
         assert report[name]["customers"] == len(want)
+        # transitions follow the order a customer's events on several partitions are read in,
+        # which batches decide: conversion is as the reference's within a few percent (README)
+        want_conversion = reference_conversion(load_settings(config), produced)
+        assert report[name]["conversion"] == pytest.approx(want_conversion, rel=0.05), name
     moved = Counter((want_base[c], want_cand[c]) for c in want_base if want_base[c] != want_cand[c])
     assert moved and report["differing_customers"] == sum(moved.values())
     assert {(d["baseline"], d["candidate"]): d["customers"] for d in report["differences"]} == dict(moved)
@@ -67,6 +85,20 @@ def test_a_candidate_map_moves_the_customers_the_reference_moves(
         assert d["examples"] and all(want_base[c] == d["baseline"] and want_cand[c] == d["candidate"]
                                      for c in d["examples"])
     assert f"differing customers: {sum(moved.values()):,}" in done.stdout
+    movers = {c for c in want_base if want_base[c] != want_cand[c]}
+    assert report["attribution"] and all(a["share"] > a["share_all"] and a["lift"] > 1
+                                         for a in report["attribution"])
+    lift = {a["name"]: a["lift"] for a in report["attribution"]}
+    events = [orjson.loads(m.value) for m in produced if m.kind != "malformed"]  # recount the top one
+    top = report["attribution"][0]["name"]
+
+    def named(e: dict) -> set[str]:
+        return {f"touchpoint {e['type']}", f"channel {e.get('channel') or OTHER_CHANNEL}"}
+
+    mine = [e for e in events if e["customer_id"] in movers]
+    share = sum(top in named(e) for e in mine) / (2 * len(mine))
+    share_all = sum(top in named(e) for e in events) / (2 * len(events))
+    assert lift[top] == pytest.approx(share / share_all, rel=0.05)
     assert done.stderr.count(f"read: {len(produced):,} messages in") == 2  # progress, each map
 
     # nothing written: no output topic made, no offsets in the production consumer group
