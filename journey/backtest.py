@@ -98,6 +98,8 @@ class Outcome:
 
 
 class _Collecting(StatefulSinkPartition[Sequence[Output], None]):
+    """The one partition of ``_CollectingSink``: each record into the outcome, as it comes."""
+
     def __init__(self, outcome: Outcome, roles: dict[str, str]) -> None:
         self.outcome = outcome
         self.roles = roles
@@ -108,6 +110,7 @@ class _Collecting(StatefulSinkPartition[Sequence[Output], None]):
                 self.outcome.take(self.roles[topic], value or b"")
 
     def snapshot(self) -> None:
+        """Nothing to keep: a back-test runs without a recovery store."""
         return None
 
 
@@ -209,9 +212,9 @@ class _Progress:
             self._line(final=False)
 
     def _line(self, *, final: bool) -> None:
-        seconds = time.monotonic() - self.started
-        rate = self.read() / seconds if seconds else 0.0
-        sys.stderr.write(f"{'read' if final else 'reading'}: {self.read():,} messages in {seconds:.1f} s "
+        seconds, read = time.monotonic() - self.started, self.read()
+        rate = read / seconds if seconds else 0.0
+        sys.stderr.write(f"{'read' if final else 'reading'}: {read:,} messages in {seconds:.1f} s "
                          f"({rate:,.0f}/s)\n")
         sys.stderr.flush()
 

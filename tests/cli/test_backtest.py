@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from config.model import BEFORE_ENTRY, DORMANT, OTHER_CHANNEL, Settings, load_settings
 from journey.kafka_io import cluster_metadata
+from journey.report_html import render
 from journey.simulate import SimOptions, messages, produce
 from tests.broker_fixtures import journey_cli, write_config
 from tests.flows.test_end_to_end import reference_from
@@ -195,3 +196,18 @@ def test_a_time_range_takes_only_the_messages_appended_in_it(
                                                      [*settings.journey.stage_names, DORMANT]}, flags
     bad = journey_cli("backtest", "--candidate", str(config), "--from", "2026-11-01T00:00:00")
     assert bad.returncode == 2 and "with its offset" in bad.stderr
+
+
+def test_the_page_escapes_what_it_shows_and_draws_negative_and_missing_values() -> None:
+    side = {"customers": 1, "populations": {"a": 1, "b": 0, DORMANT: 0}, "conversion": {"a>b": None},
+            "transitions": {"none>a": 1}, "sessions": 0, "converted_sessions": 0,
+            "sentiment_by_stage": {"a": -0.5, "b": None, DORMANT: None}, "dead_letters": 0}
+    report = {"customers": 1, "baseline": side, "candidate": side, "differing_customers": 1,
+              "differences": [{"baseline": "a", "candidate": "b", "customers": 1, "examples": ["<b>x</b>"]}],
+              "attribution": [{"name": "channel <i>", "share": 0.5, "share_all": 0.25, "lift": 2.0}]}
+    html = render(report, "base<&>.toml", "cand.toml")
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html and "channel &lt;i&gt;" in html
+    assert "base&lt;&amp;&gt;.toml" in html
+    # populations: 3 stages x 2 maps (a zero is a bar of no height); sentiment: only a's, x 2
+    # (-0.5, below the zero line); conversion: none, undefined on both sides
+    assert html.count("<rect") == 8
