@@ -147,6 +147,23 @@ class JourneyMap:
         }
 
     @cached_property
+    def reading(self) -> dict[str, object]:
+        """What the parse and the source's alignment take from the map: maps alike here read alike.
+
+        Touchpoint types and channels in order (events are parsed to their indices), the
+        limits on an event, and the timings that decide lateness and alignment.
+        """
+        return {
+            "touchpoints": list(self.touchpoints),
+            "channels": list(self.channels),
+            "max_event_bytes": self.max_event_bytes,
+            "max_future_ms": self.max_future_ms,
+            "allowed_lateness_ms": self.allowed_lateness_ms,
+            "idle_timeout_ms": self.idle_timeout_ms,
+            "dedup_window_ms": self.dedup_window_ms,
+        }
+
+    @cached_property
     def version(self) -> str:
         """A short hash of the whole map (every rule, weight and timing): which map a run applies."""
         def plain(value: object) -> object:

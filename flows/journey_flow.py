@@ -1,21 +1,21 @@
 """read (parse, align, mark late) → route by customer shard → score and window → totals → outputs."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bytewax import operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink
 
-from config.model import Settings
+from config.model import JourneyMap, Settings
 from operators.aggregate import AGGREGATE_KEY, ShardProgress, WindowAggregator
 from operators.base import Output
 from operators.events import REASONS
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
 from operators.records import RecordBuilder
-from operators.routing import DEFAULT_SHARDS, route
+from operators.routing import DEFAULT_SHARDS, ShardInput, route
 from operators.shard import ShardOutput, ShardScorer, Snapshot
 
 FLOW_ID = "journey"
@@ -45,16 +45,68 @@ def build_flow(
     dormancy, dead letters and late events stay). ``recoverable=False`` (no recovery store)
     spares the shards copying their state at every epoch's end.
     """
-    journey = settings.journey
-    records = RecordBuilder(journey, settings.topics)
-    metrics.count_from_zero(REASONS, records.funnel_names, settings.topics.outputs)
+    flow = Dataflow(FLOW_ID)
+    reads = op.input(INPUT_STEP, flow, source)
+    routed = op.flat_map("route", reads, lambda read: route(read, shards))
+    outputs = [_rejected("dead_letters_and_late", reads, metrics),
+               *_scored("", routed, settings.journey, settings, partitions, metrics, shards=shards,
+                        windows=windows, recoverable=recoverable)]
+    (own_part,) = sink.list_parts()
+    merged = op.merge("outputs", *outputs)
+    op.output("kafka_out", op.key_on("to_own_part", merged, lambda _: own_part), sink)
+    return flow
 
+
+def build_comparison_flow(
+    settings: Settings,
+    maps: Mapping[str, JourneyMap],
+    source: Source[SourceRead],
+    partitions: int,
+    sink: FixedPartitionedSink[tuple[str, Sequence[Output]], Any],
+    *,
+    metrics: Mapping[str, EngineMetrics],
+) -> Dataflow:
+    """One read and parse of the input, scored and windowed under each of ``maps`` side by side.
+
+    Every map's steps see the very same batches (so what differs between their outputs
+    is the maps' doing, not the order things were read in); each record list reaches the
+    sink tagged with its map's name. The maps must read alike (``JourneyMap.reading``):
+    the parse is ``settings``'. Bounded, one worker, no recovery store.
+    """
+    flow = Dataflow(FLOW_ID)
+    reads = op.input(INPUT_STEP, flow, source)
+    routed = op.flat_map("route", reads, lambda read: route(read, 1))
+    tagged = []
+    for name, journey in maps.items():
+        outputs = [_rejected(f"{name}_dead_letters_and_late", reads, metrics[name]),
+                   *_scored(f"{name}_", routed, journey, settings, partitions, metrics[name], shards=1,
+                            windows=True, recoverable=False)]
+        tagged.append(op.map(f"{name}_tagged", op.merge(f"{name}_outputs", *outputs),
+                             lambda records, name=name: (name, records)))
+    (own_part,) = sink.list_parts()
+    merged = op.merge("outputs", *tagged)
+    op.output("collect", op.key_on("to_own_part", merged, lambda _: own_part), sink)
+    return flow
+
+
+def _rejected(step: str, reads: Stream[SourceRead], metrics: EngineMetrics) -> Stream[list[Output]]:
+    """Dead letters and events late when read, counted, as records."""
     def read_out(read: SourceRead) -> list[Output] | None:
         for reason, count in read.rejected.items():
             metrics.rejected.labels(reason).inc(count)
         metrics.late.inc(len(read.late))
         out: list[Output] = [*read.dead_letters, *read.late]
         return out or None
+
+    return op.filter_map(step, reads, read_out)
+
+
+def _scored(prefix: str, routed: Stream[tuple[str, ShardInput]], journey: JourneyMap, settings: Settings,
+            partitions: int, metrics: EngineMetrics, *, shards: int, windows: bool,
+            recoverable: bool) -> list[Stream[list[Output]]]:
+    """The shards' records under ``journey`` and, with ``windows``, the channel and funnel windows'."""
+    records = RecordBuilder(journey, settings.topics)
+    metrics.count_from_zero(REASONS, records.funnel_names, settings.topics.outputs)
 
     def scorer(resume: Snapshot | None) -> ShardScorer:
         return ShardScorer(journey, records, metrics, partitions, resume, windows=windows, shards=shards,
@@ -69,16 +121,10 @@ def build_flow(
     def aggregator(resume: dict[str, object] | None) -> WindowAggregator:
         return WindowAggregator(records, journey.metrics_window_ms, shards, resume, metrics)
 
-    flow = Dataflow(FLOW_ID)
-    reads = op.input(INPUT_STEP, flow, source)
-    rejected = op.filter_map("dead_letters_and_late", reads, read_out)
-    routed = op.flat_map("route", reads, lambda read: route(read, shards))
-    scored = op.stateful_batch(SCORE_STEP, routed, scorer)
-    outputs = [rejected, op.map("records", scored, lambda item: item[1].records)]
+    scored = op.stateful_batch(prefix + SCORE_STEP, routed, scorer)
+    outputs = [op.map(prefix + "records", scored, lambda item: item[1].records)]
     if windows:
-        totals = op.stateful_batch("windows", op.filter_map("progress", scored, progress), aggregator)
-        outputs.append(op.key_rm("window_records", totals))
-    (own_part,) = sink.list_parts()
-    merged = op.merge("outputs", *outputs)
-    op.output("kafka_out", op.key_on("to_own_part", merged, lambda _: own_part), sink)
-    return flow
+        totals = op.stateful_batch(prefix + "windows", op.filter_map(prefix + "progress", scored, progress),
+                                   aggregator)
+        outputs.append(op.key_rm(prefix + "window_records", totals))
+    return outputs
