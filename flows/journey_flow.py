@@ -1,6 +1,7 @@
 """read (parse, align, mark late) → route by customer shard → score and window → totals → outputs."""
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from bytewax import operators as op
@@ -81,12 +82,15 @@ def build_comparison_flow(
         outputs = [_rejected(f"{name}_dead_letters_and_late", reads, metrics[name]),
                    *_scored(f"{name}_", routed, journey, settings, partitions, metrics[name], shards=1,
                             windows=True, recoverable=False)]
-        tagged.append(op.map(f"{name}_tagged", op.merge(f"{name}_outputs", *outputs),
-                             lambda records, name=name: (name, records)))
+        tagged.append(op.map(f"{name}_tagged", op.merge(f"{name}_outputs", *outputs), partial(_tag, name)))
     (own_part,) = sink.list_parts()
     merged = op.merge("outputs", *tagged)
     op.output("collect", op.key_on("to_own_part", merged, lambda _: own_part), sink)
     return flow
+
+
+def _tag(name: str, records: list[Output]) -> tuple[str, Sequence[Output]]:
+    return name, records
 
 
 def _rejected(step: str, reads: Stream[SourceRead], metrics: EngineMetrics) -> Stream[list[Output]]:
