@@ -24,6 +24,9 @@ DEFAULT_PATH = Path(__file__).with_name("journey.toml")
 DEFAULT_INPUTS = ("clickstream", "touchpoints")
 BROKER_DEFAULT_REPLICATION = -1
 """The replication factor that asks the broker for its ``default.replication.factor``."""
+TIMINGS = ("half_life", "dedup_window", "dormant_after", "allowed_lateness", "idle_timeout", "session_gap",
+            "metrics_window", "max_future")
+"""The durations of ``[journey]`` (``JourneyMap`` holds each as ``<key>_ms``)."""
 # Property names whose literal values would be secrets: these must come from the environment.
 _SECRET_MARKERS = ("password", "secret", "oauthbearer.config", "sasl.jaas")
 
@@ -164,6 +167,27 @@ class JourneyMap:
         }
 
     @cached_property
+    def frame(self) -> dict[str, object]:
+        """What a running flow cannot change (``live_changes``), by the place in the file that sets it.
+
+        Everything but what applies per event or per evaluation: touchpoint weights and
+        stage factors, channel multipliers, stage thresholds, ``requires`` counts,
+        ``min_sentiment`` and saturation.
+        """
+        return {
+            "[journey].stages": list(self.stage_names),
+            "the touchpoint types of [touchpoints]": list(self.touchpoints),
+            "the channels of [channels]": list(self.channels),
+            "the touchpoint types [stages.*].requires names": list(self.required_types),
+            "[touchpoints.*].roles and .conversion": {
+                t.name: [*sorted(t.roles), *(["conversion"] if t.conversion else [])]
+                for t in self.touchpoints.values()},
+            **{f"[journey].{key}": format_duration_ms(getattr(self, f"{key}_ms")) for key in TIMINGS},
+            "[journey].dedup_slots": self.dedup_slots,
+            "[journey].max_event_bytes": self.max_event_bytes,
+        }
+
+    @cached_property
     def version(self) -> str:
         """A short hash of the whole map (every rule, weight and timing): which map a run applies."""
         def plain(value: object) -> object:
@@ -182,6 +206,46 @@ class JourneyMap:
     def fingerprint(self) -> str:
         """A short hash of ``layout``, for summaries."""
         return hashlib.sha256(repr(sorted(self.layout.items())).encode()).hexdigest()[:16]
+
+
+def live_changes(running: JourneyMap, new: JourneyMap) -> list[str]:
+    """What ``new`` changes that a running flow cannot take (``JourneyMap.frame``), in the file's terms."""
+    was, now = running.frame, new.frame
+    return [f"{key}: {was[key]} -> {now[key]}" for key in was if was[key] != now[key]]
+
+
+MAP_SECTIONS = ("journey", "stages", "channels", "touchpoints")
+"""The tables of a settings file that make the journey map (the rest say where it runs)."""
+
+
+def map_document(journey: JourneyMap) -> dict[str, Any]:
+    """The map as the tables of a settings file (``MAP_SECTIONS``): ``parse_map`` reads it back equal.
+
+    Durations in whole milliseconds; what the file left to defaults is spelt out.
+    """
+    stages: dict[str, Any] = {}
+    for stage in journey.stages[1:]:
+        rule: dict[str, Any] = {"threshold": stage.threshold, "requires": dict(stage.requires)}
+        if stage.min_sentiment is not None:
+            rule["min_sentiment"] = stage.min_sentiment
+        stages[stage.name] = rule
+    return {
+        "journey": {"stages": list(journey.stage_names), "saturation": journey.saturation,
+                    "dedup_slots": journey.dedup_slots, "max_event_bytes": journey.max_event_bytes,
+                    **{key: f"{getattr(journey, key + '_ms')}ms" for key in TIMINGS}},
+        "stages": stages,
+        "channels": dict(journey.channels),
+        "touchpoints": {t.name: {"weight": t.weight, "stages": dict(t.stages), "roles": sorted(t.roles),
+                                 "conversion": t.conversion} for t in journey.touchpoints.values()},
+    }
+
+
+def parse_map(where: str, document: object) -> JourneyMap:
+    """Validate a journey map given as its tables (``map_document``); errors name ``where``."""
+    top = Table(where, "", document)
+    journey = _journey(top)
+    top.done(f"known sections: {', '.join(MAP_SECTIONS)}")
+    return journey
 
 
 _LAYOUT_KEYS = {
@@ -242,6 +306,8 @@ OUTPUT_ROLES = ("scores", "transitions", "sessions", "metrics", "late", "dlq")
 TOPIC_DEFAULTS: Mapping[str, Mapping[str, str]] = {"scores": {"cleanup.policy": "compact"}}
 """Settings an output topic is created with unless ``[topics.config]`` says otherwise: the
 scores topic keeps the latest state of every customer (it is keyed by customer id)."""
+CONTROL_CONFIG: Mapping[str, str] = {"cleanup.policy": "compact"}
+"""The control topic's settings: compacted, so that no retention ever deletes the maps' history."""
 
 
 @dataclass(frozen=True)
@@ -255,6 +321,8 @@ class Topics:
     metrics: str = "journey.metrics"
     late: str = "journey.late"
     dlq: str = "journey.dlq"
+    control: str = "journey.control"
+    """Where ``journey apply-map`` publishes maps for running flows to switch to (``journey.control``)."""
     replication_factor: int = BROKER_DEFAULT_REPLICATION
     config: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: TOPIC_DEFAULTS)
     """Topic settings by output role; the values of ``TOPIC_DEFAULTS`` merged with the file's."""
@@ -458,6 +526,7 @@ def _topics(table: Table) -> Topics:
             or not all(isinstance(t, str) and t for t in inputs) or len(set(inputs)) != len(inputs)):
         table.fail("inputs", "a non-empty array of distinct topic names", inputs)
     outputs = {role: table.string(role, getattr(defaults, role)) for role in OUTPUT_ROLES}
+    control = table.string("control", defaults.control)
     replication = table.integer("replication_factor", BROKER_DEFAULT_REPLICATION,
                                 minimum=BROKER_DEFAULT_REPLICATION)
     if replication == 0:
@@ -465,9 +534,11 @@ def _topics(table: Table) -> Topics:
                                          "number of replicas >= 1", 0)
     config = _topic_config(table.sub("config"))
     table.done()
-    topics = Topics(inputs=tuple(inputs), **outputs, replication_factor=replication, config=config)
-    clash = set(topics.inputs) & set(topics.outputs)
-    if len(set(topics.outputs)) != len(topics.outputs) or clash:
+    topics = Topics(inputs=tuple(inputs), **outputs, control=control, replication_factor=replication,
+                    config=config)
+    named = [*topics.outputs, control]
+    clash = set(topics.inputs) & set(named)
+    if len(set(named)) != len(named) or clash:
         table.fail("", "distinct topic names for every input and output", sorted(clash) or outputs)
     return topics
 

@@ -16,14 +16,16 @@ from operators.events import REASONS
 from operators.metrics import EngineMetrics
 from operators.reading import SourceRead
 from operators.records import RecordBuilder
-from operators.routing import DEFAULT_SHARDS, ShardInput, route
-from operators.shard import ShardOutput, ShardScorer, Snapshot
+from operators.routing import DEFAULT_SHARDS, MapChange, ShardInput, route, to_every_shard
+from operators.shard import ShardOutput, ShardScorer, Snapshot, Switches
 
 FLOW_ID = "journey"
 SCORE_STEP = "score"
 """The step whose snapshots hold the shards (``FLOW_ID.SCORE_STEP`` in a recovery store)."""
 INPUT_STEP = "kafka_in"
 """The input step: its snapshots hold each input partition's next offset."""
+CONTROL_STEP = "control_in"
+"""The input of maps applied live (the control topic)."""
 
 
 def build_flow(
@@ -36,6 +38,7 @@ def build_flow(
     shards: int = DEFAULT_SHARDS,
     windows: bool = True,
     recoverable: bool = True,
+    control: Source[MapChange] | None = None,
 ) -> Dataflow:
     """The journey dataflow over a source of ``partitions`` input partitions.
 
@@ -44,11 +47,16 @@ def build_flow(
 
     ``windows=False`` leaves out sessions and channel/funnel windows (scores, transitions,
     dormancy, dead letters and late events stay). ``recoverable=False`` (no recovery store)
-    spares the shards copying their state at every epoch's end.
+    spares the shards copying their state at every epoch's end. ``control`` brings maps
+    applied live: each goes to every shard.
     """
     flow = Dataflow(FLOW_ID)
     reads = op.input(INPUT_STEP, flow, source)
     routed = op.flat_map("route", reads, lambda read: route(read, shards))
+    if control is not None:
+        changes = op.input(CONTROL_STEP, flow, control)
+        routed = op.merge("events_and_maps", routed, op.flat_map(
+            "to_every_shard", changes, lambda change: to_every_shard(change, shards)))
     outputs = [_rejected("dead_letters_and_late", reads, metrics),
                *_scored("", routed, settings.journey, settings, partitions, metrics, shards=shards,
                         windows=windows, recoverable=recoverable)]
@@ -111,10 +119,11 @@ def _scored(prefix: str, routed: Stream[tuple[str, ShardInput]], journey: Journe
     """The shards' records under ``journey`` and, with ``windows``, the channel and funnel windows'."""
     records = RecordBuilder(journey, settings.topics)
     metrics.count_from_zero(REASONS, records.funnel_names, settings.topics.outputs)
+    switches = Switches(metrics)
 
     def scorer(resume: Snapshot | None) -> ShardScorer:
         return ShardScorer(journey, records, metrics, partitions, resume, windows=windows, shards=shards,
-                           recoverable=recoverable)
+                           recoverable=recoverable, switches=switches)
 
     def progress(item: tuple[str, ShardOutput]) -> tuple[str, ShardProgress] | None:
         shard, out = item

@@ -1,4 +1,4 @@
-"""The ``journey`` command line: run, check-config, simulate, backtest, compile, broker, demo."""
+"""The ``journey`` command line: run, check-config, apply-map, simulate, backtest, compile, broker, demo."""
 
 import argparse
 import logging
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from config.durations import format_duration_ms, parse_duration_ms
 from config.errors import ConfigError, JourneyError
-from config.model import DEFAULT_PATH, Settings, load_settings
+from config.model import DEFAULT_PATH, TIMINGS, Settings, load_settings
 from journey import __version__
 from journey.environment import apply_environment, pod_cluster
 from journey.redaction import keep_secret, redact
@@ -81,6 +81,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate and summarize a journey map")
     check.add_argument("file", type=Path)
 
+    apply = sub.add_parser("apply-map", help="publish a journey map for running flows to take over, "
+                                             "without a restart")
+    apply.add_argument("file", type=Path, help="the settings file holding the map (checked as "
+                                               "check-config checks it)")
+    apply.add_argument("--brokers", help="Kafka bootstrap servers (overrides the file's [kafka].brokers)")
+
     sim = sub.add_parser("simulate", help="produce synthetic journeys to the input topics")
     sim.add_argument("--brokers", required=True)
     sim.add_argument("--config", type=Path, default=DEFAULT_PATH)
@@ -131,7 +137,7 @@ def _settings(path: Path, brokers: str | None = None) -> Settings:
 
 def _summary(settings: Settings) -> str:
     j = settings.journey
-    lines = [f"{settings.path}: OK (layout {j.fingerprint})", "stages:"]
+    lines = [f"{settings.path}: OK (map version {j.version}, layout {j.fingerprint})", "stages:"]
     for s in j.stages:
         rule = "entry stage" if s.threshold is None else f"evidence >= {s.threshold:g}"
         for tp, n in s.requires.items():
@@ -143,10 +149,8 @@ def _summary(settings: Settings) -> str:
                  f"({sum(1 for t in j.touchpoints.values() if t.conversion)} conversion)")
     lines.append("channels: " + ", ".join(f"{c} {m:g}" for c, m in j.channels.items())
                  + " (others 1)")
-    timings = ("half_life", "dedup_window", "dormant_after", "allowed_lateness", "idle_timeout",
-               "session_gap", "metrics_window", "max_future")
     lines.append("timings: " + ", ".join(
-        f"{t} {format_duration_ms(getattr(j, t + '_ms'))}" for t in timings))
+        f"{t} {format_duration_ms(getattr(j, t + '_ms'))}" for t in TIMINGS))
     lines.append(f"saturation {j.saturation:g}; de-duplication memory {j.dedup_slots} ids per "
                  f"customer; max event {j.max_event_bytes} bytes")
     t = settings.topics
@@ -201,6 +205,13 @@ def _supervise(args: argparse.Namespace) -> int:
     prepare_store(settings, RunOptions(workers=args.workers, recovery_dir=args.recovery_dir,
                                        shards=args.shards), processes=args.processes)
     return supervise(args.processes, args.argv)
+
+
+def _cmd_apply_map(args: argparse.Namespace) -> int:
+    from journey.control import apply_map, who
+
+    print(apply_map(_settings(args.file, args.brokers), who()))
+    return 0
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -315,8 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             print(_summary(load_settings(args.file)))
             return 0
-        handler = {"run": _cmd_run, "simulate": _cmd_simulate, "backtest": _cmd_backtest,
-                   "compile": _cmd_compile, "broker": _cmd_broker, "demo": _cmd_demo}[args.command]
+        handler = {"run": _cmd_run, "apply-map": _cmd_apply_map, "simulate": _cmd_simulate,
+                   "backtest": _cmd_backtest, "compile": _cmd_compile, "broker": _cmd_broker,
+                   "demo": _cmd_demo}[args.command]
         return handler(args)
     except JourneyError as err:
         print(f"journey {args.command}: error: {redact(str(err))}", file=sys.stderr)

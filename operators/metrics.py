@@ -56,6 +56,11 @@ DUPLICATES = Declared("journey_events_duplicate_total", "Events dropped as re-de
 LATE = Declared("journey_events_late_total", "Events older than the watermark when read")
 TRANSITIONS = Declared("journey_stage_transitions_total", "Stage changes",
                        ("from_stage", "to_stage"))
+MAP_UPDATES = Declared("journey_map_updates_total",
+                       "Journey maps read from the control topic: applied, or refused (the log says why)",
+                       ("result",))
+MAP_RESULTS = ("applied", "refused")
+"""The ``result`` of a map read from the control topic."""
 OUTPUT = Declared("journey_output_messages_total", "Messages handed to the producer, by output topic",
                   ("topic",))
 DELIVERY_ERRORS = Declared("journey_delivery_errors_total",
@@ -233,6 +238,10 @@ class EngineMetrics:
         self.late = _counter(LATE, r)
         self.transitions = _counter(TRANSITIONS, r)
         self.output = _counter(OUTPUT, r)
+        self.map_updates = _counter(MAP_UPDATES, r)
+        self.release = ""  # the running version, once ``describe_run`` says
+        for result in MAP_RESULTS:
+            self.map_updates.labels(result)
         self.delivery_errors = _counter(DELIVERY_ERRORS, r)
         self.tracked = _gauge(TRACKED, r)
         self.watermark_lag = _gauge(WATERMARK_LAG, r)
@@ -273,8 +282,15 @@ class EngineMetrics:
             self.output.labels(topic)
 
     def describe_run(self, version: str, journey_map: str) -> None:
-        """``journey_build_info``: which release runs which map (a short hash of it)."""
+        """``journey_build_info``: which release runs which map (a short hash of it); one series."""
+        self.build_info.clear()
         self.build_info.labels(version, journey_map).set(1)
+        self.release = version
+
+    def map_applied(self, journey_map: str) -> None:
+        """A map applied live: counted, and ``journey_build_info`` names it from now on."""
+        self.map_updates.labels("applied").inc()
+        self.describe_run(self.release, journey_map)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, as a test or a tool in the same process reads it."""

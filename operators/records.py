@@ -53,6 +53,9 @@ CONST = -1
 """A field whose value is the same JSON text in every record (folded into the literal pieces)."""
 CUSTOMER_IDS = "customers"
 """The text table of a shard's customer ids (by row)."""
+CAUSES = ("event", "dormant", "map")
+"""What a transition record says moved the customer: an event, inactivity, or a new map applied live."""
+EVENT_CAUSE, DORMANT_CAUSE, MAP_CAUSE = range(len(CAUSES))
 
 
 class Field(NamedTuple):
@@ -64,7 +67,7 @@ class Field(NamedTuple):
     table: str = ""  # PIECE: the text table of the piece; OBJECT, ENTRIES: of the keys
     value_table: str = ""  # OBJECT, ENTRIES: the call's text table of the values ("": integers)
     skip_zeros: bool = False  # OBJECT: leave out keys whose value is 0
-    text: str = ""  # CONST: the value's JSON text
+    text: str = ""  # CONST: the value's JSON text (or, without it, the one piece of ``table``)
 
 
 SCORE = (
@@ -76,6 +79,7 @@ SCORE = (
     Field("evidence", OBJECT, "evidence", "evidence", "floats"),
     Field("events", INT, "events"),
     Field("last_event_ts", INT, "last_event_ts"),
+    Field("map", CONST, table="map"),
 )
 TRANSITION = (
     Field("customer_id", PIECE, "row", CUSTOMER_IDS),
@@ -84,6 +88,8 @@ TRANSITION = (
     Field("ts", INT, "ts"),
     Field("event_id", PIECE, "event", "event_ids"),
     Field("version", INT, "version"),
+    Field("cause", PIECE, "cause", "causes"),
+    Field("map", CONST, table="map"),
 )
 SESSION = (
     Field("customer_id", PIECE, "row", CUSTOMER_IDS),
@@ -242,7 +248,7 @@ class RecordKind:
         for f in fields:
             text += ("" if text == "{" else ",") + orjson.dumps(f.name).decode() + ":"
             if f.format == CONST:
-                text += f.text
+                text += f.text or names[f.table][0].decode()
                 continue
             literals.append(text + ("{" if f.format in (OBJECT, ENTRIES) else ""))
             text = "}" if f.format in (OBJECT, ENTRIES) else ""
@@ -344,6 +350,7 @@ class RecordBuilder:
         # funnel index (stage + 1) -> name; a transition's key is from * funnel_size + to
         self.funnel_names: tuple[str, ...] = (BEFORE_ENTRY, *journey.stage_names, DORMANT)
         self.funnel_size = len(self.funnel_names)
+        self.map_version = journey.version  # on every score and transition record
         names = {
             "stages": _names(self.names_by_index),  # by stage + 1: null, stages, dormant
             "evidence": _names(journey.stage_names),
@@ -351,6 +358,8 @@ class RecordBuilder:
             "moves": _names([f"{a}>{b}" for a in self.funnel_names for b in self.funnel_names]),
             "populations": _names(self.funnel_names[1:]),
             "booleans": [b"false", b"true"],
+            "causes": _names(CAUSES),
+            "map": [orjson.dumps(self.map_version)],
         }
         self.score_kind = RecordKind(SCORE, names)
         self.transition_kind = RecordKind(TRANSITION, names)
@@ -386,8 +395,11 @@ class RecordBuilder:
 
     def transitions(self, customers: CustomerTexts, ids: Sequence[str], rows: I64,
                     from_stage: npt.NDArray[np.int16], to_stage: npt.NDArray[np.int16], ts: I64,
-                    event_ids: Sequence[str | None], versions: I64) -> list[Output]:
-        """One record per stage change, in the order given (``rows`` of the shard's ``ids``)."""
+                    event_ids: Sequence[str | None], versions: I64, causes: I64) -> list[Output]:
+        """One record per stage change, in the order given (``rows`` of the shard's ``ids``).
+
+        ``causes`` index ``CAUSES``, one per change.
+        """
         if not rows.size:
             return []
         customers.cover(ids)
@@ -395,7 +407,7 @@ class RecordBuilder:
         return self.transition_kind.render(
             self.topics.transitions, [keys[r] for r in rows.tolist()],
             {"row": rows, "from": from_stage + 1, "to": to_stage + 1, "ts": ts,
-             "event": np.arange(rows.size), "version": versions},
+             "event": np.arange(rows.size), "version": versions, "cause": causes},
             customers=customers, texts=_json_strings(event_ids))
 
     def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: ClosedSessions

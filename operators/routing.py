@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from config.model import JourneyMap
 from operators.base import EMPTY_BATCH, EventBatch
 from operators.reading import SourceRead
 from operators.watermark import Report
@@ -24,11 +25,20 @@ The count is fixed for the life of a recovery store: shard keys name the saved s
 """
 
 
+class MapChange(NamedTuple):
+    """A journey map published to the control topic, validated: every shard takes it at an epoch's end."""
+
+    journey: JourneyMap
+    applied_by: str
+    applied_at: str  # when it was published (ISO 8601, UTC)
+
+
 class ShardInput(NamedTuple):
-    """What one hand-over of one partition brings to one shard."""
+    """What one hand-over of one partition brings to one shard (or a new map, to every shard)."""
 
     events: EventBatch
     report: Report | None
+    change: MapChange | None = None
 
 
 def shard_of(customer_id: str, shards: int) -> int:
@@ -61,3 +71,8 @@ def route(read: SourceRead, shards: int) -> list[tuple[str, ShardInput]]:
     have = dict(parts)
     return [(key, ShardInput(have.get(key, EMPTY_BATCH), read.report))
             for key in (shard_key(s) for s in range(shards))]
+
+
+def to_every_shard(change: MapChange, shards: int) -> list[tuple[str, ShardInput]]:
+    """A new map to every shard, so that all of them take it at the end of the same epoch."""
+    return [(shard_key(s), ShardInput(EMPTY_BATCH, None, change)) for s in range(shards)]

@@ -220,6 +220,28 @@ def _dormant_rows(c, size, watermark, dormant_after, out_rows):  # pragma: no co
     return count, earliest
 
 
+@njit(cache=True, nogil=True)
+def _restage(c, size, m, out_rows, out_before):  # pragma: no cover - compiled
+    """Every customer's stage again under map ``m`` (of the first ``size`` rows); dormant ones stay.
+
+    Sets the new stages; writes the rows that changed and their stages before to
+    ``out_rows`` and ``out_before``, and returns how many.
+    """
+    dormant = c.E.shape[1]
+    count = 0
+    for r in range(size):
+        before = c.stage[r]
+        if c.n[r] == 0 or before == dormant:  # no event yet (no stage), or dormant
+            continue
+        now = _stage_of(c, r, m)
+        if now != before:
+            c.stage[r] = now
+            out_rows[count] = r
+            out_before[count] = before
+            count += 1
+    return count
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _engagement(S, saturation):  # pragma: no cover - compiled
     """``100 * max(S, 0) / (max(S, 0) + saturation)`` (PRODUCT §4)."""

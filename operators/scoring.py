@@ -12,6 +12,7 @@ from operators.score_kernels import (
     Transitions,
     _dormant_rows,
     _fnv1a64,
+    _restage,
     _score_batch,
     _stage_census,
 )
@@ -91,6 +92,18 @@ def dormancy(state: ShardState, watermark: int, dormant_after_ms: int) -> tuple[
     before = c.stage[rows].copy()
     c.stage[rows] = c.E.shape[1]  # dormant: the stage index after the last
     return rows, before, c.T[rows] + dormant_after_ms, int(earliest)
+
+
+def restage(state: ShardState, arrays: JourneyArrays) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int16]]:
+    """Evaluate every customer's stage under ``arrays`` (a new map), as after an event (PRODUCT §4).
+
+    Dormant customers stay dormant until their next event. Returns the rows whose stage
+    changed and their stages before; the state holds the new ones.
+    """
+    rows = np.empty(state.size, dtype=np.int64)
+    before = np.empty(state.size, dtype=np.int16)
+    count = _restage(state.columns, state.size, arrays, rows, before)
+    return rows[:count], before[:count]
 
 
 def stage_census(state: ShardState, saturation: float) -> npt.NDArray[np.float64]:

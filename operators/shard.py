@@ -3,12 +3,19 @@
 Each activation scores every event that reached the shard in one kernel call, puts
 the on-time ones into sessions and windows, then applies the partitions' watermark
 reports: dormancy, closed sessions and closed windows follow from the new watermark.
+
+A map applied live reaches every shard in the same epoch and takes over when that
+epoch ends (Bytewax snapshots every shard it woke then, before any of them sees the
+next epoch): each shard re-evaluates its customers at its first activation after.
 """
 
 import hashlib
+import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -17,17 +24,17 @@ from bytewax.operators import StatefulBatchLogic
 from numba.core.registry import CPUDispatcher
 
 from config.errors import ConfigError
-from config.model import JourneyMap, Topics, layout_changes
+from config.model import JourneyMap, Topics, layout_changes, map_document, parse_map
 from operators import json_kernels, score_kernels, window_kernels
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, InputTimes, Output
 from operators.columns import specs
 from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
-from operators.records import CustomerTexts, RecordBuilder
-from operators.routing import DEFAULT_SHARDS, ShardInput
+from operators.records import DORMANT_CAUSE, EVENT_CAUSE, MAP_CAUSE, CustomerTexts, RecordBuilder
+from operators.routing import DEFAULT_SHARDS, MapChange, ShardInput
 from operators.score_kernels import CustomerColumns
-from operators.scoring import dormancy, score_batch, stage_census
+from operators.scoring import dormancy, restage, score_batch, stage_census
 from operators.state import ShardState
 from operators.watermark import Report, shard_watermark, stream_end
 from operators.window_kernels import (
@@ -40,8 +47,9 @@ from operators.window_kernels import (
 )
 from operators.windows import ShardWindows, WindowShares
 
+log = logging.getLogger(__name__)
 Snapshot = dict[str, Any]
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """Version of how a shard's snapshot is put together around its columns (bump when that changes)."""
 
 
@@ -61,6 +69,30 @@ def _schema() -> str:
 STATE_SCHEMA = _schema()
 """What a shard's snapshot holds; a store of another schema is not resumed."""
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
+_PENDING_POLL = timedelta(milliseconds=200)
+"""How often a shard holding a new map looks whether its epoch ended (Bytewax asks ``notify_at``
+only after an activation, not after a snapshot)."""
+
+
+class Switches:
+    """What the shards of one process say when a map takes over: one log line and count per map."""
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self.metrics = metrics
+        self.said: set[str] = set()
+        self.lock = threading.Lock()
+
+    def took_over(self, was: JourneyMap, change: MapChange) -> None:
+        """A shard took ``change``'s map at the end of an epoch (said once per process)."""
+        version = change.journey.version
+        with self.lock:
+            if version in self.said:
+                return
+            self.said.add(version)
+        log.info("journey map %s (applied by %s at %s) takes over from %s at this epoch's end: every "
+                 "customer's stage is evaluated under it once", version, change.applied_by,
+                 change.applied_at, was.version)
+        self.metrics.map_applied(version)
 
 
 class ShardOutput(NamedTuple):
@@ -76,7 +108,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
 
     def __init__(self, journey: JourneyMap, records: RecordBuilder, metrics: EngineMetrics,
                  partitions: int, resume: Snapshot | None, *, windows: bool = True,
-                 shards: int = DEFAULT_SHARDS, recoverable: bool = True) -> None:
+                 shards: int = DEFAULT_SHARDS, recoverable: bool = True,
+                 switches: Switches | None = None) -> None:
+        self.journey = journey  # the map in force
         self.arrays = journey.arrays
         self.records = records
         self.metrics = metrics
@@ -90,6 +124,11 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         self.next_dormant = NO_TIME  # no customer can go dormant before the watermark passes this
         self.layout = state_layout(journey, shards)
         self.recoverable = recoverable
+        self.switches = switches or Switches(metrics)
+        self.pending: MapChange | None = None  # a new map, in force once this epoch ends
+        # the map the customers' stages were evaluated under, when it is not ``journey``: they
+        # are evaluated again at the next activation
+        self.evaluated_under: JourneyMap | None = None
         if resume is None:
             self.state = ShardState(self.arrays)
         else:
@@ -100,6 +139,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             self.state = ShardState.from_snapshot(self.arrays, resume["state"])
             if self.windows is not None and "windows" in resume:
                 self.windows.restore(resume["windows"])
+            saved = parse_map("the recovery store's journey map", resume["map"])
+            if saved.version != journey.version:  # a map applied or changed since: evaluate again
+                self.evaluated_under = saved
         metrics.tracked.inc(self.state.size)
         self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
         r = records
@@ -132,11 +174,14 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         """
         started = time.perf_counter()
         out: list[Output] = []
+        changed = [self._evaluate_again(out)]
         batches = [v.events for v in values if len(v.events)]
-        changed = [self._score(batches, out)]
+        changed.append(self._score(batches, out))
         for v in values:
             if v.report is not None:
                 self.reports[v.report.partition] = v.report
+            if v.change is not None:
+                self.pending = v.change
         before = self.watermark
         heard = max(before, shard_watermark(self.reports, self.partitions))
         shares = None
@@ -185,7 +230,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             self.customer_texts, self.state.ids, result.rows[tr.event], tr.from_stage, tr.to_stage,
             tr.ts, [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(),
                                                            strict=True)],
-            tr.version)
+            tr.version, np.where(tr.dormant, DORMANT_CAUSE, EVENT_CAUSE))
         self._count_events(batch, result.accepted)
         m.duplicates.inc(result.duplicates)
         self._count_transitions(tr.from_stage.tolist(), tr.to_stage.tolist())
@@ -200,12 +245,63 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         if rows.size:
             out += self.records.transitions(self.customer_texts, self.state.ids, rows, before,
                                             self.state.columns.stage[rows], at, [None] * rows.size,
-                                            self.state.columns.n[rows])
+                                            self.state.columns.n[rows], np.full(rows.size, DORMANT_CAUSE))
             self._count_transitions(before.tolist(), self.state.columns.stage[rows].tolist())
             if self.windows is not None:
-                self.windows.count_dormancy(before, at)
+                self.windows.count_moves(before, self.state.columns.stage[rows], at)
         return rows
 
+    def _evaluate_again(self, out: list[Output]) -> npt.NDArray[np.int64]:
+        """After a new map took over: every customer's stage under it (transitions caused by the map).
+
+        The changed rows: those whose stage moved or, when saturation changed, everyone
+        (their engagement changed at once). A move happens at the shard's watermark, or at
+        the customer's last event if that is later, and counts in that time's windows.
+        """
+        was = self.evaluated_under
+        if was is None:
+            return _NO_ROWS
+        self.evaluated_under = None
+        rows, before = restage(self.state, self.arrays)
+        c = self.state.columns
+        if rows.size:
+            at = np.maximum(c.T[rows], self.watermark)
+            out += self.records.transitions(self.customer_texts, self.state.ids, rows, before, c.stage[rows],
+                                            at, [None] * rows.size, c.n[rows], np.full(rows.size, MAP_CAUSE))
+            self._count_transitions(before.tolist(), c.stage[rows].tolist())
+            if self.windows is not None:
+                self.windows.count_moves(before, c.stage[rows], at)
+        log.debug("%d customers evaluated under map %s: %d changed stage", self.state.size,
+                  self.journey.version, rows.size)
+        if was.saturation != self.journey.saturation:
+            return np.arange(self.state.size, dtype=np.int64)
+        return rows
+
+    def _take_over(self) -> None:
+        """The end of the epoch a new map came in: it is in force from here on."""
+        change, self.pending = self.pending, None
+        if change is None or change.journey.version == self.journey.version:
+            return  # the same map again: nothing changes
+        if self.evaluated_under is None:
+            self.evaluated_under = self.journey
+        self.switches.took_over(self.journey, change)
+        self.journey = change.journey
+        self.arrays = change.journey.arrays
+        self.records = RecordBuilder(change.journey, self.records.topics)
+
+    def on_notify(self) -> tuple[Iterable[ShardOutput], bool]:
+        """Woken while a new map waits for its epoch's end: once it took over, evaluate again."""
+        out: list[Output] = []
+        rows = self._evaluate_again(out)
+        if rows.size:
+            out[:0] = self.records.scores(self.customer_texts, self.state, rows)
+        return ([ShardOutput(out, None, None)] if out else []), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """Soon, while a new map waits for the epoch's end or the customers wait to be evaluated under it."""
+        if self.pending is None and self.evaluated_under is None:
+            return None
+        return datetime.now(UTC) + _PENDING_POLL
     def _count_events(self, batch: EventBatch, accepted: npt.NDArray[np.bool_]) -> None:
         """``journey_events_total`` by topic, type and channel: one ``bincount`` a batch."""
         counts = self.event_counts
@@ -231,13 +327,20 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
     def snapshot(self) -> Snapshot | None:
         """Copies of the shard's arrays (Bytewax may pickle them after we change the state).
 
-        Bytewax asks at the end of every epoch, recovery store or not; without one nothing
-        keeps the copy, and copying every shard stalled a live run for as long as the copy
-        took, every epoch. Then there is none.
+        Bytewax asks at the end of every epoch, recovery store or not: a new map that came
+        in takes over here. Without a store nothing keeps the copy, and copying every shard
+        stalled a live run for as long as the copy took, every epoch. Then there is none.
+
+        The saved map is the one the customers' stages were evaluated under: a store
+        written between a map's take-over and the evaluation resumes into evaluating.
+        ``in_force`` names the map that took over (every shard's changes at the same epoch).
         """
+        self._take_over()
         if not self.recoverable:
             return None
-        snap: Snapshot = {"layout": self.layout, "state": self.state.snapshot()}
+        snap: Snapshot = {"layout": self.layout, "state": self.state.snapshot(),
+                          "map": map_document(self.evaluated_under or self.journey),
+                          "in_force": self.journey.version}
         if self.windows is not None:
             snap["windows"] = self.windows.snapshot()
         return snap

@@ -263,9 +263,8 @@ class ShardWindows:
             tr, watermark, self.map,
         )
 
-    def count_dormancy(self, from_stage: npt.NDArray[np.int16], at: I64) -> None:
-        """Count transitions to ``dormant`` in the windows of the times they happened at."""
-        to = np.full(at.size, self.map.funnel - 2, dtype=np.int16)  # dormant, as a stage index
+    def count_moves(self, from_stage: npt.NDArray[np.int16], to: npt.NDArray[np.int16], at: I64) -> None:
+        """Count transitions no event made (to ``dormant``, or by a new map) in the windows of their times."""
         self._ensure_window_slots(np.unique(at - at % self.width).size)  # many customers, few windows
         self.moves.ensure(at.size)
         _add_moves(at, from_stage, to, self.map, self.slots.cols, self.h_slot, self.moves.cols)

@@ -49,6 +49,7 @@ def make_settings(broker: EmbeddedBroker) -> Callable[..., Settings]:
             inputs=tuple(f"{tag}.{t}" for t in inputs),
             **{name: f"{out}.journey.{name}" for name in
                OUTPUT_ROLES},
+            control=f"{out}.journey.control",
         )
         return replace(base, topics=topics)
 
@@ -61,7 +62,7 @@ def write_config(settings: Settings, path: Path) -> Path:
     text = DEFAULT_PATH.read_text()
     text += f'\n[kafka]\nbrokers = "{settings.kafka.brokers}"\n\n[topics]\n'
     text += "inputs = [" + ", ".join(f'"{i}"' for i in t.inputs) + "]\n"
-    for name in OUTPUT_ROLES:
+    for name in (*OUTPUT_ROLES, "control"):
         text += f'{name} = "{getattr(t, name)}"\n'
     path.write_text(text)
     return path

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from config.model import DEFAULT_PATH, load_settings
 from operators.base import each_record
 from operators.json_kernels import OBJECT, PIECE
-from operators.records import CustomerTexts, Field, RecordBuilder, RecordKind
+from operators.records import CAUSES, CustomerTexts, Field, RecordBuilder, RecordKind
 from operators.state import ShardState
 from operators.window_kernels import (
     CLICKS,
@@ -187,7 +187,7 @@ def test_score_records(rb: RecordBuilder, data: st.DataObject) -> None:
             "engagement": 100.0 * pos / (pos + jmap.saturation),
             "sentiment": Sn / Sd if Sd > 0 else None,
             "evidence": dict(zip(jmap.stage_names, cols.E[r].tolist(), strict=True)),
-            "events": int(cols.n[r]), "last_event_ts": int(cols.T[r]),
+            "events": int(cols.n[r]), "last_event_ts": int(cols.T[r]), "map": rb.map_version,
         })
 
 
@@ -208,8 +208,9 @@ def test_transition_records(rb: RecordBuilder, data: st.DataObject) -> None:
     eid_texts = data.draw(st.sampled_from([st.text(max_size=12),
                                            st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True)]))
     event_ids = data.draw(st.lists(st.none() | eid_texts, min_size=m, max_size=m))
+    causes = np.array(data.draw(st.lists(st.integers(0, len(CAUSES) - 1), min_size=m, max_size=m)))
     out = each_record(rb.transitions(CustomerTexts(), ids, rows, from_stage, to_stage, ts, event_ids,
-                                     versions))
+                                     versions, causes))
     assert len(out) == m
     for i, (topic, key, value) in enumerate(out):
         r = int(rows[i])
@@ -217,7 +218,7 @@ def test_transition_records(rb: RecordBuilder, data: st.DataObject) -> None:
         assert value == orjson.dumps({
             "customer_id": ids[r], "from": rb.stage_name(int(from_stage[i])),
             "to": rb.stage_name(int(to_stage[i])), "ts": int(ts[i]), "event_id": event_ids[i],
-            "version": int(versions[i]),
+            "version": int(versions[i]), "cause": CAUSES[causes[i]], "map": rb.map_version,
         })
 
 

@@ -241,6 +241,11 @@ LAST_BUCKETS = [k for k in range(1_000)
 COLLIDING = st.builds(lambda a, b: LAST_BUCKETS[a] + 64 * b, st.integers(0, 3), st.integers(0, 40))
 
 
+def to_dormant(at: np.ndarray) -> np.ndarray:
+    """Moves to dormant (the stage index after the last), one per time."""
+    return np.full(at.size, len(SETTINGS.journey.stages), dtype=np.int16)
+
+
 @hyp_settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.tuples(st.just("open"), st.lists(COLLIDING, max_size=50)),
                           st.tuples(st.just("close"), st.integers(0, 64 * 41))), max_size=40))
@@ -253,7 +258,7 @@ def test_open_windows_are_found_and_closed_exactly(ops: list[tuple[str, Any]]) -
     for op, arg in ops:
         if op == "open":
             at = np.array([BASE + k * width + k % 7 for k in arg], dtype=np.int64)
-            windows.count_dormancy(np.zeros(at.size, dtype=np.int16), at)
+            windows.count_moves(np.zeros(at.size, dtype=np.int16), to_dormant(at), at)
             moves.update(int(t - t % width) for t in at.tolist())
         else:
             watermark = BASE + arg * width
@@ -272,12 +277,12 @@ def test_window_table_shrinks_after_a_burst() -> None:
     windows = ShardWindows(SETTINGS.journey)
     width = windows.width
     at = BASE + width * np.arange(5_000, dtype=np.int64)
-    windows.count_dormancy(np.zeros(at.size, dtype=np.int16), at)
+    windows.count_moves(np.zeros(at.size, dtype=np.int16), to_dormant(at), at)
     assert windows.h_slot.size >= 10_000
     shares = windows.close_windows(BASE + 6_000 * width)
     assert shares is not None and shares.starts.size == 5_000 and windows.open_windows == 0
     again = np.array([BASE + 7_000 * width, BASE + 7_000 * width + 1, BASE + 7_001 * width])
-    windows.count_dormancy(np.zeros(3, dtype=np.int16), again)
+    windows.count_moves(np.zeros(3, dtype=np.int16), to_dormant(again), again)
     assert windows.h_slot.size == MIN_HASH and windows.open_windows == 2
     shares = windows.close_windows(BASE + 8_000 * width)
     assert shares is not None
