@@ -1,5 +1,6 @@
-"""A recovery store resumes only under the state layout that wrote it; other map changes apply
-from the first new event (real broker, ``journey run`` as a user runs it)."""
+"""A recovery store resumes only under the state layout that wrote it; under another map of that
+layout, stages are evaluated again at the restart and the map applies from the first new event
+(real broker, ``journey run`` as a user runs it)."""
 
 import re
 from collections.abc import Callable
@@ -13,9 +14,9 @@ from journey.broker import EmbeddedBroker
 from journey.simulate import SimOptions, messages, produce
 from operators.routing import DEFAULT_SHARDS
 from operators.shard import state_layout
-from tests.broker_fixtures import journey_cli, read_topic, write_config
+from tests.broker_fixtures import journey_cli, read_json, read_topic, write_config
 from tests.flows.test_end_to_end import assert_matches_reference, reference_from
-from tests.reference import records_match
+from tests.reference import records_match, stage_of
 
 pytestmark = pytest.mark.slow
 DAY = 86_400_000
@@ -97,7 +98,7 @@ def test_a_store_resumes_with_the_shards_it_was_written_with(
     assert_matches_reference(settings, reference_from(settings, produced))
 
 
-def test_changes_that_keep_the_layout_resume_and_apply_from_the_next_event(
+def test_changes_that_keep_the_layout_resume_evaluate_stages_again_and_apply_from_the_next_event(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings(inputs=("events",))
     produced = messages(settings, SimOptions(customers=300, events=6_000, seed=5, span_ms=2 * DAY))
@@ -121,11 +122,20 @@ def test_changes_that_keep_the_layout_resume_and_apply_from_the_next_event(
     assert rc == 0, err[-3000:]
 
     ref = reference_from(settings, before)
-    ref.journey = new_map  # the changed map, from the first event after the restart
-    for m in after:
+    ref.journey = new_map  # the changed map: every stage evaluated under it at the restart, ...
+    moved = {}
+    for cid, customer in ref.customers.items():
+        stage = stage_of(new_map, customer)
+        if stage != customer.stage:
+            moved[cid] = (customer.stage, stage)
+            customer.stage = stage
+    for m in after:  # ... then applied from the first event on
         if m.kind != "malformed":
             ref.apply(orjson.loads(m.value))
     scores = assert_matches_reference(settings, ref)
+    by_map = [t for t in read_json(settings, settings.topics.transitions) if t["cause"] == "map"]
+    assert moved and {t["customer_id"]: (t["from"], t["to"]) for t in by_map} == moved
+    assert {t["map"] for t in by_map} == {new_map.version}
     returning = {orjson.loads(m.value)["customer_id"] for m in after} & {
         orjson.loads(m.value)["customer_id"] for m in before}
     unchanged = reference_from(settings, produced)  # had the first map stayed

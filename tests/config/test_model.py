@@ -4,11 +4,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from config.durations import format_duration_ms, parse_duration_ms
 from config.errors import ConfigError
-from config.model import DEFAULT_PATH, load_settings
+from config.model import DEFAULT_PATH, JourneyMap, live_changes, load_settings, map_document, parse_map
 
 MINIMAL = """
 [journey]
@@ -135,3 +136,58 @@ dlq = "errors"
                      ('[topics.config]\n"a" = [1]\n', "[topics.config.a]")):
         with pytest.raises(ConfigError, match=re.escape(key)):
             load_settings(write(tmp_path, MINIMAL + bad))
+
+
+def test_a_map_document_reads_back_as_the_same_map() -> None:
+    """What the control topic carries (through JSON) is the map, hash and all."""
+    j = load_settings(DEFAULT_PATH).journey
+    document = orjson.loads(orjson.dumps(map_document(j)))
+    again = parse_map("doc", document)
+    assert again == j and again.version == j.version and again.arrays.stage_requires.tolist() == \
+        j.arrays.stage_requires.tolist()
+    with pytest.raises(ConfigError, match=r"doc: \[stages.decision.threshold\]: expected a number"):
+        parse_map("doc", {**document, "stages": {**document["stages"], "decision": {"threshold": "5"}}})
+    with pytest.raises(ConfigError, match="unknown key 'kafka'"):
+        parse_map("doc", {**document, "kafka": {}})
+
+
+LIVE_EDITS = [  # what a running flow takes: rules, weights, multipliers, saturation
+    ("[stages.consideration]\nthreshold = 3.0", "[stages.consideration]\nthreshold = 2.0"),
+    ("min_sentiment = 0.2", "min_sentiment = 0.4"),
+    ("requires = { purchase = 1 }", "requires = { purchase = 2 }"),
+    ("store = 1.5", "store = 2.5"),
+    ('saturation = 25.0', 'saturation = 40.0'),
+]
+FRAME_EDITS = [  # (edit, the place the refusal names)
+    (('stages = ["awareness", "consideration", "decision", "retention", "advocacy"]',
+      'stages = ["awareness", "consideration", "decision", "retention", "advocacy", "loyal"]',
+      "[stages.advocacy]", "[stages.loyal]\nthreshold = 9.0\n\n[stages.advocacy]"),
+     "[journey].stages"),
+    (('half_life = "14d"', 'half_life = "7d"'), "[journey].half_life: 14d -> 7d"),
+    (("store = 1.5", "store = 1.5\nkiosk = 1.0"), "the channels of [channels]"),
+    (('session_gap = "30m"', 'session_gap = "20m"'), "[journey].session_gap: 30m -> 20m"),
+]
+
+
+def edited(tmp_path: Path, *edits: str) -> JourneyMap:
+    """The default map with each (old, new) pair of ``edits`` replaced once."""
+    text = DEFAULT_PATH.read_text()
+    for old, new in zip(edits[::2], edits[1::2], strict=True):
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return load_settings(write(tmp_path, text)).journey
+
+
+@pytest.mark.parametrize(("old", "new"), LIVE_EDITS)
+def test_a_running_flow_takes_new_rules_weights_and_saturation(tmp_path: Path, old: str, new: str) -> None:
+    base = load_settings(DEFAULT_PATH).journey
+    changed = edited(tmp_path, old, new)
+    assert changed.version != base.version and live_changes(base, changed) == []
+
+
+@pytest.mark.parametrize(("edit", "named"), FRAME_EDITS)
+def test_a_running_flow_refuses_layout_changes_naming_them(tmp_path: Path, edit: tuple[str, ...],
+                                                          named: str) -> None:
+    base = load_settings(DEFAULT_PATH).journey
+    changes = live_changes(base, edited(tmp_path, *edit))
+    assert len(changes) == 1 and changes[0].startswith(named), changes
