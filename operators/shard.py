@@ -79,7 +79,7 @@ class Switches:
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self.metrics = metrics
-        self.said: set[str] = set()
+        self.said: set[object] = set()
         self.lock = threading.Lock()
 
     def took_over(self, was: JourneyMap, change: MapChange) -> None:
@@ -93,6 +93,15 @@ class Switches:
                  "customer's stage is evaluated under it once", version, change.applied_by,
                  change.applied_at, was.version)
         self.metrics.map_applied(version)
+
+    def resumed(self, saved: JourneyMap, journey: JourneyMap) -> None:
+        """A shard resumed state evaluated under another map than the run's (said once per process)."""
+        with self.lock:
+            if ("resumed", saved.version) in self.said:
+                return
+            self.said.add(("resumed", saved.version))
+        log.info("the recovery store's stages were evaluated under journey map %s: every customer's "
+                 "stage is evaluated again under %s", saved.version, journey.version)
 
 
 class ShardOutput(NamedTuple):
@@ -142,6 +151,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             saved = parse_map("the recovery store's journey map", resume["map"])
             if saved.version != journey.version:  # a map applied or changed since: evaluate again
                 self.evaluated_under = saved
+                self.switches.resumed(saved, journey)
         metrics.tracked.inc(self.state.size)
         self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
         r = records

@@ -28,8 +28,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "flows": ("flows.journey_flow",),
     "runtime": ("journey.cli", "journey.environment", "journey.redaction", "journey.supervisor",
                 "journey.runner", "journey.recovery", "journey.kafka_io", "journey.broker",
-                "journey.children", "journey.backtest", "journey.report_html", "journey.simulate",
-                "journey.poison", "journey.demo"),
+                "journey.children", "journey.control", "journey.backtest", "journey.report_html",
+                "journey.simulate", "journey.poison", "journey.demo"),
     # dashboards and alert rules, generated from the metrics' declarations
     "grafana": ("grafana.promql", "grafana.panels", "grafana.dashboards", "grafana.alerts", "grafana.render",
                 "grafana.__main__"),
