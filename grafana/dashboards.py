@@ -46,6 +46,7 @@ from operators.metrics import (
     EVENTS,
     LATE,
     LATENCY,
+    MAP_UPDATES,
     OPEN_SESSIONS,
     OPEN_WINDOWS,
     OUTPUT,
@@ -165,6 +166,10 @@ def engine() -> Json:
         timeseries("Delivery errors by instance", "Output messages the broker did not take: re-sent, or "
                    "the flow stops (exit 4) before committing their input.",
                    [(per_second(DELIVERY_ERRORS.name, "instance"), "{{instance}}")], "ops"),
+        timeseries("Journey map updates", "Maps read from the control topic (journey apply-map): applied, "
+                   "or refused because a running flow cannot take them (the log says which change). The "
+                   "map each process runs is in the Build table.",
+                   [(per_second(MAP_UPDATES.name, "result"), "{{result}}")], "ops"),
     ]
     processes = [
         timeseries("Events in by instance", "Each process's share of the input.",

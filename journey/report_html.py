@@ -41,8 +41,13 @@ def _bars(title: str, labels: list[str], base: list[float | None], cand: list[fl
                 continue
             h = (height - 2 * pad) * abs(value) / span
             y = zero - h if value >= 0 else zero
+            shown = escape(fmt.format(value))
             parts.append(f'<rect x="{x + j * bar:.1f}" y="{y:.1f}" width="{bar * 0.95:.1f}" height="{h:.1f}" '
-                         f'fill="{colour}"><title>{escape(label)}: {fmt.format(value)}</title></rect>')
+                         f'fill="{colour}"><title>{escape(label)}: {shown}</title></rect>')
+            # the value itself, above a bar (below one that goes down)
+            at = y - 4 if value >= 0 else y + h + 11
+            parts.append(f'<text x="{x + (j + 0.475) * bar:.1f}" y="{at:.1f}" font-size="10" '
+                         f'text-anchor="middle" fill="#444">{shown}</text>')
         parts.append(f'<text x="{x + bar:.1f}" y="{height - 12}" font-size="12" text-anchor="middle">'
                      f"{escape(label)}</text>")
     parts.append("</svg>")

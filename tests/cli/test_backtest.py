@@ -223,3 +223,4 @@ def test_the_page_escapes_what_it_shows_and_draws_negative_and_missing_values() 
     # populations: 3 stages x 2 maps (a zero is a bar of no height); sentiment: only a's, x 2
     # (-0.5, below the zero line); conversion: none, undefined on both sides
     assert html.count("<rect") == 8
+    assert html.count('fill="#444">') == 8 and ">-0.500</text>" in html  # each bar's value shown
