@@ -112,6 +112,10 @@ def stage_census(state: ShardState, saturation: float) -> npt.NDArray[np.float64
     Rows: customers, customers with a sentiment, the sum of their sentiments, the sum of
     engagements (``operators.metrics.StageCensus`` turns them into means).
     """
-    out = np.zeros((4, state.columns.E.shape[1] + 1), dtype=np.float64)
-    _stage_census(state.columns, state.size, saturation, out)
+    # a scrape runs this while the shard's worker adds customers: the size first, so that
+    # the columns read after it hold at least that many rows (``ShardState.rows_for``)
+    size = state.size
+    columns = state.columns
+    out = np.zeros((4, columns.E.shape[1] + 1), dtype=np.float64)
+    _stage_census(columns, size, saturation, out)
     return out

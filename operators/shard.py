@@ -312,6 +312,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         if self.pending is None and self.evaluated_under is None:
             return None
         return datetime.now(UTC) + _PENDING_POLL
+
     def _count_events(self, batch: EventBatch, accepted: npt.NDArray[np.bool_]) -> None:
         """``journey_events_total`` by topic, type and channel: one ``bincount`` a batch."""
         counts = self.event_counts

@@ -40,18 +40,25 @@ class ShardState:
         return capacity(self.columns)
 
     def rows_for(self, customer_ids: list[str]) -> npt.NDArray[np.int64]:
-        """Row of each customer, adding rows for customers seen for the first time."""
+        """Row of each customer, adding rows for customers seen for the first time.
+
+        ``size`` grows only once ``columns`` hold the new rows: a thread that reads
+        ``size`` and then ``columns`` (a Prometheus scrape taking the stage census) never
+        sees more rows in use than the arrays it reads have.
+        """
         index = self.index
+        size = self.size
         out = np.empty(len(customer_ids), dtype=np.int64)
         for i, cid in enumerate(customer_ids):
             r = index.get(cid)
             if r is None:
-                r = index[cid] = self.size
+                r = index[cid] = size
                 self.ids.append(cid)
-                self.size += 1
+                size += 1
             out[i] = r
-        if self.size > self.capacity:
-            self.columns = grown(self.columns, max(self.size, 2 * self.capacity, 16))
+        if size > self.capacity:
+            self.columns = grown(self.columns, max(size, 2 * self.capacity, 16))
+        self.size = size
         return out
 
     def snapshot(self) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 import itertools
 import random
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +323,46 @@ def test_evaluating_again_under_new_rules_matches_the_reference(settings: Settin
     assert rows.tolist() == moved and was.tolist() == before[moved].tolist()
     again, _ = restage(state, new.arrays)
     assert again.size == 0  # evaluating twice under one map moves no one
+
+
+CENSUS_WHILE_GROWING = """
+import sys, threading, time
+from config.model import DEFAULT_PATH, load_settings
+from operators.columns import capacity
+from operators.scoring import stage_census
+from operators.state import ShardState
+
+jmap = load_settings(DEFAULT_PATH).journey
+state = ShardState(jmap.arrays, capacity=1)
+seen, done = [], threading.Event()
+
+def scrape():
+    while not done.is_set():
+        size = state.size
+        seen.append((size, capacity(state.columns)))
+        stage_census(state, jmap.saturation)
+
+thread = threading.Thread(target=scrape)
+thread.start()
+while len(seen) < 3:
+    time.sleep(0.001)
+sys.setswitchinterval(1e-6)  # hand the interpreter over as often as it can
+for k in range(2_000):
+    state.rows_for([f"c{k}-{i}" for i in range(50)])
+done.set()
+thread.join()
+print(len(seen), sum(size > rows for size, rows in seen), int(stage_census(state, jmap.saturation)[0].sum()))
+"""
+
+
+def test_a_census_taken_while_the_shard_grows_reads_only_rows_its_arrays_hold() -> None:
+    """A Prometheus scrape takes the census from its own thread while the worker adds customers:
+    the rows in use it reads never outnumber the rows of the arrays it reads after. The census
+    kernel runs without bounds checks, so more would read past them: in a process of its own,
+    so that a crash fails this test rather than the session."""
+    done = subprocess.run([sys.executable, "-c", CENSUS_WHILE_GROWING], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    scrapes, beyond, staged = map(int, done.stdout.split())
+    assert scrapes > 100 and beyond == 0
+    assert staged == 0  # rows added, none scored: no stage yet
