@@ -31,7 +31,7 @@ CANDIDATE = (("[stages.consideration]\nthreshold = 3.0", "[stages.consideration]
 
 
 def candidate_of(baseline: Path) -> Path:
-    """The candidate map beside ``baseline``: its edits made, everything else the same."""
+    """The candidate map beside ``baseline`` (``candidate.toml``): its edits made, the rest the same."""
     text = baseline.read_text()
     for old, new in CANDIDATE:
         if old not in text:
@@ -59,15 +59,16 @@ def main() -> int:
                                              duplicates=0.01, out_of_order=0.01, malformed=0.001,
                                              span_ms=round(args.days * 86_400_000)))
         produce(base, produced, progress=sys.stderr)
-        baseline = config_for(broker.bootstrap, "history", Path(tmp), inputs)
+        baseline = config_for(broker.bootstrap, "current", Path(tmp), inputs)
         candidate = candidate_of(baseline)
-        report, html = Path(tmp) / "report.json", args.html or Path(tmp) / "report.html"
-        cmd = [sys.executable, "-P", "-m", "journey.cli", "backtest", "--baseline", str(baseline),
-               "--candidate", str(candidate), "--json", str(report), "--html", str(html)]
+        report, html = Path(tmp) / "report.json", (args.html or Path(tmp) / "report.html").resolve()
+        # run where the maps are, naming them as a user would: the report shows the names
+        cmd = [sys.executable, "-P", "-m", "journey.cli", "backtest", "--baseline", baseline.name,
+               "--candidate", candidate.name, "--json", str(report), "--html", str(html)]
         out, err = Path(tmp) / "stdout.txt", Path(tmp) / "stderr.txt"
         started = time.perf_counter()
         with out.open("wb") as stdout, err.open("wb") as stderr:
-            exited = wait_measured(subprocess.Popen(cmd, stdout=stdout, stderr=stderr))
+            exited = wait_measured(subprocess.Popen(cmd, stdout=stdout, stderr=stderr, cwd=tmp))
         seconds = time.perf_counter() - started
         if exited.code != 0:
             msg = f"journey backtest exited with {exited.code}:\n{err.read_text(errors='replace')[-6000:]}"

@@ -88,8 +88,9 @@ def ensure_control_topic(settings: Settings) -> None:
                   configs={topic: CONTROL_CONFIG})
 
 
-def read_published(settings: Settings, timeout_s: float = 15.0) -> Iterator[Published | ConfigError]:
-    """Every record of the control topic in order: its map, or why it is no map."""
+def read_published(settings: Settings,
+                   timeout_s: float = 15.0) -> Iterator[tuple[int, Published | ConfigError]]:
+    """Every record of the control topic in order: its offset, and its map or why it is no map."""
     topic = settings.topics.control
     consumer = Consumer(client_config(settings.kafka, **{
         "group.id": f"journey-control-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
@@ -115,9 +116,9 @@ def read_published(settings: Settings, timeout_s: float = 15.0) -> Iterator[Publ
                 continue
             offset = int(message.offset() or 0)
             try:
-                yield Published(offset, decode(topic, offset, message.value()))
+                yield offset, Published(offset, decode(topic, offset, message.value()))
             except ConfigError as problem:
-                yield problem
+                yield offset, problem
     finally:
         consumer.close()
 
@@ -135,17 +136,19 @@ class InForce:
 def in_force(settings: Settings) -> InForce:
     """The map in force at start: ``--config``'s, then each published map a running flow could take.
 
-    Maps a flow would refuse are logged here as the flow would log them. The control
-    source starts at the record of the map in force, so that a process that read the
-    topic before the others still ends up with the same map.
+    Records that hold no valid map are logged and left out; maps of another layout than
+    ``--config``'s (published before a restart for such a change) are passed over. The
+    control source starts at the record of the map in force, so that a process that read
+    the topic before the others still ends up with the same map.
     """
     ensure_control_topic(settings)
     journey, taken, end, latest = settings.journey, None, 0, None
-    for item in read_published(settings):
+    for offset, item in read_published(settings):
+        end = offset + 1
         if isinstance(item, ConfigError):
             log.warning("%s; it is left out", item)
             continue
-        end, latest = item.offset + 1, item.change.journey.version
+        latest = item.change.journey.version
         changes = live_changes(journey, item.change.journey)
         if changes:
             log.debug("control topic offset %d: map %s does not fit --config's: %s", item.offset,
@@ -194,7 +197,7 @@ def apply_map(settings: Settings, applied_by: str) -> str:
     """
     ensure_control_topic(settings)
     last: Published | None = None
-    for item in read_published(settings):
+    for _offset, item in read_published(settings):
         if isinstance(item, Published):
             last = item
     new = settings.journey

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from config.model import Settings, load_settings
 from flows.journey_flow import FLOW_ID, SCORE_STEP
@@ -92,7 +93,11 @@ def test_a_running_cluster_takes_a_new_threshold_at_one_epoch_and_refuses_a_layo
             wait_until(lambda: log.read_text().count(f"journey map {new.version}") == 2, 60,
                        "both processes take the map over")
             publish(layout, layout.journey, "tests (past apply-map's check)")  # a flow must refuse it too
-            wait_until(lambda: "refused, the flow runs on with map" in log.read_text(), 60, "the refusal")
+            garbage = Producer({"bootstrap.servers": settings.kafka.brokers})
+            garbage.produce(settings.topics.control, b"{not a map", partition=0)
+            assert garbage.flush(10) == 0
+            wait_until(lambda: log.read_text().count("refused, the flow runs on with map") == 2, 60,
+                       "both refusals")
             refused_at = sum(committed(settings).values())
             producer.join()
             code = stop_once_read(cluster, settings, total)
@@ -103,7 +108,7 @@ def test_a_running_cluster_takes_a_new_threshold_at_one_epoch_and_refuses_a_layo
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "Traceback" not in text and "panic" not in text.lower()
-    assert "it changes [journey].half_life: 14d -> 7d" in text
+    assert "it changes [journey].half_life: 14d -> 7d" in text and ": not JSON (" in text
     assert refused_at < total  # the flow read on after refusing
 
     # the final state is the new map's, as the reference computes it over every event
