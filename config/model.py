@@ -437,7 +437,7 @@ def _touchpoints(table: Table, stage_names: list[str]) -> dict[str, Touchpoint]:
                 st.fail(stage, f"a stage of [journey].stages ({', '.join(stage_names)})", stage)
             stages[stage] = st.number(stage)  # may be negative: evidence against a stage
         roles = t.raw("roles", [])
-        if not isinstance(roles, list) or not all(r in ROLE_BITS for r in roles):
+        if not isinstance(roles, list) or not all(isinstance(r, str) and r in ROLE_BITS for r in roles):
             t.fail("roles", f"an array of roles from {', '.join(ROLE_BITS)}", roles)
         conversion = t.raw("conversion", False)
         if not isinstance(conversion, bool):
@@ -539,7 +539,8 @@ def _topics(table: Table) -> Topics:
     named = [*topics.outputs, control]
     clash = set(topics.inputs) & set(named)
     if len(set(named)) != len(named) or clash:
-        table.fail("", "distinct topic names for every input and output", sorted(clash) or outputs)
+        table.fail("", "distinct topic names for every input, output and the control topic",
+                   sorted(clash) or {**outputs, "control": control})
     return topics
 
 

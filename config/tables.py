@@ -7,6 +7,7 @@ from config.durations import parse_duration_ms
 from config.errors import ConfigError
 
 _MISSING: Any = object()
+_INT64_MAX = 2**63 - 1
 
 
 def describe(value: object) -> str:
@@ -73,12 +74,12 @@ class Table:
         return float(value)
 
     def integer(self, key: str, default: object = _MISSING, *, minimum: int = 0) -> Any:
-        """An integer (not a boolean) of at least ``minimum``."""
+        """An integer (not a boolean) of at least ``minimum`` that the engine's 64-bit arrays hold."""
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(key, f"an integer >= {minimum}", value)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT64_MAX:
+            self.fail(key, f"an integer in [{minimum}, {_INT64_MAX}]", value)
         return value
 
     def string(self, key: str, default: object = _MISSING) -> Any:
@@ -99,7 +100,9 @@ class Table:
             self.fail(key, expected, value)
         try:
             ms = parse_duration_ms(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: more digits than a float holds
+            self.fail(key, expected, value)
+        if ms > _INT64_MAX:
             self.fail(key, expected, value)
         if positive and ms <= 0:
             self.fail(key, expected, value)

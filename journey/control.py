@@ -2,13 +2,16 @@
 
 The control topic (``[topics] control``, one partition, compacted) holds one record per
 map published, never deleted: the map's tables, its version (a short hash), who
-published it and when. It is the audit trail of the maps applied, and it decides which
-map a flow runs: starting from ``--config``'s, each map in the order published takes
-over if a running flow can take it (``live_changes``), and is refused otherwise.
+published it, when, and whether ``apply-map`` did or a flow starting with its
+``--config`` (``origin``). It is the audit trail of the maps applied, and it decides
+which map flows run (``current``): the one the last flow started with, then each map
+applied since that a running flow can take (``live_changes``); the others are refused.
 
-A flow at start reads the topic to its end and runs the map that leaves in force; one
-worker then follows the topic (``ControlSource``) and hands each new map to every
-shard, which take it over at the end of the same epoch.
+A live flow at start reads the topic to its end: if its ``--config`` holds the map the
+last flow started with, it runs the current map; if not (the first start, or the file
+was edited since), the file's map is in force and the flow publishes it. One worker then
+follows the topic (``ControlSource``) and hands each map to every shard, which take it
+over at the end of the same epoch.
 """
 
 import getpass
@@ -38,7 +41,9 @@ CONTROL_PART = "control"
 FOLLOW_EVERY = timedelta(seconds=1)
 """How often a running flow looks for a new map."""
 RESTART_HINT = ("back-test it (`journey backtest --candidate FILE`), then restart the flow with it "
-                "(`journey run --config FILE`)")
+                "(`journey run --config FILE`; with a new --recovery-dir if the state layout changes)")
+RUN, APPLY = "run", "apply-map"
+"""Who published a map: a flow as it started with its ``--config``, or ``journey apply-map``."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Published:
 
     offset: int
     change: MapChange
+    origin: str  # RUN or APPLY (a record written by other means counts as APPLY)
 
 
 def who() -> str:
@@ -58,27 +64,43 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def encode(journey: JourneyMap, applied_by: str, applied_at: datetime) -> tuple[bytes, bytes]:
-    """A control record: keyed by version and time, so compaction keeps every publication."""
+def encode(journey: JourneyMap, applied_by: str, applied_at: datetime, origin: str) -> tuple[bytes, bytes]:
+    """A control record: keyed by version and time, so compaction keeps every publication.
+
+    It holds the map and who/when/how, nothing of ``[kafka]`` or ``[topics]``.
+    """
     at = applied_at.astimezone(UTC).isoformat(timespec="milliseconds")
-    value = {"version": journey.version, "applied_by": applied_by, "applied_at": at,
+    value = {"version": journey.version, "applied_by": applied_by, "applied_at": at, "origin": origin,
              "map": map_document(journey)}
     return f"{journey.version}@{at}".encode(), orjson.dumps(value)
 
 
-def decode(topic: str, offset: int, value: bytes | None) -> MapChange:
-    """A control record's map, validated as ``check-config`` validates a file (ConfigError otherwise)."""
+def decode(topic: str, offset: int, value: bytes | None) -> Published:
+    """A control record, its map validated as ``check-config`` validates a file (ConfigError otherwise).
+
+    Whatever the record holds, the answer is a map or a ConfigError: a record that cannot
+    be a map (written by hand, or by another tool) must never stop a flow.
+    """
     where = f"control topic {topic!r} offset {offset}"
+    hint = "publish maps with `journey apply-map FILE`"
     try:
         record: Any = orjson.loads(value or b"")
     except orjson.JSONDecodeError as err:
-        msg = f"{where}: not JSON ({err}); publish maps with `journey apply-map FILE`"
+        msg = f"{where}: not JSON ({err}); {hint}"
         raise ConfigError(msg) from err
     if not isinstance(record, dict) or not isinstance(record.get("map"), dict):
-        msg = f"{where}: not a control record (no map); publish maps with `journey apply-map FILE`"
+        msg = f"{where}: not a control record (no map); {hint}"
         raise ConfigError(msg)
-    journey = parse_map(where, record["map"])
-    return MapChange(journey, str(record.get("applied_by", "unknown")), str(record.get("applied_at", "")))
+    try:
+        journey = parse_map(where, record["map"])
+        _ = journey.arrays, journey.frame, journey.version  # what the engine derives: now, not in a step
+    except ConfigError:
+        raise
+    except Exception as err:  # values the file's loader cannot hold (a check-config file never has them)
+        msg = f"{where}: not a journey map ({type(err).__name__}: {err}); {hint}"
+        raise ConfigError(msg) from err
+    change = MapChange(journey, str(record.get("applied_by", "unknown")), str(record.get("applied_at", "")))
+    return Published(offset, change, RUN if record.get("origin") == RUN else APPLY)
 
 
 def ensure_control_topic(settings: Settings) -> None:
@@ -99,12 +121,12 @@ def read_published(settings: Settings,
     deadline = datetime.now(UTC) + timedelta(seconds=timeout_s)
     try:
         while True:
+            if datetime.now(UTC) > deadline:
+                msg = (f"reading the control topic {topic!r} at {settings.kafka.brokers} did not reach "
+                       f"its end in {timeout_s:.0f} s; check that the brokers answer, then run again")
+                raise BrokerError(msg)
             message = consumer.poll(0.5)
             if message is None:
-                if datetime.now(UTC) > deadline:
-                    msg = (f"reading the control topic {topic!r} at {settings.kafka.brokers} timed out "
-                           f"after {timeout_s:.0f} s; check that the brokers answer, then run again")
-                    raise BrokerError(msg)
                 continue
             err = message.error()
             if err is not None:
@@ -116,59 +138,84 @@ def read_published(settings: Settings,
                 continue
             offset = int(message.offset() or 0)
             try:
-                yield offset, Published(offset, decode(topic, offset, message.value()))
+                yield offset, decode(topic, offset, message.value())
             except ConfigError as problem:
                 yield offset, problem
     finally:
         consumer.close()
 
 
+def current(published: list[Published]) -> Published | None:
+    """The map running flows run: the one the last flow started with, then each applied since that fits.
+
+    ``published``: the topic's valid records in order. Before any flow started (only
+    ``apply-map`` records), the first stands for the start. A map that does not fit the
+    one in force is refused by running flows and passed over here.
+    """
+    starts = [i for i, p in enumerate(published) if p.origin == RUN]
+    first = starts[-1] if starts else 0
+    if not published:
+        return None
+    taken = published[first]
+    for p in published[first + 1:]:
+        if not live_changes(taken.change.journey, p.change.journey):
+            taken = p
+    return taken
+
+
 @dataclass(frozen=True)
 class InForce:
-    """The map a flow starts with, and where it follows the control topic from."""
+    """The map a live flow starts with, and where it follows the control topic from."""
 
     journey: JourneyMap
-    published: Published | None  # the record it comes from (None: --config's, nothing taken over)
+    publish: bool  # --config's map is new to the topic: the flow publishes it as it starts
     follow_from: int  # the offset the control source starts at
-    latest: str | None  # the version of the last map the topic holds
 
 
 def in_force(settings: Settings) -> InForce:
-    """The map in force at start: ``--config``'s, then each published map a running flow could take.
+    """The map in force as a live flow starts, and where its control source starts reading.
 
-    Records that hold no valid map are logged and left out; maps of another layout than
-    ``--config``'s (published before a restart for such a change) are passed over. The
-    control source starts at the record of the map in force, so that a process that read
-    the topic before the others still ends up with the same map.
+    ``--config``'s map when it is not the one the last flow started with (a first start,
+    or the file was edited since: the newest intent); otherwise ``current``, which holds
+    every map applied live since. Records that hold no map are logged and left out.
+    Reading resumes at the record of the map in force, so that a process that read the
+    topic before another's start published still ends up with the others' map.
     """
     ensure_control_topic(settings)
-    journey, taken, end, latest = settings.journey, None, 0, None
+    published: list[Published] = []
+    end = 0
     for offset, item in read_published(settings):
         end = offset + 1
         if isinstance(item, ConfigError):
             log.warning("%s; it is left out", item)
-            continue
-        latest = item.change.journey.version
-        changes = live_changes(journey, item.change.journey)
-        if changes:
-            log.debug("control topic offset %d: map %s does not fit --config's: %s", item.offset,
-                      latest, "; ".join(changes))
-            continue
-        journey, taken = item.change.journey, item
-    if taken is not None and journey.version != settings.journey.version:
-        log.info("journey map %s from the control topic %r (applied by %s at %s) is in force, not "
-                 "%s's %s; `journey apply-map FILE` changes it", journey.version, settings.topics.control,
-                 taken.change.applied_by, taken.change.applied_at, settings.path, settings.journey.version)
-    return InForce(journey, taken, end if taken is None else taken.offset, latest)
+        else:
+            published.append(item)
+    file = settings.journey
+    starts = [p for p in published if p.origin == RUN]
+    if not starts or starts[-1].change.journey.version != file.version:
+        if published:
+            log.info("journey map %s of %s is not the one the last flow started with: it is in force, and "
+                     "published to %r as this flow starts", file.version, settings.path,
+                     settings.topics.control)
+        return InForce(file, publish=True, follow_from=end)
+    now = current(published)
+    assert now is not None  # a start was published
+    if now.change.journey.version != file.version:
+        log.info("journey map %s (applied by %s at %s) is in force: it was applied live after the last "
+                 "flow started with %s's map %s; `journey apply-map FILE` changes it",
+                 now.change.journey.version, now.change.applied_by, now.change.applied_at, settings.path,
+                 file.version)
+    return InForce(now.change.journey, publish=False, follow_from=now.offset)
 
 
-def publish(settings: Settings, journey: JourneyMap, applied_by: str, timeout_s: float = 30.0) -> int:
+def publish(settings: Settings, journey: JourneyMap, applied_by: str, origin: str,
+            timeout_s: float = 30.0) -> int:
     """Publish ``journey`` to the control topic and wait until it is stored; its offset.
 
     Not idempotent (the broker's producer ids cost half a second here): a retry that
     stores the record twice stores the same map twice, which flows take as one.
     """
-    key, value = encode(journey, applied_by, datetime.now(UTC))
+    key, value = encode(journey, applied_by, datetime.now(UTC), origin)
     producer = Producer(client_config(settings.kafka))
     stored: list[int] = []
     failed: list[str] = []
@@ -192,28 +239,24 @@ def publish(settings: Settings, journey: JourneyMap, applied_by: str, timeout_s:
 def apply_map(settings: Settings, applied_by: str) -> str:
     """``journey apply-map``: publish ``settings``' map unless it is in force or cannot be taken live.
 
-    Compares with the last map the control topic holds (what running flows run); says
-    what it did.
+    Compares with the map running flows run (``current``); says what it did.
     """
     ensure_control_topic(settings)
-    last: Published | None = None
-    for _offset, item in read_published(settings):
-        if isinstance(item, Published):
-            last = item
+    now = current([item for _offset, item in read_published(settings) if isinstance(item, Published)])
     new = settings.journey
     topic = settings.topics.control
-    if last is not None:
-        was = last.change
+    if now is not None:
+        was = now.change
         if was.journey.version == new.version:
-            return (f"map {new.version} is already the last on {topic!r} (applied by {was.applied_by} at "
+            return (f"map {new.version} is already in force on {topic!r} (applied by {was.applied_by} at "
                     f"{was.applied_at}): nothing published")
         changes = live_changes(was.journey, new)
         if changes:
             msg = (f"{settings.path}: a running flow cannot take this map: it changes "
                    f"{'; '.join(changes)} (from map {was.journey.version}); {RESTART_HINT}")
             raise ConfigError(msg)
-    offset = publish(settings, new, applied_by)
-    since = "" if last is None else f", after {last.change.journey.version}"
+    offset = publish(settings, new, applied_by, APPLY)
+    since = "" if now is None else f", after {now.change.journey.version}"
     return (f"published map {new.version} to {topic!r} at offset {offset}{since}: running flows take it "
             "over at the end of their current epoch (--snapshot-interval)")
 
@@ -252,15 +295,18 @@ class _ControlPartition(StatefulSourcePartition[MapChange, None]):
         return out
 
     def _taken(self, offset: int, value: bytes | None) -> MapChange | None:
-        """The record's map if the flow can take it; else None, said in the log and counted."""
+        """The record's map if the flow can take it; else None, said in the log and counted.
+
+        The map in force is handed on too (the first record read is its own): a shard
+        that runs it already changes nothing, one of a process that started before it
+        was published takes it over.
+        """
         try:
-            change = decode(self.topic, offset, value)
+            change = decode(self.topic, offset, value).change
         except ConfigError as problem:
             log.error("%s: refused, the flow runs on with map %s", problem, self.running.version)
             self.metrics.map_updates.labels("refused").inc()
             return None
-        if change.journey.version == self.running.version:
-            return None  # in force already: applying it again changes nothing
         changes = live_changes(self.running, change.journey)
         if changes:
             log.error("control topic %r offset %d: map %s (applied by %s) refused, the flow runs on "
@@ -279,7 +325,7 @@ class _ControlPartition(StatefulSourcePartition[MapChange, None]):
         return None
 
     def close(self) -> None:
-        """Leave the control topic (nothing to commit: the consumer has no group of its own)."""
+        """Leave the control topic (nothing to commit: it is read from where ``in_force`` says)."""
         self.consumer.close()
 
 

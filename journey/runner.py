@@ -20,7 +20,7 @@ from config.errors import ClusterError, ConfigError, JourneyError
 from config.model import Settings
 from flows.journey_flow import build_flow
 from journey import __version__
-from journey.control import ControlSource, in_force, publish, who
+from journey.control import RUN, ControlSource, in_force, publish, who
 from journey.kafka_io import (
     PART_SEP,
     KafkaBatchSink,
@@ -108,12 +108,13 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
         log.info("created output topics: %s", ", ".join(created))
     if options.recovery_dir is not None:
         say_where_it_resumes(settings, options.recovery_dir, partitions)
-    start = in_force(settings)
-    if start.published is None and start.latest != settings.journey.version and not options.process_id:
-        # the audit trail starts with the map a flow started with; apply-map compares with it
-        offset = publish(settings, settings.journey, f"{who()} (journey run --config {settings.path})")
-        start = replace(start, follow_from=offset)
-    settings = replace(settings, journey=start.journey)
+    start = None  # the map a live run starts with, and where it follows the control topic from
+    if not options.until_end:  # a bounded run (a replay, a backfill) runs --config's map, as given
+        start = in_force(settings)
+        if start.publish and not options.process_id:  # the trail says which map flows started with
+            offset = publish(settings, start.journey, f"{who()} (journey run --config {settings.path})", RUN)
+            start = replace(start, follow_from=offset)
+        settings = replace(settings, journey=start.journey)
     _warm(settings)
     settle_heap()
     metrics = metrics or EngineMetrics(process_collectors=True)
@@ -123,10 +124,11 @@ def run(settings: Settings, options: RunOptions, metrics: EngineMetrics | None =
     source = KafkaBatchSource(settings.kafka, partitions, Readers(settings.journey, settings.topics),
                               bounded=options.until_end, metrics=metrics)
     sink = KafkaBatchSink(settings.kafka, process=options.process_id or 0, metrics=metrics)
-    control = None if options.until_end else ControlSource(settings, start, metrics, source.stopping)
     flow = build_flow(settings, source, len(source.list_parts()), sink,
                       metrics=metrics, shards=shards, windows=options.windows,
-                      recoverable=recovery is not None, control=control)
+                      recoverable=recovery is not None,
+                      control=None if start is None else ControlSource(settings, start, metrics,
+                                                                       source.stopping))
     try:
         with _stops_gracefully(source.stopping), StallWatch(settings.kafka, topics.inputs[0]):
             cli_main(

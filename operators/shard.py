@@ -49,7 +49,7 @@ from operators.windows import ShardWindows, WindowShares
 
 log = logging.getLogger(__name__)
 Snapshot = dict[str, Any]
-STATE_FORMAT = 2
+STATE_FORMAT = 1
 """Version of how a shard's snapshot is put together around its columns (bump when that changes)."""
 
 
@@ -75,20 +75,21 @@ only after an activation, not after a snapshot)."""
 
 
 class Switches:
-    """What the shards of one process say when a map takes over: one log line and count per map."""
+    """What the shards of one process say when a map takes over: one log line and count per switch."""
 
     def __init__(self, metrics: EngineMetrics) -> None:
         self.metrics = metrics
-        self.said: set[object] = set()
+        self.in_force: str | None = None  # the map the process's shards last took over
+        self.resumed_from: set[str] = set()
         self.lock = threading.Lock()
 
     def took_over(self, was: JourneyMap, change: MapChange) -> None:
-        """A shard took ``change``'s map at the end of an epoch (said once per process)."""
+        """A shard took ``change``'s map at the end of an epoch (the first shard of the process says so)."""
         version = change.journey.version
         with self.lock:
-            if version in self.said:
+            if version == self.in_force:
                 return
-            self.said.add(version)
+            self.in_force = version
         log.info("journey map %s (applied by %s at %s) takes over from %s at this epoch's end: every "
                  "customer's stage is evaluated under it once", version, change.applied_by,
                  change.applied_at, was.version)
@@ -97,9 +98,9 @@ class Switches:
     def resumed(self, saved: JourneyMap, journey: JourneyMap) -> None:
         """A shard resumed state evaluated under another map than the run's (said once per process)."""
         with self.lock:
-            if ("resumed", saved.version) in self.said:
+            if saved.version in self.resumed_from:
                 return
-            self.said.add(("resumed", saved.version))
+            self.resumed_from.add(saved.version)
         log.info("the recovery store's stages were evaluated under journey map %s: every customer's "
                  "stage is evaluated again under %s", saved.version, journey.version)
 
@@ -138,6 +139,8 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         # the map the customers' stages were evaluated under, when it is not ``journey``: they
         # are evaluated again at the next activation
         self.evaluated_under: JourneyMap | None = None
+        # the watermark the saved state had heard: a move by a new map is never placed before it
+        self.saved_watermark = NO_TIME
         if resume is None:
             self.state = ShardState(self.arrays)
         else:
@@ -148,10 +151,13 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             self.state = ShardState.from_snapshot(self.arrays, resume["state"])
             if self.windows is not None and "windows" in resume:
                 self.windows.restore(resume["windows"])
-            saved = parse_map("the recovery store's journey map", resume["map"])
+            # stores written before maps were saved: their stages count as evaluated under this map
+            saved = parse_map("the recovery store's journey map", resume.get("map", map_document(journey)))
             if saved.version != journey.version:  # a map applied or changed since: evaluate again
                 self.evaluated_under = saved
                 self.switches.resumed(saved, journey)
+            if resume.get("watermark", END) != END:  # not a bounded run's, past all input
+                self.saved_watermark = resume["watermark"]
         metrics.tracked.inc(self.state.size)
         self.transition_counters: dict[tuple[int, int], Any] = {}  # (from, to) -> its counter
         r = records
@@ -265,8 +271,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         """After a new map took over: every customer's stage under it (transitions caused by the map).
 
         The changed rows: those whose stage moved or, when saturation changed, everyone
-        (their engagement changed at once). A move happens at the shard's watermark, or at
-        the customer's last event if that is later, and counts in that time's windows.
+        (their engagement changed at once). A move happens at the shard's watermark (after a
+        resume, the one its saved state had heard), or at the customer's last event if that
+        is later, and counts in that time's windows: one this shard has not closed yet.
         """
         was = self.evaluated_under
         if was is None:
@@ -275,7 +282,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         rows, before = restage(self.state, self.arrays)
         c = self.state.columns
         if rows.size:
-            at = np.maximum(c.T[rows], self.watermark)
+            at = np.maximum(c.T[rows], max(self.watermark, self.saved_watermark))
             out += self.records.transitions(self.customer_texts, self.state.ids, rows, before, c.stage[rows],
                                             at, [None] * rows.size, c.n[rows], np.full(rows.size, MAP_CAUSE))
             self._count_transitions(before.tolist(), c.stage[rows].tolist())
@@ -344,14 +351,15 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
 
         The saved map is the one the customers' stages were evaluated under: a store
         written between a map's take-over and the evaluation resumes into evaluating.
-        ``in_force`` names the map that took over (every shard's changes at the same epoch).
+        ``in_force`` names the map that took over: in the store, every shard's changes at the
+        same epoch (the record of when a map went live).
         """
         self._take_over()
         if not self.recoverable:
             return None
         snap: Snapshot = {"layout": self.layout, "state": self.state.snapshot(),
                           "map": map_document(self.evaluated_under or self.journey),
-                          "in_force": self.journey.version}
+                          "in_force": self.journey.version, "watermark": self.watermark}
         if self.windows is not None:
             snap["windows"] = self.windows.snapshot()
         return snap

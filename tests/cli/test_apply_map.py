@@ -4,8 +4,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
 
-from config.model import Settings, load_settings
+from config.errors import ConfigError
+from config.model import DEFAULT_PATH, MAP_SECTIONS, Settings, load_settings, map_document
+from journey.control import APPLY, RUN, decode, in_force, publish
 from tests.broker_fixtures import journey_cli, read_topic, write_config
 
 LOWER = ("[stages.consideration]\nthreshold = 3.0", "[stages.consideration]\nthreshold = 2.0")
@@ -42,7 +45,7 @@ def test_apply_map_publishes_a_checked_map_once_and_refuses_what_a_flow_cannot_t
 
     again = journey_cli("apply-map", str(base))
     assert again.returncode == 0, again.stderr
-    assert f"map {version} is already the last on" in again.stdout and "nothing published" in again.stdout
+    assert f"map {version} is already in force on" in again.stdout and "nothing published" in again.stdout
 
     lower = variant(base, tmp_path / "lower.toml", *LOWER)
     second = journey_cli("apply-map", str(lower))
@@ -62,4 +65,42 @@ def test_apply_map_publishes_a_checked_map_once_and_refuses_what_a_flow_cannot_t
     for key, record in audit:
         assert key is not None and key.decode().startswith(record["version"] + "@")
         assert "@" in record["applied_by"] and record["applied_at"].endswith("+00:00")
+        # the map and who/when/how: nothing of [kafka] or [topics]
+        assert set(record) == {"version", "applied_by", "applied_at", "origin", "map"}
+        assert set(record["map"]) == set(MAP_SECTIONS) and record["origin"] == "apply-map"
     assert audit[1][1]["map"]["stages"]["consideration"]["threshold"] == 2.0
+
+
+def test_a_live_flow_runs_its_files_map_unless_maps_were_applied_since_a_flow_started_with_it(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    settings = make_settings()
+    base = write_config(settings, tmp_path / "base.toml")
+    first = load_settings(base)
+    start = in_force(first)  # an empty topic: the file's map, published as the flow starts
+    assert start.publish and start.journey.version == first.journey.version and start.follow_from == 0
+    started = publish(first, first.journey, "tests", RUN)
+
+    lower = load_settings(variant(base, tmp_path / "lower.toml", *LOWER))
+    applied = publish(lower, lower.journey, "tests", APPLY)
+    restart = in_force(first)  # the same file again: the map applied since is in force
+    assert not restart.publish and restart.journey.version == lower.journey.version
+    assert restart.follow_from == applied > started
+
+    edited = load_settings(variant(base, tmp_path / "edited.toml", "store = 1.5", "store = 1.7"))
+    fresh = in_force(edited)  # the file was edited since: the newest intent, published as it starts
+    assert fresh.publish and fresh.journey.version == edited.journey.version
+    assert fresh.follow_from == applied + 1
+
+
+@pytest.mark.parametrize("tables", [
+    {"touchpoints": {"page_view": {"weight": 1.0, "roles": [[1]]}}},  # a role that is no name
+    {"journey": {"half_life": "9" * 400 + "d"}},  # a duration no float holds
+    {"stages": {"retention": {"threshold": 4.0, "requires": {"purchase": 2**63}}}},  # past 64 bits
+])
+def test_a_control_record_that_is_no_map_is_refused_never_raised(tables: dict) -> None:
+    document = map_document(load_settings(DEFAULT_PATH).journey)
+    for section, content in tables.items():
+        document[section] = {**document[section], **content}
+    value = orjson.dumps({"version": "x", "map": document})
+    with pytest.raises(ConfigError, match="control topic 'c' offset 7: "):
+        decode("c", 7, value)

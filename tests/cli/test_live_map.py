@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from config.model import Settings, load_settings
 from flows.journey_flow import FLOW_ID, SCORE_STEP
-from journey.control import publish
+from journey.control import APPLY, publish
 from journey.simulate import SimOptions, messages
 from tests.broker_fixtures import (
     LIVE_SPAN_MS,
@@ -92,7 +92,7 @@ def test_a_running_cluster_takes_a_new_threshold_at_one_epoch_and_refuses_a_layo
             read_at_apply = sum(committed(settings).values())
             wait_until(lambda: log.read_text().count(f"journey map {new.version}") == 2, 60,
                        "both processes take the map over")
-            publish(layout, layout.journey, "tests (past apply-map's check)")  # a flow must refuse it too
+            publish(layout, layout.journey, "tests (past apply-map's check)", APPLY)  # refused by flows too
             garbage = Producer({"bootstrap.servers": settings.kafka.brokers})
             garbage.produce(settings.topics.control, b"{not a map", partition=0)
             assert garbage.flush(10) == 0

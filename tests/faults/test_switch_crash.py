@@ -57,7 +57,7 @@ def test_a_crash_during_a_switch_resumes_into_exactly_one_map(
                 flow.kill()
     text = second_log.read_text()
     assert code == 0, text[-3000:]
-    assert f"journey map {new.version} from the control topic" in text  # --config's map is not in force
+    assert f"journey map {new.version} (applied by" in text and "is in force" in text  # not --config's
 
     assert_matches_reference(settings, reference_from(replace(settings, journey=new), produced))
     moves = [m for m in read_json(settings, settings.topics.transitions) if m["cause"] == "map"]

@@ -364,5 +364,5 @@ def test_a_census_taken_while_the_shard_grows_reads_only_rows_its_arrays_hold() 
                           timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     scrapes, beyond, staged = map(int, done.stdout.split())
-    assert scrapes > 100 and beyond == 0
+    assert scrapes > 10 and beyond == 0
     assert staged == 0  # rows added, none scored: no stage yet

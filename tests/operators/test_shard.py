@@ -148,7 +148,7 @@ def test_a_new_map_takes_over_at_the_epochs_end_and_every_customer_is_evaluated_
     assert {m["customer_id"]: (m["from"], m["to"]) for m in moves} == want
     assert len(moves) == len(want)  # once each
     assert {(m["cause"], m["map"], m["event_id"]) for m in moves} == {("map", new.version, None)}
-    assert all(m["ts"] >= ref.customers[m["customer_id"]].T for m in moves)
+    assert all(m["ts"] == ref.customers[m["customer_id"]].T for m in moves)  # no watermark heard yet
     scores = records_of(list(outs), t.scores)
     assert {s["customer_id"] for s in scores} == set(want) and {s["map"] for s in scores} == {new.version}
     assert step.on_notify()[0] == [] and step.notify_at() is None  # evaluated once
@@ -168,6 +168,13 @@ def test_a_new_map_takes_over_at_the_epochs_end_and_every_customer_is_evaluated_
     scores = records_of(list(outs), t.scores)
     assert len(scores) == len(ref.customers) and {s["map"] for s in scores} == {richer.version}
     assert records_of(list(outs), t.transitions) == []
+    assert metrics.value("journey_map_updates_total", result="applied") == 2
+    step.on_batch([ShardInput(EMPTY_BATCH, None, change)])  # and back: said, counted, named again
+    step.snapshot()
+    step.on_notify()
+    assert metrics.value("journey_map_updates_total", result="applied") == 3
+    assert metrics.value("journey_build_info", version="", journey_map=new.version) == 1
+    assert metrics.value("journey_build_info", version="", journey_map=richer.version) == 0
     for s in scores:
         c = ref.customers[s["customer_id"]]
         want_record = {**score_record(richer, s["customer_id"], c), "stage": stage_of(richer, c)}
