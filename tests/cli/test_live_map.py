@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from config.model import Settings, load_settings
 from flows.journey_flow import FLOW_ID, SCORE_STEP
 from journey.control import APPLY, publish
-from journey.simulate import SimOptions, messages
+from journey.simulate import SimMessage, SimOptions, messages
 from tests.broker_fixtures import (
     LIVE_SPAN_MS,
     committed,
@@ -72,11 +72,8 @@ class StoreWatch(threading.Thread):
 def test_a_running_cluster_takes_a_new_threshold_at_one_epoch_and_refuses_a_layout_change(
         make_settings: Callable[..., Settings], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings()
-    produced = messages(settings, SimOptions(customers=3_000, events=60_000, seed=41, duplicates=0.02,
-                                             out_of_order=0.02, span_ms=LIVE_SPAN_MS))
+    produced, config, lower = live_switch(settings, tmp_path, events=60_000, seed=41)
     total = len(produced)
-    config = write_live_config(settings, tmp_path / "map.toml")
-    lower = variant(config, tmp_path / "lower.toml", *LOWER)
     old, new = load_settings(config).journey, load_settings(lower).journey
     layout = load_settings(variant(lower, tmp_path / "layout.toml", 'half_life = "14d"', 'half_life = "7d"'))
     store, log = tmp_path / "store", tmp_path / "cluster.log"
@@ -115,19 +112,9 @@ def test_a_running_cluster_takes_a_new_threshold_at_one_epoch_and_refuses_a_layo
     assert_matches_reference(settings, reference_from(replace(settings, journey=new), produced))
 
     # every customer evaluated once; after a customer's first record of the new map, no old one
-    moves = [m for m in read_json(settings, settings.topics.transitions) if m["cause"] == "map"]
-    per_customer = Counter(m["customer_id"] for m in moves)
-    assert moves and max(per_customer.values()) == 1
-    assert {(m["map"], m["event_id"], m["from"], m["to"]) for m in moves} == {
-        (new.version, None, "awareness", "consideration")}
-    for topic in (settings.topics.scores, settings.topics.transitions):
-        seen_new: set[str] = set()  # a customer's records are in one partition, in order
-        for record in read_json(settings, topic):
-            cid = record["customer_id"]
-            if record["map"] == new.version:
-                seen_new.add(cid)
-            else:
-                assert record["map"] == old.version and cid not in seen_new, record
+    moves = moves_by_map(settings, old.version, new.version)
+    assert max(Counter(m["customer_id"] for m in moves).values()) == 1
+    assert {(m["event_id"], m["from"], m["to"]) for m in moves} == {(None, "awareness", "consideration")}
     assert layout.journey.version not in {r["map"] for r in read_json(settings, settings.topics.scores)}
 
     # both processes' shards took it over at the end of one and the same epoch
@@ -141,4 +128,29 @@ def test_a_running_cluster_takes_a_new_threshold_at_one_epoch_and_refuses_a_layo
     with capsys.disabled():
         print(f"\nmap applied at {read_at_apply:,} of {total:,} messages read: {len(moves):,} customers "
               f"moved by it; all 8 shards took it over at the end of epoch {switch}")
+
+
+def live_switch(settings: Settings, tmp_path: Path, events: int,
+                seed: int) -> tuple[list[SimMessage], Path, Path]:
+    """Input to produce live (3,000 customers), the map a flow starts with, and that map with the
+    consideration threshold lowered (a change a running flow takes)."""
+    produced = messages(settings, SimOptions(customers=3_000, events=events, seed=seed, duplicates=0.02,
+                                             out_of_order=0.02, span_ms=LIVE_SPAN_MS))
+    config = write_live_config(settings, tmp_path / "map.toml")
+    return produced, config, variant(config, tmp_path / "lower.toml", *LOWER)
+
+
+def moves_by_map(settings: Settings, old: str, new: str) -> list[dict]:
+    """The transitions map ``new`` caused, once checked that, customer by customer, the records
+    of ``new`` follow every record of ``old``, and that no other map made any."""
+    for topic in (settings.topics.scores, settings.topics.transitions):
+        seen_new: set[str] = set()  # a customer's records are in one partition, in order
+        for record in read_json(settings, topic):
+            if record["map"] == new:
+                seen_new.add(record["customer_id"])
+            else:
+                assert record["map"] == old and record["customer_id"] not in seen_new, record
+    moves = [m for m in read_json(settings, settings.topics.transitions) if m["cause"] == "map"]
+    assert moves and {m["map"] for m in moves} == {new}
+    return moves
 
