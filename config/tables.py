@@ -78,8 +78,10 @@ class Table:
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
-        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _INT64_MAX:
-            self.fail(key, f"an integer in [{minimum}, {_INT64_MAX}]", value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(key, f"an integer >= {minimum}", value)
+        if value > _INT64_MAX:
+            self.fail(key, f"an integer <= {_INT64_MAX} (2**63 - 1)", value)
         return value
 
     def string(self, key: str, default: object = _MISSING) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from config.errors import BrokerError, ConfigError
 from config.model import CONTROL_CONFIG, JourneyMap, Settings, live_changes, map_document, parse_map
@@ -104,10 +105,28 @@ def decode(topic: str, offset: int, value: bytes | None) -> Published:
 
 
 def ensure_control_topic(settings: Settings) -> None:
-    """Create the control topic if it is missing: one partition (one order of maps), compacted."""
+    """Create the control topic if it is missing: one partition (one order of maps), compacted.
+
+    One that exists is left as it is, but if it deletes by retention (created by hand, or
+    by a broker's auto-creation), the maps' history would go: that is said.
+    """
     topic = settings.topics.control
-    ensure_topics(settings.kafka, [topic], 1, replication=settings.topics.replication_factor,
-                  configs={topic: CONTROL_CONFIG})
+    if ensure_topics(settings.kafka, [topic], 1, replication=settings.topics.replication_factor,
+                     configs={topic: CONTROL_CONFIG}):
+        return
+    admin = AdminClient(client_config(settings.kafka))
+    try:
+        (found,) = admin.describe_configs([ConfigResource("topic", topic)], request_timeout=10).values()
+        entry = found.result(10).get("cleanup.policy")
+    except Exception as err:  # a broker that does not describe topics: nothing to say
+        log.debug("cannot read the settings of the control topic %r: %s", topic, err)
+        return
+    policy = "delete" if entry is None or entry.value is None else entry.value  # Kafka's default
+    if "compact" not in policy:
+        log.warning("the control topic %r has cleanup.policy=%s: retention will delete the maps published "
+                    "to it, the audit trail and the map a restart runs with them; set cleanup.policy=compact "
+                    "(kafka-configs --alter --entity-type topics --entity-name %s --add-config "
+                    "cleanup.policy=compact)", topic, policy, topic)
 
 
 def read_published(settings: Settings,

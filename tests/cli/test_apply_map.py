@@ -9,6 +9,7 @@ import pytest
 from config.errors import ConfigError
 from config.model import DEFAULT_PATH, MAP_SECTIONS, Settings, load_settings, map_document
 from journey.control import APPLY, RUN, decode, in_force, publish
+from journey.kafka_io import ensure_topics
 from tests.broker_fixtures import journey_cli, read_topic, write_config
 
 LOWER = ("[stages.consideration]\nthreshold = 3.0", "[stages.consideration]\nthreshold = 2.0")
@@ -104,3 +105,17 @@ def test_a_control_record_that_is_no_map_is_refused_never_raised(tables: dict) -
     value = orjson.dumps({"version": "x", "map": document})
     with pytest.raises(ConfigError, match="control topic 'c' offset 7: "):
         decode("c", 7, value)
+
+
+def test_a_control_topic_that_deletes_by_retention_is_said(make_settings: Callable[..., Settings],
+                                                           tmp_path: Path) -> None:
+    settings = make_settings()
+    ensure_topics(settings.kafka, [settings.topics.control], 1)  # made by hand, without compaction
+    done = journey_cli("apply-map", str(write_config(settings, tmp_path / "map.toml")))
+    assert done.returncode == 0, done.stderr
+    assert f"the control topic {settings.topics.control!r} has cleanup.policy=delete" in done.stderr
+    other = write_config(make_settings(), tmp_path / "other.toml")
+    assert journey_cli("apply-map", str(other)).returncode == 0  # makes the topic, compacted
+    again = journey_cli("apply-map", str(other))  # finds it, and has nothing to say
+    assert again.returncode == 0 and "nothing published" in again.stdout
+    assert "cleanup.policy" not in again.stderr
