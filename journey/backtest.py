@@ -200,10 +200,8 @@ def replay(settings: Settings, maps: Mapping[str, JourneyMap], history: "History
 class _Progress:
     """A line on stderr every ``every_s`` while a map reads the history: messages read so far.
 
-    Counted from the run's own metrics (events scored, duplicates, dead letters).
+    Counted from the run's own metrics (``EngineMetrics.handled``).
     """
-
-    COUNTED = ("journey_events_total", "journey_events_duplicate_total", "journey_events_rejected_total")
 
     def __init__(self, metrics: EngineMetrics, every_s: float = 2.0) -> None:
         self.metrics = metrics
@@ -221,17 +219,12 @@ class _Progress:
         self.thread.join()
         self._line(final=True)
 
-    def read(self) -> int:
-        """Input messages the run has handled so far."""
-        return int(sum(s.value for family in self.metrics.registry.collect() for s in family.samples
-                       if s.name in self.COUNTED))
-
     def _show(self) -> None:
         while not self.done.wait(self.every_s):
             self._line(final=False)
 
     def _line(self, *, final: bool) -> None:
-        seconds, read = time.monotonic() - self.started, self.read()
+        seconds, read = time.monotonic() - self.started, self.metrics.handled()
         rate = read / seconds if seconds else 0.0
         sys.stderr.write(f"{'read' if final else 'reading'}: {read:,} messages in {seconds:.1f} s "
                          f"({rate:,.0f}/s)\n")

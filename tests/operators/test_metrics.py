@@ -115,3 +115,19 @@ def test_the_readme_lists_every_metric() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     monitoring = readme[readme.index("## Monitoring"):readme.index("## Benchmark")]
     assert [d.name for d in ENGINE_METRICS if f"`{d.name}`" not in monitoring] == []
+
+
+def test_messages_handled_are_read_from_their_counters_without_taking_the_census() -> None:
+    metrics = EngineMetrics()
+    metrics.events.counts([("t", "a", "web"), ("t", "b", "web")])[:] = [3, 4]
+    metrics.rejected.labels("invalid_json").inc(2)
+    metrics.rejected.labels("too_large").inc()
+    metrics.duplicates.inc(5)
+    metrics.late.inc(100)  # late events are scored: already among the events
+
+    def census() -> np.ndarray:
+        msg = "the census is a pass over every customer: not for a progress line"
+        raise AssertionError(msg)
+
+    metrics.census.add(["a"], census)
+    assert metrics.handled() == 3 + 4 + 2 + 1 + 5
