@@ -8,10 +8,13 @@ another. So before the flow reads any input, the newest shard snapshot's layout 
 compared with the run's, and a mismatch stops the run with exit 2 and what changed.
 """
 
+import fcntl
 import logging
 import pickle
+import shutil
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,20 +29,84 @@ log = logging.getLogger(__name__)
 
 RECOVERY_PARTITIONS = 4
 """Recovery store partitions created for a new --recovery-dir (Bytewax spreads state over them)."""
+PART_GLOB = "part-*.sqlite3"
+"""The names Bytewax gives a store's partitions."""
+STAGING_DIR = ".creating"
+"""Where a new store's partitions are made before they are moved into it."""
+LOCK_FILE = ".lock"
+"""Held while a process creates or checks the store."""
 
 
 def prepare_recovery(directory: Path, layout: dict[str, object]) -> RecoveryConfig:
-    """Create and initialise the store when missing; reuse it when its state has ``layout``."""
+    """Create and initialise the store when missing; reuse it when its state has ``layout``.
+
+    Processes that share the directory prepare it one at a time (a lock file beside the
+    partitions), so two first starts do not both create it.
+    """
     if directory.exists() and not directory.is_dir():
         msg = f"--recovery-dir {directory} exists and is not a directory"
         raise ConfigError(msg)
-    if not directory.exists() or not any(directory.glob("part-*.sqlite3")):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        init_db_dir(directory, RECOVERY_PARTITIONS)
-        log.info("initialised recovery store %s with %d partitions", directory, RECOVERY_PARTITIONS)
-    else:
-        check_layout(directory, layout)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(directory):
+        if not any(directory.glob(PART_GLOB)):
+            _initialise(directory)
+        elif _interrupted_creation(directory):
+            log.warning("recovery store %s: its creation was interrupted before anything was kept in it; "
+                        "creating it again", directory)
+            for part in directory.glob(PART_GLOB + "*"):  # with any -wal/-shm files
+                part.unlink()
+            _initialise(directory)
+        else:
+            check_layout(directory, layout)
     return RecoveryConfig(str(directory))
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the store's lock file while it is created or checked."""
+    with (directory / LOCK_FILE).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _initialise(directory: Path) -> None:
+    """Create the partitions in a staging directory, then move each complete one in.
+
+    Bytewax creates a partition's file before its tables; made in place, a reader (or a
+    run after a kill) could meet a partition without tables. A rename is atomic, so the
+    store only ever holds whole partitions, and a kill between the moves leaves too few
+    of them, which the next start recognises (``_interrupted_creation``).
+    """
+    staging = directory / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    init_db_dir(staging, RECOVERY_PARTITIONS)
+    for part in sorted(staging.glob(PART_GLOB)):
+        part.replace(directory / part.name)
+    shutil.rmtree(staging)
+    log.info("initialised recovery store %s with %d partitions", directory, RECOVERY_PARTITIONS)
+
+
+def _interrupted_creation(directory: Path) -> bool:
+    """Whether the store lacks partitions (or their tables) and nothing was ever kept in it."""
+    found: set[int] = set()
+    counts: set[int] = set()
+    kept = 0
+    for part in directory.glob(PART_GLOB):
+        try:
+            with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+                for index, count in db.execute("SELECT part_index, part_count FROM parts"):
+                    found.add(index)
+                    counts.add(count)
+                kept += db.execute("SELECT (SELECT count(*) FROM exs) + (SELECT count(*) FROM snaps)"
+                                   ).fetchone()[0]
+        except sqlite3.Error:
+            continue  # a partition created but not initialised (a kill inside Bytewax's creation)
+    complete = len(counts) == 1 and found == set(range(counts.pop()))
+    return not complete and kept == 0
 
 
 def check_layout(directory: Path, layout: dict[str, object]) -> None:
@@ -130,7 +197,7 @@ def resume_point(directory: Path, part_sep: str) -> ResumePoint | None:
 def _rows(directory: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
     """``sql``'s rows from each partition of the store, read-only; an unreadable one means exit 2."""
     rows: list[tuple[Any, ...]] = []
-    for part in sorted(directory.glob("part-*.sqlite3")):
+    for part in sorted(directory.glob(PART_GLOB)):
         try:
             with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
                 rows += db.execute(sql, params).fetchall()
