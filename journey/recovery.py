@@ -48,6 +48,7 @@ def prepare_recovery(directory: Path, layout: dict[str, object]) -> RecoveryConf
         raise ConfigError(msg)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(directory):
+        shutil.rmtree(directory / STAGING_DIR, ignore_errors=True)  # left by a kill after the moves
         if not any(directory.glob(PART_GLOB)):
             _initialise(directory)
         elif _interrupted_creation(directory):
@@ -81,7 +82,6 @@ def _initialise(directory: Path) -> None:
     of them, which the next start recognises (``_interrupted_creation``).
     """
     staging = directory / STAGING_DIR
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700)
     init_db_dir(staging, RECOVERY_PARTITIONS)
     for part in sorted(staging.glob(PART_GLOB)):

@@ -13,9 +13,12 @@ score records are matched to events by ``customer_id`` and ``last_event_ts`` (an
 whose customer had a later event in the same batch has no record of its own and is not
 counted). ``busy`` sends to both input topics in turn; ``quiet`` to ``clickstream``
 only, ``touchpoints`` staying empty. Also reported: CPU of the system and of the broker
-while the driver ran, and the system's peak memory. ``LATENCY_TIMELINE=1`` prints the
-latencies per half second of each run; ``LATENCY_ENGINE_TREE=DIR`` runs the engine of another
-checkout (an older revision, say) against the same floor.
+while the driver ran, the system's peak memory, the share of that time its main thread
+was ready to run but waiting for a core, and how idle the machine's cores were: a
+system that falls behind while it waits for a core is short of CPU, not of work done.
+``LATENCY_TIMELINE=1`` prints the latencies per half second of each run;
+``LATENCY_ENGINE_TREE=DIR`` runs the engine of another checkout (an older revision, say)
+against the same floor.
 
 ``--sustain`` raises the rate until the engine no longer keeps up (Karimov et al., ICDE
 2018: the output falls behind, or p99 grows past a second) and reports the highest rate
@@ -62,21 +65,37 @@ class Point:
     mode: str
     rate: int
     latencies: np.ndarray
+    after_ack: np.ndarray  # per event answered, ms from the broker's acknowledgement of it to the answer
     sent: int
     cpu: float  # cores the system used while the driver ran
     broker_cpu: float
     peak_mb: float
     driver_lag_ms: float
+    acked: np.ndarray  # per event sent, ms from its due time until the broker acknowledged it
+    waiting: float  # share of the time its main thread was runnable, waiting for a core
+    machine_idle: float  # share of the machine's core time left idle
     kept_up: bool  # the events of the last second were all answered
 
-    def pct(self, q: float) -> float:
-        """Percentile ``q`` of the latencies (ms)."""
-        return float(np.percentile(self.latencies, q)) if self.latencies.size else float("nan")
+    def pct(self, q: float, of: str = "latencies") -> float:
+        """Percentile ``q`` of the latencies (ms), or of the times ``after_ack``."""
+        values = getattr(self, of)
+        return float(np.percentile(values, q)) if values.size else float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def run_queue_seconds(pid: int) -> float:
+    """Seconds the process's main thread has waited, runnable, for a core (the scheduler's count)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
+def machine_ticks() -> tuple[int, int]:
+    """The machine's idle (with I/O wait) and total core time so far, in ticks."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def peak_mb(pid: int) -> float:
@@ -220,6 +239,7 @@ def _run_point(
         send = inputs if mode == "busy" else inputs[:1]
         broker_pid = broker.pid
         cpu0, broker0, wall0 = cpu_seconds(proc.pid), cpu_seconds(broker_pid), time.monotonic()
+        queued0, (idle0, total0) = run_queue_seconds(proc.pid), machine_ticks()
         subprocess.run(
             [
                 sys.executable,
@@ -236,43 +256,54 @@ def _run_point(
         time.sleep(3)  # what was sent last gets its answer
         wall = time.monotonic() - wall0
         cpu, broker_cpu = (cpu_seconds(proc.pid) - cpu0) / wall, (cpu_seconds(broker_pid) - broker0) / wall
+        waiting = (run_queue_seconds(proc.pid) - queued0) / wall
+        idle1, total1 = machine_ticks()
+        machine_idle = (idle1 - idle0) / max(1, total1 - total0)
         peak = peak_mb(proc.pid)
     finally:
         stop(proc, signal.SIGINT if system == "engine" else signal.SIGTERM)
     sent = np.load(record)
-    due = {
-        (f"lat-{c:06d}", int(t)): int(t)
-        for c, t in zip(sent["customer"].tolist(), sent["due"].tolist(), strict=True)
+    event = {
+        (f"lat-{c:06d}", int(t)): i
+        for i, (c, t) in enumerate(zip(sent["customer"].tolist(), sent["due"].tolist(), strict=True))
     }
-    latencies, answered_last, dues = [], 0, []
-    last_second = start_ms + seconds * 1000 - 1000
+    matched, out_times = [], []
     for value, out_ts in read_all(brokers, output):
         rec = orjson.loads(value)
-        t = due.get((rec.get("customer_id"), rec.get("last_event_ts", rec.get("ts"))))
-        if t is not None:
-            latencies.append(out_ts - t)
-            dues.append(t)
-            answered_last += t >= last_second
+        i = event.get((rec.get("customer_id"), rec.get("last_event_ts", rec.get("ts"))))
+        if i is not None:
+            matched.append(i)
+            out_times.append(out_ts)
+    index, out_at = np.array(matched, dtype=np.int64), np.array(out_times, dtype=np.int64)
+    due_at = sent["due"][index]
+    latencies = out_at - due_at
+    last_second = start_ms + seconds * 1000 - 1000
+    answered_last = int(np.count_nonzero(due_at >= last_second))
+    acked = sent["acked"] - sent["due"]
     if os.environ.get("LATENCY_TIMELINE"):
-        lat, at = np.array(latencies), (np.array(dues) - start_ms) // 500
+        lat, at, sent_at = latencies, (due_at - start_ms) // 500, (sent["due"] - start_ms) // 500
         for slot in np.unique(at):
             sel = lat[at == slot]
             print(f"  {system} t={slot / 2:5.1f}s n={sel.size:5} p50={np.percentile(sel, 50):6.0f} "
-                  f"max={sel.max():6.0f}")
+                  f"max={sel.max():6.0f}  acknowledged p50={np.percentile(acked[sent_at == slot], 50):6.0f}")
     # kept up: the last second's events were answered about as often as all the others
-    matched = len(latencies) / max(1, len(due))
+    share = latencies.size / max(1, len(event))
     n_last = int(np.count_nonzero(sent["due"] >= last_second))
     return Point(
         system,
         mode,
         rate,
-        np.array(latencies, dtype=np.int64),
-        len(due),
+        latencies,
+        out_at - sent["acked"][index],
+        len(event),
         cpu,
         broker_cpu,
         peak,
         float(sent["worst_lag_s"][0]) * 1000,
-        answered_last >= 0.9 * matched * n_last,
+        acked,
+        waiting,
+        machine_idle,
+        answered_last >= 0.9 * share * n_last,
     )
 
 
@@ -300,9 +331,51 @@ def line(p: Point) -> str:
     return (
         f"{p.system:>6} {p.mode:>5} {p.rate:>6,} ev/s: p50 {p.pct(50):6.0f}  p90 {p.pct(90):6.0f}  "
         f"p99 {p.pct(99):6.0f}  max {p.latencies.max() if p.latencies.size else 0:6.0f} ms  "
-        f"({p.latencies.size:,} of {p.sent:,} events matched)  cpu {p.cpu:4.2f}  broker {p.broker_cpu:4.2f}  "
-        f"peak {p.peak_mb:5.0f} MB  driver lag {p.driver_lag_ms:4.0f} ms"
+        f"({p.latencies.size:,} of {p.sent:,} events matched)  input acknowledged p99 "
+        f"{np.percentile(p.acked, 99):5.0f} ms, answered after that p50 {p.pct(50, 'after_ack'):5.0f} "
+        f"p99 {p.pct(99, 'after_ack'):5.0f} ms  cpu {p.cpu:4.2f}  waiting for a core {p.waiting:4.0%}  "
+        f"broker {p.broker_cpu:4.2f}  machine idle {p.machine_idle:4.0%}  peak {p.peak_mb:5.0f} MB  "
+        f"driver lag {p.driver_lag_ms:4.0f} ms"
     )
+
+
+def print_tables(results: dict[tuple[str, str, int], list[Point]]) -> None:
+    """Medians over the runs of each point: latency against the floor, then what it is made of."""
+
+    def med(ps: list[Point], q: float, of: str = "latencies") -> float:
+        return statistics.median(x.pct(q, of) for x in ps)
+
+    def mx(ps: list[Point]) -> float:
+        return statistics.median(float(x.latencies.max()) for x in ps)
+
+    def cost(ps: list[Point], of: str) -> float:
+        return float(statistics.median(getattr(x, of) for x in ps))
+
+    points = [(mode, rate, results["floor", mode, rate], engine)
+              for (system, mode, rate), engine in results.items() if system == "engine"]
+    print("\n| mode | rate (ev/s) | floor p50 / p90 / p99 / max (ms) "
+          "| journey-stream p50 / p90 / p99 / max (ms) | ÷ floor (p50, p99) |")
+    print("|---|---|---|---|---|")
+    for mode, rate, floor, engine in points:
+        print(f"| {mode} | {rate:,} | {med(floor, 50):.0f} / {med(floor, 90):.0f} / {med(floor, 99):.0f} / "
+              f"{mx(floor):.0f} | {med(engine, 50):.0f} / {med(engine, 90):.0f} / {med(engine, 99):.0f} / "
+              f"{mx(engine):.0f} | {med(engine, 50) / med(floor, 50):.2f}, "
+              f"{med(engine, 99) / med(floor, 99):.2f} |")
+    print("\n| mode | rate (ev/s) | input acknowledged p99, floor / journey-stream (ms) "
+          "| after that p50 / p99, floor (ms) | after that p50 / p99, journey-stream (ms) "
+          "| ÷ floor (p50, p99) | engine CPU (cores) | waiting for a core | broker CPU | machine idle "
+          "| engine peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for mode, rate, floor, engine in points:
+        ack = [statistics.median(float(np.percentile(x.acked, 99)) for x in ps)
+               for ps in (floor, engine)]
+        after = [(med(ps, 50, "after_ack"), med(ps, 99, "after_ack")) for ps in (floor, engine)]
+        print(f"| {mode} | {rate:,} | {ack[0]:.0f} / {ack[1]:.0f} | {after[0][0]:.0f} / {after[0][1]:.0f} | "
+              f"{after[1][0]:.0f} / {after[1][1]:.0f} | {after[1][0] / after[0][0]:.2f}, "
+              f"{after[1][1] / after[0][1]:.2f} | {cost(engine, 'cpu'):.2f} | "
+              f"{cost(engine, 'waiting'):.0%} | "
+              f"{cost(engine, 'broker_cpu'):.2f} | {cost(engine, 'machine_idle'):.0%} | "
+              f"{cost(engine, 'peak_mb'):.0f} |")
 
 
 def cold_start(directory: Path, numba_cache: str | None) -> float:
@@ -401,32 +474,7 @@ def main() -> int:
                         point = run_point(system, mode, rate, args.seconds, directory, engine_args)
                         results.setdefault((system, mode, rate), []).append(point)
                         print(line(point), flush=True)
-        print(
-            "\n| mode | rate (ev/s) | floor p50 / p90 / p99 / max (ms) "
-            "| journey-stream p50 / p90 / p99 / max (ms)"
-            " | p50, p99 ÷ floor | engine CPU (cores) | broker CPU | engine peak MB |"
-        )
-        print("|---|---|---|---|---|---|---|---|")
-        for (system, mode, rate), points in results.items():
-            if system != "engine":
-                continue
-            floor = results["floor", mode, rate]
-
-            def med(ps: list[Point], q: float) -> float:
-                return statistics.median(x.pct(q) for x in ps)
-
-            def mx(ps: list[Point]) -> float:
-                return statistics.median(float(x.latencies.max()) for x in ps)
-
-            print(
-                f"| {mode} | {rate:,} | {med(floor, 50):.0f} / {med(floor, 90):.0f} / {med(floor, 99):.0f} / "
-                f"{mx(floor):.0f} | {med(points, 50):.0f} / {med(points, 90):.0f} / {med(points, 99):.0f} / "
-                f"{mx(points):.0f} | {med(points, 50) / med(floor, 50):.2f}, "
-                f"{med(points, 99) / med(floor, 99):.2f} "
-                f"| {statistics.median(x.cpu for x in points):.2f} | "
-                f"{statistics.median(x.broker_cpu for x in points):.2f} | "
-                f"{statistics.median(x.peak_mb for x in points):.0f} |"
-            )
+        print_tables(results)
         if args.sustain:
             best = 0
             for rate in (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000):

@@ -7,12 +7,15 @@ RATE`` (wall clock, ms) and carries that time as its ``ts``. The driver sends wh
 then sleeps to the next millisecond, so it never waits for the system under test (no
 coordinated omission: latency is counted from when an event was due, not from when a
 busy driver got round to it). Topics are used in turn, event by event; the producer
-batches as real producers do (``linger.ms`` 5). Writes, per event, its customer id number
-and due time, and how late the driver itself was at worst.
+batches as real producers do (``linger.ms`` 5). Writes, per event, its customer id number,
+due time and when the broker acknowledged it, and how late the driver itself was at worst:
+an event acknowledged long after it was due reached the broker's log late, whatever
+reads it (the broker, not the system under test, was slow).
 """
 
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import orjson
@@ -56,17 +59,19 @@ def encode(
 
 def drive(
     brokers: str, topics: list[str], rate: float, seconds: float, start_ms: int
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     n = int(rate * seconds)
     keys, values, customer, due = encode(n, rate, start_ms)
     producer = Producer(
         {"bootstrap.servers": brokers, "linger.ms": 5, "queue.buffering.max.messages": 2_000_000}
     )
     failed: list[str] = []
+    acked = np.zeros(n, dtype=np.int64)  # wall clock (ms) of each event's acknowledgement
 
-    def report(err: object, _msg: object) -> None:
+    def report(i: int, err: object, _msg: object) -> None:
         if err is not None:
             failed.append(str(err))
+        acked[i] = int(time.time() * 1000)
 
     sent, worst = 0, 0.0
     wait = max(0.0, start_ms / 1000 - time.time())
@@ -79,7 +84,7 @@ def drive(
         if until > sent:
             worst = max(worst, now - due_s[sent])
         for i in range(sent, until):
-            produce(topics[i % topics_n], values[i], keys[i], on_delivery=report)
+            produce(topics[i % topics_n], values[i], keys[i], on_delivery=partial(report, i))
         sent = max(sent, until)
         poll(0)
         if sent < n:
@@ -87,13 +92,14 @@ def drive(
     if producer.flush(60) or failed:
         msg = f"driver: not every event was delivered: {(failed or ['timeout'])[0]}"
         raise SystemExit(msg)
-    return customer, due, worst
+    return customer, due, acked, worst
 
 
 def main() -> int:
     brokers, topics, rate, seconds, start_ms, out = sys.argv[1:7]
-    customer, due, worst = drive(brokers, topics.split(","), float(rate), float(seconds), int(start_ms))
-    np.savez(out, customer=customer, due=due, worst_lag_s=np.array([worst]))
+    customer, due, acked, worst = drive(brokers, topics.split(","), float(rate), float(seconds),
+                                        int(start_ms))
+    np.savez(out, customer=customer, due=due, acked=acked, worst_lag_s=np.array([worst]))
     return 0
 
 

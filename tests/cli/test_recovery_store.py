@@ -12,7 +12,7 @@ import pytest
 
 from config.errors import ConfigError
 from journey.kafka_io import PART_SEP
-from journey.recovery import PART_GLOB, RECOVERY_PARTITIONS, prepare_recovery, resume_point
+from journey.recovery import PART_GLOB, RECOVERY_PARTITIONS, STAGING_DIR, prepare_recovery, resume_point
 
 LAYOUT: dict[str, object] = {"schema": 1}
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,10 +83,13 @@ def test_a_creation_cut_short_is_made_again_at_the_next_start(
     (store / "part-3.sqlite3").unlink()  # killed before the last move
     if cut == "a partition without tables":  # killed inside Bytewax's creation of a partition
         (store / "part-3.sqlite3").touch()
+    (store / STAGING_DIR).mkdir()  # and the staging directory left behind
+    (store / STAGING_DIR / "part-3.sqlite3").touch()
     with caplog.at_level(logging.INFO, logger="journey.recovery"):
         prepare_recovery(store, LAYOUT)
     assert "its creation was interrupted before anything was kept in it; creating it again" in caplog.text
     assert whole(store)
+    assert not (store / STAGING_DIR).exists()
 
 
 def test_a_store_that_kept_something_is_never_made_again(tmp_path: Path) -> None:
