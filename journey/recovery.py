@@ -37,40 +37,53 @@ LOCK_FILE = ".lock"
 """Held while a process creates or checks the store."""
 
 
-def prepare_recovery(directory: Path, layout: dict[str, object]) -> RecoveryConfig:
-    """Create and initialise the store when missing; reuse it when its state has ``layout``.
+def ensure_store(directory: Path) -> RecoveryConfig:
+    """The store at ``directory``, created when it has no partitions (or its creation was cut short).
 
-    Processes that share the directory prepare it one at a time (a lock file beside the
-    partitions), so two first starts do not both create it.
+    Processes that share the directory take turns (a lock file beside the partitions),
+    so two first starts do not both create it. Its layout is checked apart
+    (``check_layout``), once the shard count is known.
     """
     if directory.exists() and not directory.is_dir():
         msg = f"--recovery-dir {directory} exists and is not a directory"
         raise ConfigError(msg)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     with _locked(directory):
-        shutil.rmtree(directory / STAGING_DIR, ignore_errors=True)  # left by a kill after the moves
+        staging = directory / STAGING_DIR
+        if staging.exists() or _without_tables(directory):  # a creation cut short by a kill
+            if _kept(directory):  # never wiped: what is wrong with it is said when it is read
+                _removed(staging)
+            else:
+                log.warning("recovery store %s: its creation was interrupted before anything was kept "
+                            "in it; creating it again", directory)
+                for part in directory.glob(PART_GLOB + "*"):  # with any -wal/-shm files
+                    part.unlink()
+                _removed(staging)
         if not any(directory.glob(PART_GLOB)):
             _initialise(directory)
-        elif _interrupted_creation(directory):
-            log.warning("recovery store %s: its creation was interrupted before anything was kept in it; "
-                        "creating it again", directory)
-            for part in directory.glob(PART_GLOB + "*"):  # with any -wal/-shm files
-                part.unlink()
-            _initialise(directory)
-        else:
-            check_layout(directory, layout)
     return RecoveryConfig(str(directory))
 
 
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the store's lock file while it is created or checked."""
+    """Hold an exclusive lock on the store's lock file while it is created or repaired.
+
+    A filesystem that has no locks (some network and FUSE mounts) is said in the log and
+    the store prepared without one: start the processes that share it one by one there.
+    """
     with (directory / LOCK_FILE).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        locked = True
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as err:
+            log.warning("recovery store %s: cannot lock %s (%s); preparing it unlocked", directory,
+                        LOCK_FILE, err.strerror)
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _initialise(directory: Path) -> None:
@@ -78,35 +91,52 @@ def _initialise(directory: Path) -> None:
 
     Bytewax creates a partition's file before its tables; made in place, a reader (or a
     run after a kill) could meet a partition without tables. A rename is atomic, so the
-    store only ever holds whole partitions, and a kill between the moves leaves too few
-    of them, which the next start recognises (``_interrupted_creation``).
+    store only ever holds whole partitions, and the staging directory, removed last,
+    marks a creation that a kill cut short.
     """
     staging = directory / STAGING_DIR
     staging.mkdir(mode=0o700)
     init_db_dir(staging, RECOVERY_PARTITIONS)
     for part in sorted(staging.glob(PART_GLOB)):
         part.replace(directory / part.name)
-    shutil.rmtree(staging)
+    _removed(staging)
     log.info("initialised recovery store %s with %d partitions", directory, RECOVERY_PARTITIONS)
 
 
-def _interrupted_creation(directory: Path) -> bool:
-    """Whether the store lacks partitions (or their tables) and nothing was ever kept in it."""
-    found: set[int] = set()
-    counts: set[int] = set()
-    kept = 0
+def _removed(staging: Path) -> None:
+    try:
+        shutil.rmtree(staging)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        msg = (f"--recovery-dir {staging.parent}: cannot remove {staging.name} ({err.strerror}), left by "
+               "a creation of the store that was cut short: remove it by hand, or start with a new "
+               "--recovery-dir")
+        raise ConfigError(msg) from err
+
+
+def _without_tables(directory: Path) -> bool:
+    """Whether a partition lacks its tables (a kill inside Bytewax's creation, before staging)."""
     for part in directory.glob(PART_GLOB):
         try:
-            with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
-                for index, count in db.execute("SELECT part_index, part_count FROM parts"):
-                    found.add(index)
-                    counts.add(count)
-                kept += db.execute("SELECT (SELECT count(*) FROM exs) + (SELECT count(*) FROM snaps)"
-                                   ).fetchone()[0]
+            with _read_only(part) as db:
+                db.execute("SELECT count(*) FROM parts").fetchone()
         except sqlite3.Error:
-            continue  # a partition created but not initialised (a kill inside Bytewax's creation)
-    complete = len(counts) == 1 and found == set(range(counts.pop()))
-    return not complete and kept == 0
+            return True
+    return False
+
+
+def _kept(directory: Path) -> bool:
+    """Whether any partition holds an execution or a snapshot (a partition without tables holds none)."""
+    for part in directory.glob(PART_GLOB):
+        try:
+            with _read_only(part) as db:
+                if db.execute("SELECT EXISTS (SELECT 1 FROM exs) OR EXISTS (SELECT 1 FROM snaps)"
+                              ).fetchone()[0]:
+                    return True
+        except sqlite3.Error:
+            continue
+    return False
 
 
 def check_layout(directory: Path, layout: dict[str, object]) -> None:
@@ -199,13 +229,18 @@ def _rows(directory: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for part in sorted(directory.glob(PART_GLOB)):
         try:
-            with closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True)) as db:
+            with _read_only(part) as db:
                 rows += db.execute(sql, params).fetchall()
         except sqlite3.Error as err:
             msg = (f"--recovery-dir {directory}: cannot read {part.name} ({err}); it is not a recovery "
                    "store of the Bytewax version journey-stream runs on: start with a new --recovery-dir")
             raise ConfigError(msg) from err
     return rows
+
+
+def _read_only(part: Path) -> closing[sqlite3.Connection]:
+    """A partition of the store, opened read-only (a run may be writing it)."""
+    return closing(sqlite3.connect(part.resolve().as_uri() + "?mode=ro", uri=True))
 
 
 def _unpickled(directory: Path, blob: bytes) -> Any:

@@ -32,7 +32,7 @@ from journey.kafka_io import (
     misfit_offsets,
     partition_counts,
 )
-from journey.recovery import prepare_recovery, resume_point, saved_layout
+from journey.recovery import check_layout, ensure_store, resume_point, saved_layout
 from operators.metrics import EngineMetrics
 from operators.reading import Readers
 from operators.routing import DEFAULT_SHARDS
@@ -191,10 +191,11 @@ def prepare_store(settings: Settings, options: RunOptions,
     prepares the store before it picks them).
     """
     check_client_settings(settings.kafka)
+    store = None if options.recovery_dir is None else ensure_store(options.recovery_dir)
     shards = shard_count(options, processes or len(options.addresses or [""]))
-    if options.recovery_dir is None:
-        return shards, None
-    return shards, prepare_recovery(options.recovery_dir, state_layout(settings.journey, shards))
+    if options.recovery_dir is not None:
+        check_layout(options.recovery_dir, state_layout(settings.journey, shards))
+    return shards, store
 
 
 @contextmanager

@@ -40,6 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import orjson
@@ -66,20 +67,53 @@ class Point:
     rate: int
     latencies: np.ndarray
     after_ack: np.ndarray  # per event answered, ms from the broker's acknowledgement of it to the answer
+    acked: np.ndarray  # per event sent, ms from its due time until the broker acknowledged it
     sent: int
-    cpu: float  # cores the system used while the driver ran
-    broker_cpu: float
+    costs: "Rates"  # while the driver sent
     peak_mb: float
     driver_lag_ms: float
-    acked: np.ndarray  # per event sent, ms from its due time until the broker acknowledged it
-    waiting: float  # share of the time its main thread was runnable, waiting for a core
-    machine_idle: float  # share of the machine's core time left idle
     kept_up: bool  # the events of the last second were all answered
 
-    def pct(self, q: float, of: str = "latencies") -> float:
-        """Percentile ``q`` of the latencies (ms), or of the times ``after_ack``."""
+    def pct(self, q: float, of: Literal["latencies", "after_ack", "acked"] = "latencies") -> float:
+        """Percentile ``q`` (ms) of the latencies, the times after acknowledgement, or those until it."""
         values = getattr(self, of)
         return float(np.percentile(values, q)) if values.size else float("nan")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What a run cost while the driver sent, per second of it."""
+
+    cpu: float  # cores the system used
+    broker_cpu: float  # cores the broker used
+    waiting: float  # share of the time the system's main thread was ready to run, waiting for a core
+    machine_idle: float  # share of the machine's core time left idle
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Counters of the system, the broker and the machine at one moment."""
+
+    wall: float
+    cpu: float
+    broker_cpu: float
+    queued: float
+    idle_ticks: int
+    total_ticks: int
+
+    @classmethod
+    def now(cls, pid: int, broker_pid: int) -> "Costs":
+        """The counters of process ``pid``, of the broker and of the machine now."""
+        idle, total = machine_ticks()
+        return cls(time.monotonic(), cpu_seconds(pid), cpu_seconds(broker_pid), run_queue_seconds(pid),
+                   idle, total)
+
+    def to(self, later: "Costs") -> Rates:
+        """The rates between this moment and ``later``."""
+        wall = later.wall - self.wall
+        return Rates((later.cpu - self.cpu) / wall, (later.broker_cpu - self.broker_cpu) / wall,
+                     (later.queued - self.queued) / wall,
+                     (later.idle_ticks - self.idle_ticks) / max(1, later.total_ticks - self.total_ticks))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,14 +122,17 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_queue_seconds(pid: int) -> float:
-    """Seconds the process's main thread has waited, runnable, for a core (the scheduler's count)."""
+    """Seconds the process's main thread has waited, runnable, for a core (the scheduler's count).
+
+    With one worker, as here, Bytewax runs the dataflow on the main thread.
+    """
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
 def machine_ticks() -> tuple[int, int]:
     """The machine's idle (with I/O wait) and total core time so far, in ticks."""
-    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields)
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[3] + fields[4], sum(fields)  # guest time is counted in user time already
 
 
 def peak_mb(pid: int) -> float:
@@ -237,10 +274,7 @@ def _run_point(
         start_ms = int(time.time() * 1000) + 1_000
         record = directory / f"{tag}.npz"
         send = inputs if mode == "busy" else inputs[:1]
-        broker_pid = broker.pid
-        cpu0, broker0, wall0 = cpu_seconds(proc.pid), cpu_seconds(broker_pid), time.monotonic()
-        queued0, (idle0, total0) = run_queue_seconds(proc.pid), machine_ticks()
-        subprocess.run(
+        driver = subprocess.Popen(
             [
                 sys.executable,
                 str(HERE / "driver.py"),
@@ -251,14 +285,14 @@ def _run_point(
                 str(start_ms),
                 str(record),
             ],
-            check=True,
         )
+        time.sleep(max(0.0, start_ms / 1000 - time.time()))  # costs count from the first event sent ...
+        before = Costs.now(proc.pid, broker.pid)
+        if driver.wait() != 0:
+            msg = f"the driver exited with {driver.returncode}"
+            raise SystemExit(msg)
+        after = Costs.now(proc.pid, broker.pid)  # ... to the last
         time.sleep(3)  # what was sent last gets its answer
-        wall = time.monotonic() - wall0
-        cpu, broker_cpu = (cpu_seconds(proc.pid) - cpu0) / wall, (cpu_seconds(broker_pid) - broker0) / wall
-        waiting = (run_queue_seconds(proc.pid) - queued0) / wall
-        idle1, total1 = machine_ticks()
-        machine_idle = (idle1 - idle0) / max(1, total1 - total0)
         peak = peak_mb(proc.pid)
     finally:
         stop(proc, signal.SIGINT if system == "engine" else signal.SIGTERM)
@@ -293,17 +327,14 @@ def _run_point(
         system,
         mode,
         rate,
-        latencies,
-        out_at - sent["acked"][index],
-        len(event),
-        cpu,
-        broker_cpu,
-        peak,
-        float(sent["worst_lag_s"][0]) * 1000,
-        acked,
-        waiting,
-        machine_idle,
-        answered_last >= 0.9 * share * n_last,
+        latencies=latencies,
+        after_ack=out_at - sent["acked"][index],
+        acked=acked,
+        sent=len(event),
+        costs=before.to(after),
+        peak_mb=peak,
+        driver_lag_ms=float(sent["worst_lag_s"][0]) * 1000,
+        kept_up=answered_last >= 0.9 * share * n_last,
     )
 
 
@@ -328,28 +359,34 @@ def stop(proc: subprocess.Popen[bytes], how: int = signal.SIGINT) -> None:
 
 
 def line(p: Point) -> str:
+    c = p.costs
     return (
         f"{p.system:>6} {p.mode:>5} {p.rate:>6,} ev/s: p50 {p.pct(50):6.0f}  p90 {p.pct(90):6.0f}  "
         f"p99 {p.pct(99):6.0f}  max {p.latencies.max() if p.latencies.size else 0:6.0f} ms  "
         f"({p.latencies.size:,} of {p.sent:,} events matched)  input acknowledged p99 "
-        f"{np.percentile(p.acked, 99):5.0f} ms, answered after that p50 {p.pct(50, 'after_ack'):5.0f} "
-        f"p99 {p.pct(99, 'after_ack'):5.0f} ms  cpu {p.cpu:4.2f}  waiting for a core {p.waiting:4.0%}  "
-        f"broker {p.broker_cpu:4.2f}  machine idle {p.machine_idle:4.0%}  peak {p.peak_mb:5.0f} MB  "
+        f"{p.pct(99, 'acked'):5.0f} ms, answered after that p50 {p.pct(50, 'after_ack'):5.0f} "
+        f"p99 {p.pct(99, 'after_ack'):5.0f} ms  cpu {c.cpu:4.2f}  waiting for a core {c.waiting:4.0%}  "
+        f"broker {c.broker_cpu:4.2f}  machine idle {c.machine_idle:4.0%}  peak {p.peak_mb:5.0f} MB  "
         f"driver lag {p.driver_lag_ms:4.0f} ms"
     )
+
+
+def ratio(ours: float, floor: float) -> str:
+    """``ours / floor`` to two places, or a dash when the floor measured zero."""
+    return f"{ours / floor:.2f}" if floor else "-"
 
 
 def print_tables(results: dict[tuple[str, str, int], list[Point]]) -> None:
     """Medians over the runs of each point: latency against the floor, then what it is made of."""
 
-    def med(ps: list[Point], q: float, of: str = "latencies") -> float:
+    def med(ps: list[Point], q: float, of: Literal["latencies", "after_ack", "acked"] = "latencies") -> float:
         return statistics.median(x.pct(q, of) for x in ps)
 
     def mx(ps: list[Point]) -> float:
         return statistics.median(float(x.latencies.max()) for x in ps)
 
     def cost(ps: list[Point], of: str) -> float:
-        return float(statistics.median(getattr(x, of) for x in ps))
+        return float(statistics.median(getattr(x.costs, of) for x in ps))
 
     points = [(mode, rate, results["floor", mode, rate], engine)
               for (system, mode, rate), engine in results.items() if system == "engine"]
@@ -359,23 +396,21 @@ def print_tables(results: dict[tuple[str, str, int], list[Point]]) -> None:
     for mode, rate, floor, engine in points:
         print(f"| {mode} | {rate:,} | {med(floor, 50):.0f} / {med(floor, 90):.0f} / {med(floor, 99):.0f} / "
               f"{mx(floor):.0f} | {med(engine, 50):.0f} / {med(engine, 90):.0f} / {med(engine, 99):.0f} / "
-              f"{mx(engine):.0f} | {med(engine, 50) / med(floor, 50):.2f}, "
-              f"{med(engine, 99) / med(floor, 99):.2f} |")
+              f"{mx(engine):.0f} | {ratio(med(engine, 50), med(floor, 50))}, "
+              f"{ratio(med(engine, 99), med(floor, 99))} |")
     print("\n| mode | rate (ev/s) | input acknowledged p99, floor / journey-stream (ms) "
           "| after that p50 / p99, floor (ms) | after that p50 / p99, journey-stream (ms) "
           "| ÷ floor (p50, p99) | engine CPU (cores) | waiting for a core | broker CPU | machine idle "
           "| engine peak MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for mode, rate, floor, engine in points:
-        ack = [statistics.median(float(np.percentile(x.acked, 99)) for x in ps)
-               for ps in (floor, engine)]
         after = [(med(ps, 50, "after_ack"), med(ps, 99, "after_ack")) for ps in (floor, engine)]
-        print(f"| {mode} | {rate:,} | {ack[0]:.0f} / {ack[1]:.0f} | {after[0][0]:.0f} / {after[0][1]:.0f} | "
-              f"{after[1][0]:.0f} / {after[1][1]:.0f} | {after[1][0] / after[0][0]:.2f}, "
-              f"{after[1][1] / after[0][1]:.2f} | {cost(engine, 'cpu'):.2f} | "
-              f"{cost(engine, 'waiting'):.0%} | "
-              f"{cost(engine, 'broker_cpu'):.2f} | {cost(engine, 'machine_idle'):.0%} | "
-              f"{cost(engine, 'peak_mb'):.0f} |")
+        print(f"| {mode} | {rate:,} | {med(floor, 99, 'acked'):.0f} / {med(engine, 99, 'acked'):.0f} | "
+              f"{after[0][0]:.0f} / {after[0][1]:.0f} | {after[1][0]:.0f} / {after[1][1]:.0f} | "
+              f"{ratio(after[1][0], after[0][0])}, {ratio(after[1][1], after[0][1])} | "
+              f"{cost(engine, 'cpu'):.2f} | {cost(engine, 'waiting'):.0%} | "
+              f"{cost(engine, 'broker_cpu'):.2f} | "
+              f"{cost(engine, 'machine_idle'):.0%} | {statistics.median(x.peak_mb for x in engine):.0f} |")
 
 
 def cold_start(directory: Path, numba_cache: str | None) -> float:

@@ -19,7 +19,7 @@ from functools import partial
 
 import numpy as np
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 TYPES = ("page_view", "product_view", "ad_impression", "email_open", "add_to_cart", "review_read")
 CHANNELS = ("web", "app", "ads", "email", "social")
@@ -66,12 +66,14 @@ def drive(
         {"bootstrap.servers": brokers, "linger.ms": 5, "queue.buffering.max.messages": 2_000_000}
     )
     failed: list[str] = []
-    acked = np.zeros(n, dtype=np.int64)  # wall clock (ms) of each event's acknowledgement
+    produced = np.zeros(n)  # wall clock (ms) when each event was handed to the producer ...
+    acked = np.zeros(n)  # ... and when the broker's acknowledgement of it came back
 
-    def report(i: int, err: object, _msg: object) -> None:
+    def report(i: int, err: object, msg: Message) -> None:
         if err is not None:
             failed.append(str(err))
-        acked[i] = int(time.time() * 1000)
+        latency = msg.latency()  # the client's own count, not when this callback got its turn
+        acked[i] = produced[i] + latency * 1000 if latency is not None else time.time() * 1000
 
     sent, worst = 0, 0.0
     wait = max(0.0, start_ms / 1000 - time.time())
@@ -83,6 +85,7 @@ def drive(
         until = int(np.searchsorted(due_s, now, side="right"))
         if until > sent:
             worst = max(worst, now - due_s[sent])
+        produced[sent:until] = now * 1000
         for i in range(sent, until):
             produce(topics[i % topics_n], values[i], keys[i], on_delivery=partial(report, i))
         sent = max(sent, until)

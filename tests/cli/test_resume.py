@@ -79,6 +79,24 @@ def test_a_store_that_does_not_fit_the_topics_is_refused(
         assert not read_topic(moved, settings.topics.scores)  # refused before reading anything
 
 
+def test_a_store_whose_creation_was_cut_short_is_made_again_by_the_next_run(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """A kill inside the store's creation (here: a partition left without its tables) does not
+    stop the next run: nothing was kept, so the store is made again and the input read whole."""
+    settings = make_settings(inputs=("events",))
+    produced = messages(settings, SimOptions(customers=100, events=500, seed=8, span_ms=DAY))
+    produce(settings, produced, progress=None, partitions=1)
+    config = write_config(settings, tmp_path / "map.toml")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "part-0.sqlite3").write_bytes(b"")
+    rc, err = run(config, store)
+    assert rc == 0, err[-3000:]
+    assert "its creation was interrupted before anything was kept in it; creating it again" in err
+    assert f"recovery store {store}: fresh start" in err
+    assert_matches_reference(settings, reference_from(settings, produced))
+
+
 def test_a_store_resumes_with_the_shards_it_was_written_with(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     settings = make_settings(inputs=("events",))
