@@ -34,7 +34,7 @@ PART_GLOB = "part-*.sqlite3"
 STAGING_DIR = ".creating"
 """Where a new store's partitions are made before they are moved into it."""
 LOCK_FILE = ".lock"
-"""Held while a process creates or checks the store."""
+"""Held while a process creates or repairs the store."""
 
 
 def ensure_store(directory: Path) -> RecoveryConfig:
@@ -104,6 +104,7 @@ def _initialise(directory: Path) -> None:
 
 
 def _removed(staging: Path) -> None:
+    """Remove the staging directory (already gone is fine); one that stays means exit 2."""
     try:
         shutil.rmtree(staging)
     except FileNotFoundError:
