@@ -171,10 +171,10 @@ def current(published: list[Published]) -> Published | None:
     ``apply-map`` records), the first stands for the start. A map that does not fit the
     one in force is refused by running flows and passed over here.
     """
-    starts = [i for i, p in enumerate(published) if p.origin == RUN]
-    first = starts[-1] if starts else 0
     if not published:
         return None
+    starts = [i for i, p in enumerate(published) if p.origin == RUN]
+    first = starts[-1] if starts else 0
     taken = published[first]
     for p in published[first + 1:]:
         if not live_changes(taken.change.journey, p.change.journey):

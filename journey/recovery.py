@@ -51,14 +51,12 @@ def ensure_store(directory: Path) -> RecoveryConfig:
     with _locked(directory):
         staging = directory / STAGING_DIR
         if staging.exists() or _without_tables(directory):  # a creation cut short by a kill
-            if _kept(directory):  # never wiped: what is wrong with it is said when it is read
-                _removed(staging)
-            else:
+            if not _kept(directory):  # one that kept something is never wiped: reading it says what is wrong
                 log.warning("recovery store %s: its creation was interrupted before anything was kept "
                             "in it; creating it again", directory)
                 for part in directory.glob(PART_GLOB + "*"):  # with any -wal/-shm files
                     part.unlink()
-                _removed(staging)
+            _removed(staging)
         if not any(directory.glob(PART_GLOB)):
             _initialise(directory)
     return RecoveryConfig(str(directory))
