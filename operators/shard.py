@@ -387,8 +387,9 @@ def warm_up(journey: JourneyMap, topics: Topics) -> int:
                        np.zeros(n, dtype=np.bool_), np.full(n, NO_TIME, dtype=np.int64),
                        np.full(n, NO_TIME, dtype=np.int64), np.zeros(n, dtype=np.int32),
                        np.zeros(n, dtype=np.int64))
-    (out,), _ = step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False)),
-                               ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
+    step.on_batch([ShardInput(batch, Report("warm-up", MIN_TS_MS, idle=False))])
+    step = ShardScorer(journey, records, EngineMetrics(), 1, step.snapshot())  # what a resume runs
+    (out,), _ = step.on_batch([ShardInput(EMPTY_BATCH, Report("warm-up", END, idle=True, end_ts=END))])
     step.census()
     WindowAggregator(records, journey.metrics_window_ms, 1, None, EngineMetrics()).on_batch(
         [ShardProgress("warm-up", out.shares, out.watermark)])

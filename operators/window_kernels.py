@@ -5,7 +5,10 @@ open sessions form a doubly linked list (``Sessions.next``/``prev``) starting at
 ``CustomerWindows.first_sess[row]``; a closed session's slot goes back on the free
 stack, so memory follows the number of *open* sessions, never the number ever seen.
 Open separate sessions of one customer are always at least ``gap`` apart, which is why
-an event can only ever bridge the sessions it is itself within ``gap`` of.
+an event can only ever bridge the sessions it is itself within ``gap`` of. Closing finds
+the sessions the watermark passed through a min-heap of the open ones (``SessionHeap``),
+so it costs what closes, not what is open: a live shard holds every customer active in
+the last ``gap`` and closes a few of them at a time, many times a second.
 
 Open tumbling windows hold cells from two more pools, in a singly linked list per
 window: one per channel that had events in it (counts and sums) and one per stage move
@@ -61,6 +64,23 @@ class Sessions(NamedTuple):
     prev: I64 = column(np.int64)
     free: I64 = column(np.int64)
     top: I64 = column(np.int64, per_row=False)
+
+
+class SessionHeap(NamedTuple):
+    """The open sessions as a min-heap: the one at the top is the first the watermark can close.
+
+    An entry's ``key`` is at most its session's end. Events that extend a session leave
+    its entry alone (most events do, and a heap move each would cost them all); closing
+    raises the key of an entry it finds at the top that is not due yet. A row per session
+    slot: ``slot``/``key`` by heap position, ``pos`` (where a session sits in the heap) by
+    session slot, so a session a bridging event absorbs leaves the heap at once. Not kept
+    in snapshots: ``_heap_of`` builds it from the sessions.
+    """
+
+    slot: I64 = column(np.int64, NO_SLOT)  # heap position -> session slot
+    key: I64 = column(np.int64)  # heap position -> at most that session's end
+    pos: I64 = column(np.int64, NO_SLOT)  # session slot -> heap position
+    size: I64 = column(np.int64, per_row=False)  # entries in the heap
 
 
 class WindowSlots(NamedTuple):
@@ -150,6 +170,78 @@ def _unlink(s, r, cust, sess):  # pragma: no cover - compiled
         sess.next[prv] = nxt
     if nxt != NO_SLOT:
         sess.prev[nxt] = prv
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _place(heap, i, s, k):  # pragma: no cover - compiled
+    """Entry (session ``s``, ``k``) at heap position ``i``."""
+    heap.slot[i] = s
+    heap.key[i] = k
+    heap.pos[s] = i
+
+
+@njit(cache=True, nogil=True)
+def _sift_up(heap, i):  # pragma: no cover - compiled
+    """Move the entry at ``i`` up to where its parent's key is no larger."""
+    s, k = heap.slot[i], heap.key[i]
+    while i > 0:
+        parent = (i - 1) >> 1
+        if heap.key[parent] <= k:
+            break
+        _place(heap, i, heap.slot[parent], heap.key[parent])
+        i = parent
+    _place(heap, i, s, k)
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(heap, i):  # pragma: no cover - compiled
+    """Move the entry at ``i`` down to where its children's keys are no smaller."""
+    n = heap.size[0]
+    s, k = heap.slot[i], heap.key[i]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and heap.key[child + 1] < heap.key[child]:
+            child += 1
+        if heap.key[child] >= k:
+            break
+        _place(heap, i, heap.slot[child], heap.key[child])
+        i = child
+    _place(heap, i, s, k)
+
+
+@njit(cache=True, nogil=True)
+def _heap_push(heap, s, k):  # pragma: no cover - compiled
+    """Session ``s`` into the heap with key ``k`` (the caller made room: a row per session slot)."""
+    i = heap.size[0]
+    heap.size[0] = i + 1
+    _place(heap, i, s, k)
+    _sift_up(heap, i)
+
+
+@njit(cache=True, nogil=True)
+def _heap_remove(heap, s):  # pragma: no cover - compiled
+    """Session ``s`` out of the heap, the last entry moved into its place."""
+    i = heap.pos[s]
+    heap.pos[s] = NO_SLOT
+    last = heap.size[0] - 1
+    heap.size[0] = last
+    if i == last:
+        return
+    _place(heap, i, heap.slot[last], heap.key[last])
+    if i > 0 and heap.key[i] < heap.key[(i - 1) >> 1]:
+        _sift_up(heap, i)
+    else:
+        _sift_down(heap, i)
+
+
+@njit(cache=True, nogil=True)
+def _heap_of(sess, heap):  # pragma: no cover - compiled
+    """Fill the empty ``heap`` with every open session, keyed by its end (after a resume)."""
+    for s in range(sess.row.shape[0]):
+        if sess.row[s] != NO_SLOT:
+            _heap_push(heap, s, sess.end[s])
 
 
 _SPREAD = np.uint64(0x9E3779B97F4A7C15)  # odd: a table's worth of consecutive windows fills it
@@ -253,7 +345,7 @@ def _tally_move(w, key, counted, slots, moves):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _add_events(  # pragma: no cover - compiled
-    cust, sess, slots, table, cells, moves, keys, b, tr, watermark, wm,
+    cust, sess, heap, slots, table, cells, moves, keys, b, tr, watermark, wm,
 ):
     """Add batch ``b``'s windowed events to sessions and channel cells, and its moves ``tr`` to windows.
 
@@ -322,6 +414,7 @@ def _add_events(  # pragma: no cover - compiled
                     for k in range(channels):
                         sess.chan[target, k] += sess.chan[s, k]
                     _unlink(s, r, cust, sess)
+                    _heap_remove(heap, s)
                     sess.row[s] = NO_SLOT
                     _give(sess, s)
             s = nxt
@@ -339,6 +432,7 @@ def _add_events(  # pragma: no cover - compiled
             if cust.first_sess[r] != NO_SLOT:
                 sess.prev[cust.first_sess[r]] = target
             cust.first_sess[r] = target
+            _heap_push(heap, target, t)
         sess.start[target] = min(sess.start[target], t)
         sess.end[target] = max(sess.end[target], t)
         sess.events[target] += 1
@@ -375,16 +469,24 @@ def _add_by_cell(win, key, values, table):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _close_sessions(watermark, gap, cust, sess):  # pragma: no cover - compiled
-    """Free every session no future event can join (``end + gap <= watermark``).
+def _close_sessions(watermark, gap, cust, sess, heap):  # pragma: no cover - compiled
+    """Free every session no future event can join (``end + gap <= watermark``), earliest end first.
 
-    Returns the closed sessions' columns: customer row, start, end, events, converted,
-    stage, channel counts.
+    Only the top of the heap is looked at: an entry whose session was extended since it
+    was keyed gets its end as key and sinks. Returns the closed sessions' columns:
+    customer row, start, end, events, converted, stage, channel counts.
     """
+    closing = np.empty(heap.size[0], np.int64)
     n = 0
-    for s in range(sess.row.shape[0]):
-        if sess.row[s] != NO_SLOT and sess.end[s] + gap <= watermark:
+    while heap.size[0] > 0 and heap.key[0] + gap <= watermark:
+        s = heap.slot[0]
+        if sess.end[s] + gap <= watermark:
+            closing[n] = s
             n += 1
+            _heap_remove(heap, s)
+        else:
+            heap.key[0] = sess.end[s]
+            _sift_down(heap, 0)
     rows = np.empty(n, np.int64)
     start = np.empty(n, np.int64)
     end = np.empty(n, np.int64)
@@ -392,16 +494,14 @@ def _close_sessions(watermark, gap, cust, sess):  # pragma: no cover - compiled
     conv = np.empty(n, np.bool_)
     stage = np.empty(n, np.int16)
     chan = np.empty((n, sess.chan.shape[1]), np.int64)
-    k = 0
-    for s in range(sess.row.shape[0]):
+    for k in range(n):
+        s = closing[k]
         r = sess.row[s]
-        if r != NO_SLOT and sess.end[s] + gap <= watermark:
-            rows[k], start[k], end[k], events[k] = r, sess.start[s], sess.end[s], sess.events[s]
-            conv[k], stage[k], chan[k] = sess.conv[s], sess.stage[s], sess.chan[s]
-            k += 1
-            _unlink(s, r, cust, sess)
-            sess.row[s] = NO_SLOT
-            _give(sess, s)
+        rows[k], start[k], end[k], events[k] = r, sess.start[s], sess.end[s], sess.events[s]
+        conv[k], stage[k], chan[k] = sess.conv[s], sess.stage[s], sess.chan[s]
+        _unlink(s, r, cust, sess)
+        sess.row[s] = NO_SLOT
+        _give(sess, s)
     return rows, start, end, events, conv, stage, chan
 
 
@@ -456,7 +556,10 @@ def _close_windows(last_start, wm, slots, table, cells, moves, keys):  # pragma:
             ch_sums[n_ch] = cells.sums[c]
             n_ch += 1
             c = cells.next[c]
-    n_ck = keys.top[0]
+    # distinct customers of the closed cells: the (row, cell) pairs noted in them; when no
+    # cell closes (most calls), the pairs are not read at all: they grow with the events
+    # of the windows still open
+    n_ck = keys.top[0] if n_ch else 0
     span = 1
     for i in range(n_ck):
         span = max(span, keys.row[i] + 1)
@@ -472,7 +575,8 @@ def _close_windows(last_start, wm, slots, table, cells, moves, keys):  # pragma:
             keys.row[kept] = keys.row[i]
             keys.cell[kept] = keys.cell[i]
             kept += 1
-    keys.top[0] = kept
+    if n_ch:
+        keys.top[0] = kept
     picked = np.sort(picked[:m])
     for i in range(m):
         if i == 0 or picked[i] != picked[i - 1]:

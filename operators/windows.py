@@ -31,6 +31,7 @@ from operators.window_kernels import (
     CustomerKeys,
     CustomerWindows,
     MoveCells,
+    SessionHeap,
     Sessions,
     WindowedBatch,
     WindowMap,
@@ -40,6 +41,7 @@ from operators.window_kernels import (
     _add_moves,
     _close_sessions,
     _close_windows,
+    _heap_of,
     _rehash,
 )
 
@@ -174,6 +176,7 @@ class ShardWindows:
                              arrays.n_stages + 2)
         self.customers = rows(CustomerWindows, 0, channels=c)
         self.sessions = Pool(Sessions, channels=c)
+        self.heap = rows(SessionHeap, 0)  # the open sessions by end, a row per session slot
         self.cells = Pool(ChannelCells, counts=N_COUNTS, sums=N_SUMS)
         self.moves = Pool(MoveCells)
         # open tumbling windows: a slot each, found by start through a hash table of slots
@@ -208,6 +211,12 @@ class ShardWindows:
         have = capacity(self.customers)
         if size > have:
             self.customers = grown(self.customers, max(size, 2 * have, 256))
+
+    def _ensure_sessions(self, needed: int) -> None:
+        """Free session slots for ``needed`` new sessions, and a heap row for every slot."""
+        self.sessions.ensure(needed)
+        if capacity(self.heap) < self.sessions.size:
+            self.heap = grown(self.heap, self.sessions.size)
 
     def _ensure_keys(self, needed: int) -> None:
         keys = self.keys
@@ -251,12 +260,12 @@ class ShardWindows:
             return
         self._ensure_rows(state.size)
         self._ensure_window_slots(m + moved)
-        self.sessions.ensure(m)
+        self._ensure_sessions(m)
         self.cells.ensure(m)
         self.moves.ensure(moved)
         self._ensure_keys(m)
         _add_events(
-            self.customers, self.sessions.cols, self.slots.cols, self.h_slot, self.cells.cols,
+            self.customers, self.sessions.cols, self.heap, self.slots.cols, self.h_slot, self.cells.cols,
             self.moves.cols, self.keys,
             WindowedBatch(result.rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
                           result.stage_after, windowed, batch.own_mark),
@@ -274,7 +283,7 @@ class ShardWindows:
     def close_sessions(self, watermark: int) -> ClosedSessions:
         """Close and free the sessions no future event can join."""
         return ClosedSessions(*_close_sessions(watermark, self.map.gap, self.customers,
-                                               self.sessions.cols))
+                                               self.sessions.cols, self.heap))
 
     def close_windows(self, watermark: int) -> WindowShares | None:
         """Hand on and free every window that ends at or before the watermark."""
@@ -304,5 +313,7 @@ class ShardWindows:
         for name in self._POOLS:
             getattr(self, name).restore(snap[name])
         self.customers = restored(CustomerWindows, snap["customers"])
+        self.heap = rows(SessionHeap, self.sessions.size)
+        _heap_of(self.sessions.cols, self.heap)
         self.keys = restored(CustomerKeys, snap["keys"])
         self.h_slot = np.array(snap["h_slot"])

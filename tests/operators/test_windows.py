@@ -234,6 +234,28 @@ def test_resuming_from_snapshots_changes_nothing(stream: tuple[list[dict], list[
     assert_windows_match(run(events, cuts, restarts=restarts), reference(events))
 
 
+@hyp_settings(max_examples=100, deadline=None)
+@given(streams(), st.frozensets(st.integers(0, 8), max_size=3))
+def test_sessions_close_as_soon_as_the_watermark_passes_them(stream: tuple[list[dict], list[int]],
+                                                             restarts: frozenset[int]) -> None:
+    """Closing looks only at the earliest open sessions (a heap, rebuilt on resume): after every
+    batch, the sessions out are exactly the reference's whose end + gap the watermark passed."""
+    events, cuts = stream
+    j = SETTINGS.journey
+    final = comparable_sessions(reference(events).sessions())
+    engine = Engine(SETTINGS)
+    high = 0
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
+    for number, (a, b) in enumerate(pairwise(bounds)):
+        high = max(high, *(e["ts"] for e in events[a:b]))
+        watermark = high - j.allowed_lateness_ms
+        engine.feed(events[a:b], Report("in#0", watermark, idle=False))
+        assert comparable_sessions(engine.topic("sessions")) == [
+            s for s in final if s["session_end"] + j.session_gap_ms <= watermark]
+        if number in restarts:
+            engine.restart()
+
+
 # windows (after BASE's) that collide in the shard's hash table of open windows (64 buckets
 # at first), in the last buckets, so that probe runs wrap around the table's end
 LAST_BUCKETS = [k for k in range(1_000)
