@@ -52,7 +52,7 @@ def build_flow(
     """
     flow = Dataflow(FLOW_ID)
     reads = op.input(INPUT_STEP, flow, source)
-    routed = op.flat_map("route", reads, lambda read: route(read, shards))
+    routed = op.flat_map_batch("route", reads, lambda batch: route(batch, shards))
     if control is not None:
         changes = op.input(CONTROL_STEP, flow, control)
         routed = op.merge("events_and_maps", routed, op.flat_map(
@@ -84,7 +84,7 @@ def build_comparison_flow(
     """
     flow = Dataflow(FLOW_ID)
     reads = op.input(INPUT_STEP, flow, source)
-    routed = op.flat_map("route", reads, lambda read: route(read, 1))
+    routed = op.flat_map_batch("route", reads, lambda batch: route(batch, 1))
     tagged = []
     for name, journey in maps.items():
         outputs = [_rejected(f"{name}_dead_letters_and_late", reads, metrics[name]),

@@ -5,6 +5,7 @@ disagree; CRC-32 of the UTF-8 bytes is the same everywhere, forever.
 """
 
 import zlib
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -63,14 +64,20 @@ def split_by_shard(batch: EventBatch, shards: int) -> list[tuple[str, EventBatch
     return [(shard_key(int(of[idx[0]])), batch.take(idx)) for idx in np.split(order, cuts)]
 
 
-def route(read: SourceRead, shards: int) -> list[tuple[str, ShardInput]]:
-    """Each shard's events of one hand-over; a watermark report goes to every shard."""
-    parts = split_by_shard(read.events, shards)
-    if read.report is None:
-        return [(key, ShardInput(events, None)) for key, events in parts]
-    have = dict(parts)
-    return [(key, ShardInput(have.get(key, EMPTY_BATCH), read.report))
-            for key in (shard_key(s) for s in range(shards))]
+def route(reads: Sequence[SourceRead], shards: int) -> list[tuple[str, ShardInput]]:
+    """Each shard's events of a round of hand-overs, in one sub-batch; each report to every shard.
+
+    The flow hands over every read of one activation at once (``flat_map_batch``), so a
+    live round of many partitions costs one split, and each shard one input, instead of
+    one per partition: the shard's step joins its inputs into one batch anyway, and
+    applies the reports after scoring them.
+    """
+    batches = [read.events for read in reads if len(read.events)]
+    out = [(key, ShardInput(events, None))
+           for key, events in split_by_shard(EventBatch.concat(batches), shards)] if batches else []
+    out += [(shard_key(s), ShardInput(EMPTY_BATCH, read.report))
+            for read in reads if read.report is not None for s in range(shards)]
+    return out
 
 
 def to_every_shard(change: MapChange, shards: int) -> list[tuple[str, ShardInput]]:

@@ -3,7 +3,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from operators.base import EventBatch
-from operators.routing import shard_key, shard_of, split_by_shard
+from operators.reading import SourceRead
+from operators.routing import route, shard_key, shard_of, split_by_shard
+from operators.watermark import Report
 
 
 def batch(cids: list[str]) -> EventBatch:
@@ -31,3 +33,29 @@ def test_split_keeps_every_event_in_its_shard_and_order(cids: list[str], shards:
         seen.extend(part.ts.tolist())
     assert sorted(seen) == list(range(len(cids)))
     assert len({k for k, _ in parts}) == len(parts)
+
+
+@given(st.lists(st.tuples(st.lists(st.text(min_size=1, max_size=5), max_size=30), st.booleans()), max_size=8),
+       st.integers(1, 6))
+def test_a_round_of_reads_reaches_each_shard_as_one_batch_and_every_report(
+        reads: list[tuple[list[str], bool]], shards: int) -> None:
+    """Every read of one activation in one split: a shard gets its events of all of them in
+    read order, in one input, and every report of the round once."""
+    round_, offset = [], 0
+    for i, (cids, reports) in enumerate(reads):
+        events = batch(cids)
+        events.ts[:] += offset  # numbered across the round: read order is ts order
+        offset += len(cids)
+        round_.append(SourceRead(events, [], [], {}, Report(f"in#{i}", i, idle=False) if reports else None))
+    out = route(round_, shards)
+    batches = [(key, item.events) for key, item in out if len(item.events)]
+    assert len({key for key, _ in batches}) == len(batches)  # one input with events per shard
+    assert all(item.report is None for _, item in out if len(item.events))
+    seen = sorted(t for _, events in batches for t in events.ts.tolist())
+    assert seen == list(range(offset))
+    for key, events in batches:
+        assert events.ts.tolist() == sorted(events.ts.tolist())
+        assert all(shard_key(shard_of(c, shards)) == key for c in events.customer_ids)
+    sent = sorted((key, item.report.partition) for key, item in out if item.report is not None)
+    assert sent == sorted((shard_key(s), f"in#{i}") for i, (_, reports) in enumerate(reads) if reports
+                          for s in range(shards))

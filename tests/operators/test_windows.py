@@ -71,7 +71,7 @@ class Engine:
         assert not parsed.dead_letters
         read = SourceRead(parsed.events, [], [], {}, report)
         by_shard: dict[str, list] = {}
-        for key, item in route(read, self.shards):
+        for key, item in route([read], self.shards):
             by_shard.setdefault(key, []).append(item)
         progress = []
         for key, items in by_shard.items():
