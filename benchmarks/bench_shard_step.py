@@ -114,8 +114,8 @@ def main() -> int:
                 print(f"median, {n_open:>9,} sessions open: {line}")
         finally:
             if args.base:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees["before"])],
-                               check=False, capture_output=True)
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(trees["before"])], check=False, capture_output=True)
     return 0
 
 
