@@ -6,9 +6,12 @@ A live shard is woken many times a second with a few events each time, and every
 moves the watermark a little; meanwhile it holds an open session for every customer
 active in the last ``session_gap`` (30 minutes by default): on a busy site, hundreds of
 thousands. The step is driven directly, no Kafka: first one event each for ``--open``
-customers (all in one session gap, so every session stays open), then 2,000 activations
-of 13 events from other customers, the watermark 3 ms further each time (5,000 events/s
-over four shards). Prints the median cost of an activation over the last 1,600 of them.
+customers, their times spread over ``session_gap + allowed_lateness`` up to the first
+live event (every session open, the oldest about to close); then 2,000 activations of
+13 events of those customers, the watermark 3 ms further each time. A live event extends
+its customer's session, or starts a new one when the last is more than a gap old, and
+the oldest sessions close as the watermark passes them (about one in 350 over the run).
+Prints the median cost of an activation over the last 1,600.
 
 ``--base REV`` runs the same in a worktree of another git revision, alternately, each run
 in a fresh interpreter that imports only its own tree (``python -P``), and prints the
@@ -42,8 +45,8 @@ j = settings.journey
 warm_up(j, settings.topics)
 step = ShardScorer(j, RecordBuilder(j, settings.topics), EngineMetrics(), 1, None, recoverable=False)
 rng = np.random.default_rng(7)
-start = int(time.time() * 1000) - 20 * 60_000  # every session opened in the last 20 minutes
-lateness = j.allowed_lateness_ms
+lateness, gap = j.allowed_lateness_ms, j.session_gap_ms
+now = int(time.time() * 1000)  # the first live event's time: the watermark is ``now - lateness``
 
 def batch(names, ts):
     n = len(names)
@@ -58,16 +61,16 @@ def wake(names, ts):
     report = Report("in#0", int(ts.max()) - lateness, idle=False)
     step.on_batch([ShardInput(batch(names, ts), report)])
 
+first = now - lateness - gap + 1  # the oldest session: the watermark passes its end + gap first
+span = lateness + gap  # ... the newest ends just before ``now``: a live event extends it
 for lo in range(0, n_open, 10_000):
     hi = min(n_open, lo + 10_000)
-    wake([f"open-{i}" for i in range(lo, hi)], start + np.arange(lo, hi, dtype=np.int64) * 600_000 // n_open)
-now = start + 10 * 60_000
+    wake([f"c-{i}" for i in range(lo, hi)], first + np.arange(lo, hi, dtype=np.int64) * span // n_open)
 costs = []
 for k in range(2_000):
-    names = [f"live-{k}-{i}" for i in range(13)]
-    ts = np.full(13, now + 3 * k, dtype=np.int64)
+    names = [f"c-{i}" for i in rng.integers(0, n_open, 13).tolist()]
     began = time.perf_counter()
-    wake(names, ts)
+    wake(names, np.full(13, now + 3 * k, dtype=np.int64))
     costs.append(time.perf_counter() - began)
 print(statistics.median(costs[400:]) * 1e6)
 """
@@ -94,8 +97,13 @@ def main() -> int:
         trees = {"this": ROOT}
         if args.base:
             trees = {"before": Path(tmp) / "tree", "after": ROOT}
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(trees["before"]),
-                            args.base], check=True, capture_output=True)
+            made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach",
+                                   str(trees["before"]), args.base],
+                                  capture_output=True, text=True, check=False)
+            if made.returncode:
+                msg = (f"--base {args.base}: git could not check it out ({made.stderr.strip()}); "
+                       "pass a revision of this repository (a commit, tag or branch)")
+                raise SystemExit(msg)
         try:
             costs: dict[tuple[str, int], list[float]] = {}
             for run in range(args.runs):

@@ -35,7 +35,10 @@ class MapChange(NamedTuple):
 
 
 class ShardInput(NamedTuple):
-    """What one hand-over of one partition brings to one shard (or a new map, to every shard)."""
+    """What a round of reads brings one shard: its events, a partition's report, or a new map.
+
+    Reports and maps go to every shard; a round's events come first, reports after them.
+    """
 
     events: EventBatch
     report: Report | None

@@ -371,7 +371,7 @@ def state_layout(journey: JourneyMap, shards: int) -> dict[str, object]:
 
 
 def warm_up(journey: JourneyMap, topics: Topics) -> int:
-    """Compile every kernel now (scoring, windows, closing, dormancy, rendering), so no event waits.
+    """Compile every kernel now (scoring, windows, closing, dormancy, rendering, a resume), so no event waits.
 
     Numba keeps what it compiles in its cache (``__pycache__`` beside the kernels, or
     ``NUMBA_CACHE_DIR``): once cached, this loads in a fraction of a second. Returns how

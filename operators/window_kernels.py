@@ -470,17 +470,21 @@ def _add_by_cell(win, key, values, table):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _close_sessions(watermark, gap, cust, sess, heap):  # pragma: no cover - compiled
-    """Free every session no future event can join (``end + gap <= watermark``), earliest end first.
+    """Free every session no future event can join (``end + gap <= watermark``), in heap-key order.
 
     Only the top of the heap is looked at: an entry whose session was extended since it
     was keyed gets its end as key and sinks. Returns the closed sessions' columns:
     customer row, start, end, events, converted, stage, channel counts.
     """
-    closing = np.empty(heap.size[0], np.int64)
+    closing = np.empty(16, np.int64)  # grows as needed: most steps close a few, if any
     n = 0
     while heap.size[0] > 0 and heap.key[0] + gap <= watermark:
         s = heap.slot[0]
         if sess.end[s] + gap <= watermark:
+            if n == closing.shape[0]:
+                more = np.empty(2 * n, np.int64)
+                more[:n] = closing
+                closing = more
             closing[n] = s
             n += 1
             _heap_remove(heap, s)

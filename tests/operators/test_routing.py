@@ -40,7 +40,7 @@ def test_split_keeps_every_event_in_its_shard_and_order(cids: list[str], shards:
 def test_a_round_of_reads_reaches_each_shard_as_one_batch_and_every_report(
         reads: list[tuple[list[str], bool]], shards: int) -> None:
     """Every read of one activation in one split: a shard gets its events of all of them in
-    read order, in one input, and every report of the round once."""
+    read order, in one input, and every report of the round once, after the events."""
     round_, offset = [], 0
     for i, (cids, reports) in enumerate(reads):
         events = batch(cids)
@@ -48,6 +48,8 @@ def test_a_round_of_reads_reaches_each_shard_as_one_batch_and_every_report(
         offset += len(cids)
         round_.append(SourceRead(events, [], [], {}, Report(f"in#{i}", i, idle=False) if reports else None))
     out = route(round_, shards)
+    kinds = [item.report is not None for _, item in out]
+    assert kinds == sorted(kinds)  # the events first: scored before any report moves the watermark
     batches = [(key, item.events) for key, item in out if len(item.events)]
     assert len({key for key, _ in batches}) == len(batches)  # one input with events per shard
     assert all(item.report is None for _, item in out if len(item.events))
