@@ -411,6 +411,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 if self.source.times is not None:  # read, but maybe none to hand over
                     messages = self._in_range(messages, *self.source.times)
                 if messages:
+                    self._observe_read_delay(messages)
                     reader.add(messages)
             else:
                 reader.drained()
@@ -440,6 +441,12 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
         if self.bounded and messages[-1].timestamp()[1] > high:
             self.at_end = True
         return kept
+
+    def _observe_read_delay(self, messages: list[Message]) -> None:
+        """How long each message waited, from its Kafka timestamp, until read (where it has one)."""
+        metrics = self.source.metrics
+        stamps = np.fromiter((m.timestamp()[1] for m in messages), dtype=np.int64, count=len(messages))
+        metrics.read_delay.observe(np.maximum(metrics.clock() - stamps[stamps >= 0], 0) / 1000)
 
     def next_awake(self) -> datetime | None:
         return self.awake

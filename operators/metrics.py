@@ -97,6 +97,9 @@ BATCH_SECONDS = Declared("journey_batch_seconds", "Time the score step took for 
 BATCH_EVENTS = Declared("journey_batch_events", "Events in one batch of the score step")
 LATENCY = Declared("journey_end_to_end_latency_seconds",
                    "Kafka timestamp of an input event (create or append time) to its score's delivery")
+READ_DELAY = Declared("journey_read_delay_seconds",
+                      "Kafka timestamp of an input message (create or append time) to when the engine read "
+                      "it: the part of the end-to-end latency spent before the engine had the message")
 
 BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_EVENTS_BUCKETS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0)
@@ -105,7 +108,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 ENGINE_METRICS = (EVENTS, REJECTED, DUPLICATES, LATE, TRANSITIONS, OUTPUT, DELIVERY_ERRORS, CUSTOMERS,
                   MAP_UPDATES, TRACKED, SENTIMENT, ENGAGEMENT, WATERMARK_LAG, CONSUMER_LAG, OPEN_SESSIONS,
                   SESSION_SLOTS, OPEN_WINDOWS, CHANNEL_EVENTS, CHANNEL_CTR, CHANNEL_RESPONSE,
-                  CHANNEL_CONVERSIONS, BUILD_INFO, BATCH_SECONDS, BATCH_EVENTS, LATENCY)
+                  CHANNEL_CONVERSIONS, BUILD_INFO, BATCH_SECONDS, BATCH_EVENTS, LATENCY, READ_DELAY)
 """Every metric of the engine's own (the standard process and Python collectors come on top)."""
 
 
@@ -259,6 +262,7 @@ class EngineMetrics:
         self.batch_events = Histogram(BATCH_EVENTS.name, BATCH_EVENTS.help, registry=r,
                                       buckets=BATCH_EVENTS_BUCKETS)
         self.latency = BulkHistogram(LATENCY, LATENCY_BUCKETS, r)
+        self.read_delay = BulkHistogram(READ_DELAY, LATENCY_BUCKETS, r)  # the same buckets: comparable
         self.census = StageCensus(r)
         if process_collectors:  # CPU, memory, file descriptors, GC: the same collectors as default
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
