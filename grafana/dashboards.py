@@ -139,9 +139,10 @@ def engine() -> Json:
     latency = [
         quantiles("End-to-end latency", "Kafka timestamp of an input event to its score's delivery.",
                   LATENCY.bucket, "s"),
-        quantiles("Read delay", "Kafka timestamp of an input message to when the engine read it: the part "
-                  "of the end-to-end latency spent in producers, the broker and the fetch, before the engine "
-                  "had the message. The rest is the engine's and its producer's.", READ_DELAY.bucket, "s"),
+        quantiles("Read delay", "Kafka timestamp of an input message to when the engine's source took it: "
+                  "producers, the broker, the fetch and the consumer's queue (where messages also wait while "
+                  "the engine is busy). End-to-end latency beyond it is the engine's work and its delivery.",
+                  READ_DELAY.bucket, "s"),
         timeseries("Consumer lag by partition", "Messages between what was read and the head of the log; "
                    f"a partition more than {BEHIND_LAG:,} behind replays aligned instead of reading live.",
                    [(gauge(CONSUMER_LAG.name, "topic, partition"), "{{topic}}/{{partition}}")], "short"),

@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from config.model import Settings
+from journey.kafka_io import ensure_topics
 from journey.runner import RunOptions, run
 from journey.simulate import SimMessage, SimOptions, messages, produce
 from operators.base import wall_clock_ms
@@ -84,12 +85,14 @@ def test_read_delay_is_each_messages_wait_from_its_kafka_timestamp_to_its_read(
     settings = make_settings()
     first = wall_clock_ms() - 600_000
     stamps = [first + 37 * i for i in range(300)]
+    ensure_topics(settings.kafka, settings.topics.inputs, 4)
     producer = Producer({"bootstrap.servers": settings.kafka.brokers})
+    failed: list[object] = []
     for i, ts in enumerate(stamps):
         event = {"event_id": f"e{i}", "customer_id": f"c{i % 40}", "ts": ts, "type": "page_view"}
         producer.produce(settings.topics.inputs[i % 2], orjson.dumps(event), f"c{i % 40}".encode(),
-                         timestamp=ts)
-    assert producer.flush(30) == 0
+                         timestamp=ts, on_delivery=lambda err, _msg: err is None or failed.append(err))
+    assert producer.flush(30) == 0 and not failed
     now = stamps[-1] + 5_000
     metrics = EngineMetrics(clock=lambda: now)
     run(settings, RunOptions(until_end=True), metrics)
