@@ -139,7 +139,7 @@ def engine() -> Json:
     latency = [
         quantiles("End-to-end latency", "Kafka timestamp of an input event to its score's delivery.",
                   LATENCY.bucket, "s"),
-        quantiles("Read delay", "Kafka timestamp of an input message to when the engine's source took it: "
+        quantiles("Read delay", "Kafka timestamp of an input event to when the engine's source took it: "
                   "producers, the broker, the fetch and the consumer's queue (where messages also wait while "
                   "the engine is busy). End-to-end latency beyond it is the engine's work and its delivery.",
                   READ_DELAY.bucket, "s"),

@@ -24,7 +24,6 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -37,7 +36,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 from config.errors import BrokerError, ConfigError, DeliveryError
 from config.model import BROKER_DEFAULT_REPLICATION, KafkaSettings
 from journey.redaction import keep_secret, redact
-from operators.base import END, NO_TIME, InputTimes, Output, OutRecord, RecordBlock
+from operators.base import END, NO_TIME, EventBatch, InputTimes, Output, OutRecord, RecordBlock
 from operators.metrics import EngineMetrics
 from operators.reading import PartitionReader, Readers, SourceRead
 
@@ -412,8 +411,7 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
                 if self.source.times is not None:  # read, but maybe none to hand over
                     messages = self._in_range(messages, *self.source.times)
                 if messages:
-                    self._observe_read_delay(messages)
-                    reader.add(messages)
+                    self._observe_read_delay(reader.add(messages))
             else:
                 reader.drained()
         known = self.shared.log_range(self.topic, self.partition)
@@ -443,17 +441,15 @@ class _SourcePartition(StatefulSourcePartition[SourceRead, int]):
             self.at_end = True
         return kept
 
-    def _observe_read_delay(self, messages: list[Message]) -> None:
-        """How long each message waited from its Kafka timestamp until the flow took it.
+    def _observe_read_delay(self, events: EventBatch) -> None:
+        """How long the events just parsed waited from their Kafka timestamps until the flow took them.
 
-        Beside the end-to-end latency it says whether time goes before the engine has a
-        message (producers, broker, fetch, the consumer's queue) or after. A message without
-        a timestamp has nothing to count from; a producer clock ahead of ours counts as 0.
+        Beside the end-to-end latency, which starts at the same ``appended`` times, it says
+        whether time goes before the engine has an event (producers, broker, fetch, the
+        consumer's queue) or after. A producer clock ahead of ours counts as 0.
         """
         metrics = self.source.metrics
-        stamps = np.array([ts for kind, ts in (m.timestamp() for m in messages)
-                           if kind != TIMESTAMP_NOT_AVAILABLE], dtype=np.int64)
-        metrics.read_delay.observe(np.maximum(metrics.clock() - stamps, 0) / 1000)
+        metrics.read_delay.observe(np.maximum(metrics.clock() - events.appended, 0) / 1000)
 
     def next_awake(self) -> datetime | None:
         return self.awake

@@ -98,9 +98,8 @@ BATCH_EVENTS = Declared("journey_batch_events", "Events in one batch of the scor
 LATENCY = Declared("journey_end_to_end_latency_seconds",
                    "Kafka timestamp of an input event (create or append time) to its score's delivery")
 READ_DELAY = Declared("journey_read_delay_seconds",
-                      "Kafka timestamp of an input message (create or append time) to when the engine's "
-                      "source took it: broker, fetch and the consumer's queue; every message read that "
-                      "has a timestamp")
+                      "Kafka timestamp of an input event (create or append time) to when the engine's "
+                      "source took it: producers, broker, fetch and the consumer's queue")
 
 BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_EVENTS_BUCKETS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0)

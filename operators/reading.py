@@ -83,9 +83,10 @@ class PartitionReader:
         """Kafka offset of the first message not handed over, if any (what a snapshot keeps)."""
         return self.messages[self.cursor].offset() if self.pending else None
 
-    def add(self, messages: Sequence[Message]) -> None:
-        """Parse freshly read messages; they queue behind any still held back."""
+    def add(self, messages: Sequence[Message]) -> EventBatch:
+        """Parse freshly read messages; they queue behind any still held back. Returns their events."""
         fresh = self.parser.parse(messages, self.topic_idx)
+        events = fresh.events
         if self.parsed is not None and self.pending:
             fresh = _joined(self.parsed, self.cursor, self.event_cursor, self.dead_cursor, fresh,
                             len(self.messages) - self.cursor)
@@ -93,6 +94,7 @@ class PartitionReader:
         self.parsed, self.messages = fresh, messages
         self.cursor = self.event_cursor = self.dead_cursor = 0
         self.run = self.aligner.read(self.part, fresh.events.ts)
+        return events
 
     def drained(self) -> None:
         """The consumer had nothing more: others stop waiting for this one's reading soon."""
