@@ -6,7 +6,7 @@ arrival order: an event at or after ``T`` decays the sums to its time and is add
 whole; an older event is added decayed to ``T``.
 
 Kernels see only arrays and scalars, in the bundles declared here (``CustomerColumns``,
-``ScoreBatch``, ``Transitions``) and the map's ``JourneyArrays``.
+``IdOverflow``, ``ScoreBatch``, ``Transitions``) and the map's ``JourneyArrays``.
 """
 
 from typing import NamedTuple
@@ -19,6 +19,7 @@ from operators.base import END, NO_STAGE, NO_TIME
 from operators.columns import F64, I64, column
 
 I16 = npt.NDArray[np.int16]
+I32 = npt.NDArray[np.int32]
 U64 = npt.NDArray[np.uint64]
 BOOL = npt.NDArray[np.bool_]
 
@@ -34,8 +35,32 @@ class CustomerColumns(NamedTuple):
     counts: I64 = column(np.int64, 0, "required")  # lifetime counts of the types a stage requires
     n: I64 = column(np.int64)  # accepted events (the version)
     stage: I16 = column(np.int16, NO_STAGE)
-    dd_hash: U64 = column(np.uint64, 0, "dedup")  # remembered event ids (hashes) ...
-    dd_ts: I64 = column(np.int64, NO_TIME, "dedup")  # ... and their event times
+    dd_hash: U64 = column(np.uint64, 0, "inline")  # the first remembered event ids (hashes) ...
+    dd_ts: I64 = column(np.int64, NO_TIME, "inline")  # ... and their event times
+    dd_more: I32 = column(np.int32, -1)  # the customer's row of ``IdOverflow`` (-1: none yet)
+
+
+INLINE_IDS = 1
+"""Event ids a customer's own row remembers; the rest of its ``dedup_slots`` are a row of ``IdOverflow``.
+
+Most customers of a large population never hold two ids within ``dedup_window`` of
+their ``T`` at once: their de-duplication costs one id, not ``dedup_slots`` of them.
+"""
+
+
+class IdOverflow(NamedTuple):
+    """Remembered event ids past a customer's ``INLINE_IDS``: a row for each customer who needed one.
+
+    A customer takes its row when every inline id is still within ``dedup_window`` of
+    ``T`` and another must be remembered, and keeps it: an id stays remembered until
+    its slot is taken, in whichever tier it sits. With the inline ids first, the slots
+    are filled and reused exactly as in one row of ``dedup_slots``.
+    """
+
+    hash: U64 = column(np.uint64, 0, "more")
+    ts: I64 = column(np.int64, NO_TIME, "more")
+    free: I64 = column(np.int64)  # the stack of rows no customer holds (``operators.columns.Pool``)
+    top: I64 = column(np.int64, per_row=False)
 
 
 class ScoreBatch(NamedTuple):
@@ -101,9 +126,10 @@ def _stage_of(c, r, m):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _score_batch(c, b, m, dormant_after_ms, accepted, stage_after, out):  # pragma: no cover
-    """Apply batch ``b`` to customers ``c`` under map ``m``, event by event.
+def _score_batch(c, more, b, m, dormant_after_ms, accepted, stage_after, out):  # pragma: no cover
+    """Apply batch ``b`` to customers ``c`` (their ids past the inline ones in ``more``) under map ``m``.
 
+    Event by event; ``more`` has a free row for every event of the batch.
     Writes per event whether it was accepted and the stage after it, and every stage
     change to ``out`` (room for two per event); returns how many it wrote. Before an
     event is applied, its customer goes dormant if the watermark it was read under had
@@ -112,7 +138,6 @@ def _score_batch(c, b, m, dormant_after_ms, accepted, stage_after, out):  # prag
     """
     n_tr = 0
     n_stages = m.stage_threshold.shape[0]
-    slots = c.dd_hash.shape[1]
     T, S, E, Sn, Sd, n, stage = c.T, c.S, c.E, c.Sn, c.Sd, c.n, c.stage
     for i in range(b.rows.shape[0]):
         r = b.rows[i]
@@ -121,15 +146,9 @@ def _score_batch(c, b, m, dormant_after_ms, accepted, stage_after, out):  # prag
         if n[r] > 0 and stage[r] != n_stages and T[r] + dormant_after_ms < b.mark[i]:
             n_tr = _transition(out, n_tr, i, stage[r], n_stages, n[r], T[r] + dormant_after_ms, True)
             stage[r] = n_stages
-        if n[r] > 0 and abs(T[r] - t) <= m.dedup_window_ms:
-            dup = False
-            for j in range(slots):
-                if c.dd_hash[r, j] == h and c.dd_ts[r, j] != NO_TIME:
-                    dup = True
-                    break
-            if dup:
-                accepted[i] = False
-                continue
+        if n[r] > 0 and abs(T[r] - t) <= m.dedup_window_ms and _remembered(c, more, r, h):
+            accepted[i] = False
+            continue
         accepted[i] = True
         tp = b.type_idx[i]
         w = m.type_weight[tp] * m.channel_mult[b.chan_idx[i]]
@@ -157,7 +176,7 @@ def _score_batch(c, b, m, dormant_after_ms, accepted, stage_after, out):  # prag
         if q >= 0:
             c.counts[r, q] += 1
         n[r] += 1
-        _remember(c, r, h, t, T[r] - m.dedup_window_ms)
+        _remember(c, more, r, h, t, T[r] - m.dedup_window_ms)
         new = _stage_of(c, r, m)
         if new != stage[r]:
             n_tr = _transition(out, n_tr, i, stage[r], new, n[r], t, False)
@@ -179,23 +198,64 @@ def _transition(out, k, event, from_stage, to_stage, version, ts, dormant):  # p
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _remember(c, r, h, t, horizon):  # pragma: no cover - compiled
+def _remembered(c, more, r, h):  # pragma: no cover - compiled
+    """Whether row ``r`` remembers event id hash ``h``, inline or in its overflow row."""
+    for j in range(c.dd_hash.shape[1]):
+        if c.dd_hash[r, j] == h and c.dd_ts[r, j] != NO_TIME:
+            return True
+    q = c.dd_more[r]
+    if q >= 0:
+        for j in range(more.hash.shape[1]):
+            if more.hash[q, j] == h and more.ts[q, j] != NO_TIME:
+                return True
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _remember(c, more, r, h, t, horizon):  # pragma: no cover - compiled
     """Remember event id hash ``h`` at ``t`` in row ``r``, unless no duplicate could still be caught.
 
-    It takes the slot of an id already older than ``horizon`` (``T - dedup_window``), else
-    the oldest.
+    The slots are the inline ones, then the overflow row's (all empty while the customer
+    has none). It takes the first slot of an id already older than ``horizon``
+    (``T - dedup_window``), else the oldest.
     """
     if t < horizon:
         return
+    inline = c.dd_ts.shape[1]
     victim = 0
-    for j in range(c.dd_ts.shape[1]):
+    oldest = c.dd_ts[r, 0]
+    for j in range(inline):
         if c.dd_ts[r, j] < horizon:
+            c.dd_hash[r, j] = h
+            c.dd_ts[r, j] = t
+            return
+        if c.dd_ts[r, j] < oldest:
             victim = j
-            break
-        if c.dd_ts[r, j] < c.dd_ts[r, victim]:
-            victim = j
-    c.dd_hash[r, victim] = h
-    c.dd_ts[r, victim] = t
+            oldest = c.dd_ts[r, j]
+    q = c.dd_more[r]
+    if more.ts.shape[1] > 0 and q < 0:  # its overflow slots are all empty: the first one is taken
+        top = more.top[0] - 1
+        q = more.free[top]
+        more.top[0] = top
+        c.dd_more[r] = q
+        more.hash[q, 0] = h
+        more.ts[q, 0] = t
+        return
+    if q >= 0:
+        for j in range(more.ts.shape[1]):
+            if more.ts[q, j] < horizon:
+                more.hash[q, j] = h
+                more.ts[q, j] = t
+                return
+            if more.ts[q, j] < oldest:
+                victim = inline + j
+                oldest = more.ts[q, j]
+    if victim < inline:
+        c.dd_hash[r, victim] = h
+        c.dd_ts[r, victim] = t
+    else:
+        more.hash[q, victim - inline] = h
+        more.ts[q, victim - inline] = t
 
 
 @njit(cache=True, nogil=True)

@@ -53,14 +53,17 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays,
             == batch.late.shape == batch.mark.shape == (m,)) or len(batch.event_ids) != m:
         msg = "score_batch: every column of the batch must have one entry per event"
         raise ValueError(msg)
+    known = state.size
     rows = state.rows_for(batch.customer_ids)
+    # a customer's first event fills an inline slot: only the others can take an overflow row
+    state.more.ensure(m - (state.size - known))
     accepted = np.zeros(m, dtype=np.bool_)
     stage_after = np.full(m, NO_STAGE, dtype=np.int16)
     room = 2 * m  # each event: at most dormant, then a stage
     moves = Transitions(np.empty(room, np.int64), np.empty(room, np.int16), np.empty(room, np.int16),
                         np.empty(room, np.int64), np.empty(room, np.int64), np.empty(room, np.bool_))
     n_tr = _score_batch(
-        state.columns,
+        state.columns, state.more.cols,
         ScoreBatch(rows, batch.ts, batch.type_idx, batch.chan_idx, batch.sentiment,
                    hash_ids(batch.event_ids), batch.mark),
         arrays, dormant_after_ms, accepted, stage_after, moves,

@@ -33,7 +33,7 @@ from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
 from operators.records import DORMANT_CAUSE, EVENT_CAUSE, MAP_CAUSE, CustomerTexts, RecordBuilder
 from operators.routing import DEFAULT_SHARDS, MapChange, ShardInput
-from operators.score_kernels import CustomerColumns
+from operators.score_kernels import CustomerColumns, IdOverflow
 from operators.scoring import dormancy, restage, score_batch, stage_census
 from operators.state import ShardState
 from operators.watermark import Report, shard_watermark, stream_end
@@ -60,7 +60,7 @@ def _schema() -> str:
     written before cannot be resumed into arrays of another shape.
     """
     columns = [f"{kind.__name__}.{name}:{np.dtype(spec.dtype).str}:{spec.tail}:{spec.per_row}"
-               for kind in (CustomerColumns, CustomerWindows, Sessions, WindowSlots, ChannelCells,
+               for kind in (CustomerColumns, IdOverflow, CustomerWindows, Sessions, WindowSlots, ChannelCells,
                             MoveCells, CustomerKeys)
                for name, spec in specs(kind).items()]
     return f"{STATE_FORMAT}.{hashlib.sha256('|'.join(columns).encode()).hexdigest()[:8]}"

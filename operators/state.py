@@ -6,16 +6,17 @@ import numpy as np
 import numpy.typing as npt
 
 from config.arrays import JourneyArrays
-from operators.columns import capacity, copied, grown, restored, rows
-from operators.score_kernels import CustomerColumns
+from operators.columns import Pool, capacity, copied, grown, restored, rows
+from operators.score_kernels import INLINE_IDS, CustomerColumns, IdOverflow
 
 
 class ShardState:
     """The customers of one shard: a row each, looked up by customer id.
 
     ``columns`` (a ``CustomerColumns`` bundle) grows by doubling; ``size`` rows are in
-    use. A snapshot keeps only the rows in use, so it costs what the shard holds, not
-    what it reserved. Columns read as attributes too (``state.T``), for tests and tools;
+    use. ``more`` holds the remembered event ids of the customers who need more than
+    their row's (``IdOverflow``). A snapshot keeps only the rows in use, so it costs what
+    the shard holds, not what it reserved. Columns read as attributes too (``state.T``), for tests and tools;
     the engine reads them typed, from ``columns``.
     """
 
@@ -25,8 +26,10 @@ class ShardState:
         self.index: dict[str, int] = {}
         self.ids: list[str] = []
         self.size = 0
+        inline = min(INLINE_IDS, arrays.dedup_slots)
         self.columns = rows(CustomerColumns, capacity, stages=arrays.n_stages,
-                            required=arrays.n_req_slots, dedup=arrays.dedup_slots)
+                            required=arrays.n_req_slots, inline=inline)
+        self.more = Pool(IdOverflow, more=arrays.dedup_slots - inline)
 
     def __getattr__(self, name: str) -> Any:
         """Column ``name`` (only reached for names that are not attributes of the state)."""
@@ -63,7 +66,8 @@ class ShardState:
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of the rows in use: safe to pickle later while this state keeps changing."""
-        return {"columns": copied(self.columns, self.size), "ids": list(self.ids)}
+        return {"columns": copied(self.columns, self.size), "ids": list(self.ids),
+                "more": self.more.snapshot()}
 
     @classmethod
     def from_snapshot(cls, arrays: JourneyArrays, snap: dict[str, Any]) -> "ShardState":
@@ -73,4 +77,5 @@ class ShardState:
         state.index = {cid: i for i, cid in enumerate(state.ids)}
         state.size = len(state.ids)
         state.columns = restored(CustomerColumns, snap["columns"])
+        state.more.restore(snap["more"])
         return state

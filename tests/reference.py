@@ -131,6 +131,31 @@ def score_record(j: JourneyMap, cid: str, c: Customer) -> dict[str, Any]:
     }
 
 
+class RememberedIds:
+    """One customer's bounded de-duplication memory, as the engine documents it, in a plain list.
+
+    ``slots`` ids: a new one is not kept if it is older than ``T - dedup_window`` (no
+    duplicate of it could be caught), else it takes the first slot that is empty or holds
+    an id older than that, else the oldest id's (the first of equals).
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots: list[tuple[str, int] | None] = [None] * slots
+
+    def __contains__(self, eid: str) -> bool:
+        return any(s is not None and s[0] == eid for s in self.slots)
+
+    def remember(self, eid: str, t: int, horizon: int) -> None:
+        if t < horizon:
+            return
+        for k, s in enumerate(self.slots):
+            if s is None or s[1] < horizon:
+                self.slots[k] = (eid, t)
+                return
+        times = [s[1] for s in self.slots if s is not None]
+        self.slots[times.index(min(times))] = (eid, t)
+
+
 def close(a: float | None, b: float | None, scale: float = 1.0) -> bool:
     """Equal within 1e-9 relative (absolute near zero, relative to the sums' scale)."""
     if a is None or b is None:

@@ -50,7 +50,7 @@ from config.model import DEFAULT_PATH, OUTPUT_ROLES, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import cluster_metadata, ensure_topics
 from operators.columns import specs
-from operators.score_kernels import CustomerColumns
+from operators.score_kernels import INLINE_IDS, CustomerColumns
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -476,7 +476,7 @@ def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
         peaks[customers] = wait_measured(proc).peak_mb
     per = (peaks[1_000_000] - peaks[10_000]) * 2**20 / 990_000
     arrays = load_settings(DEFAULT_PATH).journey.arrays
-    dims = {"stages": arrays.n_stages, "required": arrays.n_req_slots, "dedup": arrays.dedup_slots}
+    dims = {"stages": arrays.n_stages, "required": arrays.n_req_slots, "inline": INLINE_IDS}
     row = sum(
         np.dtype(s.dtype).itemsize * int(np.prod([dims[d] for d in s.tail]))
         for s in specs(CustomerColumns).values()
@@ -502,14 +502,15 @@ def main() -> int:
     results: dict[tuple[str, str, int], list[Point]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        for mode in args.modes.split(","):
+        for mode in filter(None, args.modes.split(",")):  # --modes '': no latency points
             for rate in (int(r) for r in args.rates.split(",")):
                 for _ in range(args.repeat):
                     for system in ("floor", "engine"):
                         point = run_point(system, mode, rate, args.seconds, directory, engine_args)
                         results.setdefault((system, mode, rate), []).append(point)
                         print(line(point), flush=True)
-        print_tables(results)
+        if results:
+            print_tables(results)
         if args.sustain:
             best = 0
             for rate in (5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000):

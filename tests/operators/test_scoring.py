@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from config.model import JourneyMap, Settings, Topics
 from operators.base import NO_TIME, EventBatch
 from operators.records import RecordBuilder
+from operators.score_kernels import INLINE_IDS
 from operators.scoring import hash_ids, restage, score_batch
 from operators.state import ShardState
-from tests.reference import Reference, close, stage_of
+from tests.reference import Reference, RememberedIds, close, stage_of
 
 BASE = 1_700_000_000_000
 DAY = 86_400_000
@@ -162,10 +163,24 @@ def test_dedup_memory_is_bounded_per_customer(settings: Settings) -> None:
     events = [{"customer_id": "c", "event_id": f"e{i}", "ts": BASE + i, "type": "page_view"}
               for i in range(slots + 1)]
     state, _, _ = run_kernel(events, jmap)
-    assert state.dd_hash.shape[1] == slots
+    assert state.dd_hash.shape[1] + state.more.cols.hash.shape[1] == slots
     # The newest ``slots`` ids are remembered: replaying them is caught.
     _, _, dups = run_kernel(events + events[1:], jmap)
     assert dups == slots
+
+
+def test_only_customers_with_more_ids_than_their_row_holds_take_an_overflow_row(settings: Settings) -> None:
+    jmap = settings.journey
+    inline = INLINE_IDS
+    events = [{"customer_id": f"one-{i}", "event_id": "x", "ts": BASE, "type": "page_view"}
+              for i in range(50)]
+    events += [{"customer_id": "many", "event_id": f"e{i}", "ts": BASE + i, "type": "page_view"}
+               for i in range(inline + 1)]
+    state, _, _ = run_kernel(events, jmap)
+    assert state.dd_hash.shape[1] == inline
+    assert state.more.in_use == 1
+    assert state.dd_more[state.index["many"]] >= 0
+    assert all(state.dd_more[state.index[f"one-{i}"]] == -1 for i in range(50))
 
 
 def test_hash_ids_is_stable_and_distinguishes() -> None:
@@ -286,6 +301,47 @@ def test_replaying_duplicates_changes_nothing(settings: Settings, data) -> None:
     assert transitions == ref_transitions(ref, jmap)
     for name in ("T", "S", "E", "Sn", "Sd", "counts", "n", "stage"):
         assert np.array_equal(getattr(once, name)[: once.size], getattr(twice, name)[: twice.size])
+
+
+def bounded_decisions(events: list[dict], jmap: JourneyMap) -> list[bool]:
+    """Whether each event is accepted, with one ``RememberedIds`` of ``dedup_slots`` per customer."""
+    T: dict[str, int] = {}
+    memory: dict[str, RememberedIds] = {}
+    out = []
+    for e in events:
+        cid, t = e["customer_id"], e["ts"]
+        ids = memory.setdefault(cid, RememberedIds(jmap.dedup_slots))
+        if cid in T and e["event_id"] in ids and abs(T[cid] - t) <= jmap.dedup_window_ms:
+            out.append(False)
+            continue
+        T[cid] = max(T.get(cid, t), t)
+        ids.remember(e["event_id"], t, T[cid] - jmap.dedup_window_ms)
+        out.append(True)
+    return out
+
+
+@HYP
+@given(data=st.data())
+def test_bounded_dedup_memory_decides_as_one_row_of_slots(settings: Settings, data) -> None:
+    # Ids are few and reused with other times, customers hold more ids than their row (and
+    # than ``dedup_slots``), times run over several windows on a coarse grid (ties, and
+    # times exactly a window apart): eviction and the overflow rows decide every event as
+    # one plain list of ``dedup_slots`` ids would.
+    jmap = replace(settings.journey, dedup_slots=data.draw(st.integers(1, 5)))
+    window = jmap.dedup_window_ms
+    n = data.draw(st.integers(1, 80))
+    events = [{"customer_id": data.draw(st.sampled_from(["c0", "c1", "c2"])),
+               "event_id": data.draw(st.sampled_from([f"e{i}" for i in range(8)])),
+               "ts": BASE + data.draw(st.integers(0, 12)) * (window // 4), "type": "page_view"}
+              for _ in range(n)]
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4)))
+    state = ShardState(jmap.arrays, capacity=1)
+    accepted = []
+    for lo, hi in itertools.pairwise([0, *cuts, n]):
+        if hi > lo:
+            result = score_batch(state, batch_of(events[lo:hi], jmap), jmap.arrays, jmap.dormant_after_ms)
+            accepted += result.accepted.tolist()
+    assert accepted == bounded_decisions(events, jmap)
 
 
 def new_rules(jmap: JourneyMap, draw) -> JourneyMap:
