@@ -33,7 +33,7 @@ from operators.json_kernels import (
     _render,
 )
 from operators.score_kernels import _score_values
-from operators.state import ShardState
+from operators.state import CustomerIndex, ShardState
 from operators.window_kernels import (
     CLICKS,
     CONVERSIONS,
@@ -183,7 +183,7 @@ def _block(topic: str, keys: list[bytes], buf: U8, ends: I64) -> list[Output]:
 
 
 class CustomerTexts:
-    """One shard's customer ids as message keys and as a text table (JSON strings, by row).
+    """One shard's customer ids as a text table (JSON strings, by row) for the records' ``customer_id``.
 
     Made once per customer, when a record first needs them: a replay of sparse history
     closes about one session per event, and rendering the id for each cost more than the
@@ -192,7 +192,7 @@ class CustomerTexts:
     """
 
     def __init__(self) -> None:
-        self.keys: list[bytes] = []
+        self.covered = 0  # rows with a text
         self._blob = np.zeros(4096, dtype=np.uint8)
         self._offsets = np.zeros(1024, dtype=np.int64)  # piece ``row`` as in ``_pieces``
         self.longest = 0
@@ -205,14 +205,19 @@ class CustomerTexts:
     @property
     def offsets(self) -> I64:
         """Where piece ``row`` starts, for every row covered, and where the next would."""
-        return self._offsets[: len(self.keys) + 1]
+        return self._offsets[: self.covered + 1]
 
-    def cover(self, ids: Sequence[str]) -> None:
-        """Texts for every id in ``ids`` (a shard's ids by row)."""
-        have = len(self.keys)
-        if len(ids) == have:
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, reserved room included."""
+        return int(self._blob.nbytes + self._offsets.nbytes)
+
+    def cover(self, index: CustomerIndex) -> None:
+        """Texts for every id of ``index`` (the shard's)."""
+        have = self.covered
+        if len(index) == have:
             return
-        new = list(ids[have:])
+        new = index.ids(have)
         texts = _json_strings(new)
         at = int(self._offsets[have])  # the new pieces start a separator byte after the last
         end = at + texts.blob.size
@@ -222,7 +227,7 @@ class CustomerTexts:
             self._offsets = _grown(self._offsets, have + len(new) + 1)
         self._blob[at: end] = texts.blob
         self._offsets[have + 1: have + len(new) + 1] = texts.offsets[1:] + at
-        self.keys += [cid.encode() for cid in new]
+        self.covered = have + len(new)
         self.longest = max(self.longest, int((texts.offsets[1:] - texts.offsets[:-1]).max()) - 1)
 
 
@@ -384,39 +389,36 @@ class RecordBuilder:
         floats = np.empty((n, 3 + k), dtype=np.float64)  # score, engagement, sentiment, evidence
         _score_values(c, rows, self.saturation, floats)
         piece = np.arange(0, n * (3 + k), 3 + k, dtype=np.int64)
-        customers.cover(state.ids)
-        keys = customers.keys
+        customers.cover(state.index)
         return self.score_kind.render(
-            self.topics.scores, [keys[r] for r in rows.tolist()],
+            self.topics.scores, state.index.keys(rows),
             {"row": rows, "stage": c.stage[rows] + 1, "score": piece, "engagement": piece + 1,
              "sentiment": piece + 2, "evidence": piece[:, None] + self.evidence_pieces,
              "events": c.n[rows], "last_event_ts": c.T[rows]},
             customers=customers, texts=_float_texts(floats.ravel()))
 
-    def transitions(self, customers: CustomerTexts, ids: Sequence[str], rows: I64,
+    def transitions(self, customers: CustomerTexts, index: CustomerIndex, rows: I64,
                     from_stage: npt.NDArray[np.int16], to_stage: npt.NDArray[np.int16], ts: I64,
                     event_ids: Sequence[str | None], versions: I64, causes: I64) -> list[Output]:
-        """One record per stage change, in the order given (``rows`` of the shard's ``ids``).
+        """One record per stage change, in the order given (``rows`` of the shard's ``index``).
 
         ``causes`` index ``CAUSES``, one per change.
         """
         if not rows.size:
             return []
-        customers.cover(ids)
-        keys = customers.keys
+        customers.cover(index)
         return self.transition_kind.render(
-            self.topics.transitions, [keys[r] for r in rows.tolist()],
+            self.topics.transitions, index.keys(rows),
             {"row": rows, "from": from_stage + 1, "to": to_stage + 1, "ts": ts,
              "event": np.arange(rows.size), "version": versions, "cause": causes},
             customers=customers, texts=_json_strings(event_ids))
 
-    def sessions(self, customers: CustomerTexts, ids: Sequence[str], closed: ClosedSessions
+    def sessions(self, customers: CustomerTexts, index: CustomerIndex, closed: ClosedSessions
                  ) -> list[Output]:
-        """One record per closed session (PRODUCT §5); ``ids`` the shard's, ``customers`` their texts."""
-        customers.cover(ids)
-        keys = customers.keys
+        """One record per closed session (PRODUCT §5); ``index`` the shard's, ``customers`` their texts."""
+        customers.cover(index)
         return self.session_kind.render(
-            self.topics.sessions, [keys[r] for r in closed.rows.tolist()],
+            self.topics.sessions, index.keys(closed.rows),
             {"row": closed.rows, "start": closed.start, "end": closed.end,
              "duration": closed.end - closed.start, "events": closed.events, "channels": closed.channels,
              "converted": closed.converted, "stage": closed.stage + 1},

@@ -17,6 +17,7 @@ from numba import njit
 
 from operators.base import END, NO_STAGE, NO_TIME
 from operators.columns import F64, I64, column
+from operators.id_kernels import _fnv1a
 
 I16 = npt.NDArray[np.int16]
 I32 = npt.NDArray[np.int32]
@@ -86,21 +87,13 @@ class Transitions(NamedTuple):
     dormant: BOOL  # a move to dormant, found when the event arrived
 
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
-
-
 @njit(cache=True, nogil=True)
 def _fnv1a64(buf, ends):  # pragma: no cover - compiled
     """FNV-1a of each slice ``buf[ends[i-1]:ends[i]]``: stable across processes and restarts."""
     out = np.empty(ends.shape[0], dtype=np.uint64)
     start = 0
     for i in range(ends.shape[0]):
-        h = _FNV_OFFSET
-        for j in range(start, ends[i]):
-            h ^= np.uint64(buf[j])
-            h *= _FNV_PRIME
-        out[i] = h
+        out[i] = _fnv1a(buf, start, ends[i])
         start = ends[i]
     return out
 

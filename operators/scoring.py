@@ -16,17 +16,14 @@ from operators.score_kernels import (
     _score_batch,
     _stage_census,
 )
-from operators.state import ShardState
+from operators.state import ShardState, utf8
 
 _EMPTY_I64: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 
 
 def hash_ids(ids: list[str]) -> npt.NDArray[np.uint64]:
     """Stable 64-bit hashes of strings (event ids), computed in one kernel call."""
-    encoded = [s.encode("utf-8", "surrogatepass") for s in ids]
-    ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
-    buf = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    return _fnv1a64(buf, ends)  # type: ignore[no-any-return]
+    return _fnv1a64(*utf8(ids))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from numba.core.registry import CPUDispatcher
 
 from config.errors import ConfigError
 from config.model import JourneyMap, Topics, layout_changes, map_document, parse_map
-from operators import json_kernels, score_kernels, window_kernels
+from operators import id_kernels, json_kernels, score_kernels, window_kernels
 from operators.aggregate import ShardProgress, WindowAggregator
 from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, InputTimes, Output
 from operators.columns import specs
@@ -49,7 +49,7 @@ from operators.windows import ShardWindows, WindowShares
 
 log = logging.getLogger(__name__)
 Snapshot = dict[str, Any]
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """Version of how a shard's snapshot is put together around its columns (bump when that changes)."""
 
 
@@ -66,6 +66,8 @@ def _schema() -> str:
     return f"{STATE_FORMAT}.{hashlib.sha256('|'.join(columns).encode()).hexdigest()[:8]}"
 
 
+KERNEL_MODULES = (id_kernels, score_kernels, window_kernels, json_kernels)
+"""Every module of Numba kernels (``warm_up`` compiles them all)."""
 STATE_SCHEMA = _schema()
 """What a shard's snapshot holds; a store of another schema is not resumed."""
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
@@ -206,7 +208,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             self.watermark = heard
             changed.append(self._dormancy(stream_end(self.reports) if heard == END else heard, out))
             if self.windows is not None:
-                out += self.records.sessions(self.customer_texts, self.state.ids,
+                out += self.records.sessions(self.customer_texts, self.state.index,
                                              self.windows.close_sessions(heard))
                 shares = self.windows.close_windows(heard)
             if heard == END or before == NO_TIME or heard // self.width != before // self.width:
@@ -243,7 +245,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         tr = result.transitions
         eids = batch.event_ids
         out += self.records.transitions(
-            self.customer_texts, self.state.ids, result.rows[tr.event], tr.from_stage, tr.to_stage,
+            self.customer_texts, self.state.index, result.rows[tr.event], tr.from_stage, tr.to_stage,
             tr.ts, [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(),
                                                            strict=True)],
             tr.version, np.where(tr.dormant, DORMANT_CAUSE, EVENT_CAUSE))
@@ -259,7 +261,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             return _NO_ROWS
         rows, before, at, self.next_dormant = dormancy(self.state, watermark, self.dormant_after)
         if rows.size:
-            out += self.records.transitions(self.customer_texts, self.state.ids, rows, before,
+            out += self.records.transitions(self.customer_texts, self.state.index, rows, before,
                                             self.state.columns.stage[rows], at, [None] * rows.size,
                                             self.state.columns.n[rows], np.full(rows.size, DORMANT_CAUSE))
             self._count_transitions(before.tolist(), self.state.columns.stage[rows].tolist())
@@ -283,8 +285,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         c = self.state.columns
         if rows.size:
             at = np.maximum(c.T[rows], max(self.watermark, self.saved_watermark))
-            out += self.records.transitions(self.customer_texts, self.state.ids, rows, before, c.stage[rows],
-                                            at, [None] * rows.size, c.n[rows], np.full(rows.size, MAP_CAUSE))
+            out += self.records.transitions(self.customer_texts, self.state.index, rows, before,
+                                            c.stage[rows], at, [None] * rows.size, c.n[rows],
+                                            np.full(rows.size, MAP_CAUSE))
             self._count_transitions(before.tolist(), c.stage[rows].tolist())
             if self.windows is not None:
                 self.windows.count_moves(before, c.stage[rows], at)
@@ -399,5 +402,5 @@ def warm_up(journey: JourneyMap, topics: Topics) -> int:
 def _compiled() -> int:
     """Kernel signatures this process compiled instead of loading them from Numba's cache."""
     return sum(sum(kernel.stats.cache_misses.values())
-               for module in (score_kernels, window_kernels, json_kernels)
+               for module in KERNEL_MODULES
                for kernel in vars(module).values() if isinstance(kernel, CPUDispatcher))

@@ -1,17 +1,134 @@
 """Per-shard customer state as struct-of-arrays, so one kernel call updates a whole batch."""
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from config.arrays import JourneyArrays
-from operators.columns import Pool, capacity, copied, grown, restored, rows
+from operators.columns import I64, Pool, capacity, copied, grown, restored, rows
+from operators.id_kernels import U8, IdIndex, _gather, _place_all, _rows_of
 from operators.score_kernels import INLINE_IDS, CustomerColumns, IdOverflow
 
 
+def utf8(ids: Sequence[str]) -> tuple[U8, I64]:
+    """Ids as UTF-8 bytes one after another, and where each ends (lone surrogates kept as they came)."""
+    joined = "".join(ids)
+    if joined.isascii():  # a byte a character: the lengths are the strings'
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), np.cumsum(lengths)
+    encoded = [s.encode("utf-8", "surrogatepass") for s in ids]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), np.cumsum(lengths)
+
+
+class CustomerIndex:
+    """A shard's customer ids, a row each in order of arrival, kept as bytes (``IdIndex``).
+
+    The table is kept at most three quarters full and doubles before it would be
+    fuller: lookups probe few slots, and it costs under 11 bytes a customer.
+    """
+
+    def __init__(self) -> None:
+        self.ix = IdIndex(np.zeros(16, dtype=np.int64), np.zeros(256, dtype=np.uint8),
+                          np.full(32, -1, dtype=np.int32), np.zeros(1, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self.ix.in_use[0])
+
+    def __getitem__(self, customer_id: str) -> int:
+        """The row of ``customer_id`` (``KeyError`` when it has none)."""
+        row = int(self.rows_for([customer_id], add=False)[0])
+        if row < 0:
+            raise KeyError(customer_id)
+        return row
+
+    @property
+    def used(self) -> int:
+        """Bytes of ``text`` in use."""
+        n = len(self)
+        return int(self.ix.ends[n - 1]) if n else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the index holds, reserved room included."""
+        return int(sum(a.nbytes for a in self.ix))
+
+    def rows_for(self, ids: Sequence[str], *, add: bool = True) -> I64:
+        """Row of each id; an unknown id takes the next row (or is -1 when not ``add``)."""
+        buf, ends = utf8(ids)
+        if add:
+            self._reserve(len(ids), buf.size)
+        out = np.empty(len(ids), dtype=np.int64)
+        _rows_of(self.ix, buf, ends, add, out)
+        return out
+
+    def _reserve(self, n: int, size: int) -> None:
+        """Room for ``n`` more ids of ``size`` bytes in all."""
+        ix, count = self.ix, len(self)
+        ends, text, table = ix.ends, ix.text, ix.table
+        if count + n > ends.size:
+            ends = _grown(ends, count + n)
+        if self.used + size > text.size:
+            text = _grown(text, self.used + size)
+        if _slots_for(count + n, table.size) != table.size:
+            table = np.full(_slots_for(count + n, table.size), -1, dtype=np.int32)
+        self.ix = IdIndex(ends, text, table, ix.in_use)
+        if table is not ix.table:
+            _place_all(self.ix)
+
+    def ids(self, start: int = 0, stop: int | None = None) -> list[str]:
+        """The ids of rows ``start`` to ``stop`` (all after ``start`` by default), as strings."""
+        stop = len(self) if stop is None else stop
+        ends = self.ix.ends[start:stop].tolist()
+        first = int(self.ix.ends[start - 1]) if start > 0 else 0
+        blob = self.ix.text[first: ends[-1] if ends else first].tobytes()
+        bounds = [0, *(e - first for e in ends)]
+        return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(bounds)]
+
+    def keys(self, rows: I64) -> list[bytes]:
+        """The ids of ``rows`` as bytes (message keys)."""
+        starts = np.where(rows > 0, self.ix.ends[rows - 1], 0)
+        out_ends = np.empty(rows.size, dtype=np.int64)
+        out = np.empty(int((self.ix.ends[rows] - starts).sum()), dtype=np.uint8)
+        _gather(self.ix, rows, out, out_ends)
+        blob = out.tobytes()
+        bounds = [0, *out_ends.tolist()]
+        return [blob[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Copies of the ids in use: where each ends, and their bytes."""
+        n = len(self)
+        return {"ends": self.ix.ends[:n].copy(), "text": self.ix.text[: self.used].copy()}
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> "CustomerIndex":
+        """The index ``snapshot()`` saved."""
+        index = cls()
+        ends, text = np.array(snap["ends"], dtype=np.int64), np.array(snap["text"], dtype=np.uint8)
+        table = np.full(_slots_for(ends.size, index.ix.table.size), -1, dtype=np.int32)
+        index.ix = IdIndex(ends, text, table, np.array([ends.size], dtype=np.int64))
+        _place_all(index.ix)
+        return index
+
+
+def _slots_for(n: int, slots: int) -> int:
+    """The table length for ``n`` ids: ``slots`` doubled until they are at most three quarters full."""
+    while 4 * n > 3 * slots:
+        slots *= 2
+    return slots
+
+
+def _grown(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
+    new = np.empty(max(needed, 2 * arr.size), dtype=arr.dtype)
+    new[: arr.size] = arr
+    return new
+
+
 class ShardState:
-    """The customers of one shard: a row each, looked up by customer id.
+    """The customers of one shard: a row each, looked up by customer id (``index``).
 
     ``columns`` (a ``CustomerColumns`` bundle) grows by doubling; ``size`` rows are in
     use. ``more`` holds the remembered event ids of the customers who need more than
@@ -20,11 +137,8 @@ class ShardState:
     the engine reads them typed, from ``columns``.
     """
 
-    _ARRAYS = CustomerColumns._fields
-
     def __init__(self, arrays: JourneyArrays, capacity: int = 256) -> None:
-        self.index: dict[str, int] = {}
-        self.ids: list[str] = []
+        self.index = CustomerIndex()
         self.size = 0
         inline = min(INLINE_IDS, arrays.dedup_slots)
         self.columns = rows(CustomerColumns, capacity, stages=arrays.n_stages,
@@ -42,6 +156,16 @@ class ShardState:
         """Rows reserved."""
         return capacity(self.columns)
 
+    @property
+    def ids(self) -> list[str]:
+        """Every customer id by row, as strings: for tests and tools (the engine reads ``index``)."""
+        return self.index.ids()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the shard's customers hold, reserved room included: columns, index, remembered ids."""
+        return int(sum(a.nbytes for a in (*self.columns, *self.more.cols))) + self.index.nbytes
+
     def rows_for(self, customer_ids: list[str]) -> npt.NDArray[np.int64]:
         """Row of each customer, adding rows for customers seen for the first time.
 
@@ -49,16 +173,8 @@ class ShardState:
         ``size`` and then ``columns`` (a Prometheus scrape taking the stage census) never
         sees more rows in use than the arrays it reads have.
         """
-        index = self.index
-        size = self.size
-        out = np.empty(len(customer_ids), dtype=np.int64)
-        for i, cid in enumerate(customer_ids):
-            r = index.get(cid)
-            if r is None:
-                r = index[cid] = size
-                self.ids.append(cid)
-                size += 1
-            out[i] = r
+        out = self.index.rows_for(customer_ids)
+        size = len(self.index)
         if size > self.capacity:
             self.columns = grown(self.columns, max(size, 2 * self.capacity, 16))
         self.size = size
@@ -66,16 +182,15 @@ class ShardState:
 
     def snapshot(self) -> dict[str, Any]:
         """Copies of the rows in use: safe to pickle later while this state keeps changing."""
-        return {"columns": copied(self.columns, self.size), "ids": list(self.ids),
+        return {"columns": copied(self.columns, self.size), "index": self.index.snapshot(),
                 "more": self.more.snapshot()}
 
     @classmethod
     def from_snapshot(cls, arrays: JourneyArrays, snap: dict[str, Any]) -> "ShardState":
         """Rebuild a shard from ``snapshot()`` output (recovery resume)."""
         state = cls(arrays, capacity=0)
-        state.ids = list(snap["ids"])
-        state.index = {cid: i for i, cid in enumerate(state.ids)}
-        state.size = len(state.ids)
+        state.index = CustomerIndex.from_snapshot(snap["index"])
+        state.size = len(state.index)
         state.columns = restored(CustomerColumns, snap["columns"])
         state.more.restore(snap["more"])
         return state

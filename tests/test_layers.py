@@ -21,7 +21,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "config": ("config.durations", "config.tables", "config.arrays", "config.model"),
     "parse": ("operators.events", "operators.raw_records", "operators.watermark", "operators.reading"),
     "route": ("operators.routing",),
-    "score": ("operators.score_kernels", "operators.state", "operators.scoring"),
+    "score": ("operators.id_kernels", "operators.score_kernels", "operators.state", "operators.scoring"),
     "window": ("operators.window_kernels", "operators.windows"),
     "render": ("operators.json_kernels", "operators.records"),
     "steps": ("operators.shard", "operators.aggregate"),

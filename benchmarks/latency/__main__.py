@@ -50,7 +50,10 @@ from config.model import DEFAULT_PATH, OUTPUT_ROLES, load_settings
 from journey.broker import EmbeddedBroker
 from journey.kafka_io import cluster_metadata, ensure_topics
 from operators.columns import specs
+from operators.records import CustomerTexts
+from operators.routing import DEFAULT_SHARDS, shard_of
 from operators.score_kernels import INLINE_IDS, CustomerColumns
+from operators.state import ShardState
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -485,6 +488,34 @@ def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
         f"memory: peak {peaks[10_000]:.0f} MB with 10k customers, {peaks[1_000_000]:.0f} MB with 1M: "
         f"{per:.0f} bytes per tracked customer ({row} of them the scoring state's columns)"
     )
+    held = state_held([f"m-{i}" for i in range(1_000_000)])
+    print("state held: " + ", ".join(f"{name} {size:.1f}" for name, size in held.items())
+          + " bytes per customer, room reserved included (1M customers, one event each, no flow)")
+
+
+def state_held(ids: list[str]) -> dict[str, float]:
+    """The bytes the engine's shards hold for ``ids``, one event each, as the flow adds them.
+
+    Built without a flow: the ids reach their shards in batches of 10,000 (the source's
+    batch size) and get rows and the texts their records are written with; with one
+    event each, no customer takes an overflow row of remembered event ids.
+    """
+    arrays = load_settings(DEFAULT_PATH).journey.arrays
+    states = [ShardState(arrays) for _ in range(DEFAULT_SHARDS)]
+    texts = [CustomerTexts() for _ in range(DEFAULT_SHARDS)]
+    for start in range(0, len(ids), 10_000):
+        parts: list[list[str]] = [[] for _ in range(DEFAULT_SHARDS)]
+        for cid in ids[start: start + 10_000]:
+            parts[shard_of(cid, DEFAULT_SHARDS)].append(cid)
+        for state, text, part in zip(states, texts, parts, strict=True):
+            state.rows_for(part)
+            text.cover(state.index)
+    n = len(ids)
+    columns = sum(sum(a.nbytes for a in (*s.columns, *s.more.cols)) for s in states) / n
+    index = sum(s.index.nbytes for s in states) / n
+    rendered = sum(t.nbytes for t in texts) / n
+    return {"all": columns + index + rendered, "columns": columns, "id index": index,
+            "ids as JSON text": rendered}
 
 
 def main() -> int:

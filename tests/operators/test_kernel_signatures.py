@@ -4,9 +4,9 @@ import inspect
 
 from numba.core.registry import CPUDispatcher
 
-from operators import json_kernels, score_kernels, window_kernels
+from operators.shard import KERNEL_MODULES
 
-KERNELS = {f"{m.__name__}.{name}": f for m in (json_kernels, score_kernels, window_kernels)
+KERNELS = {f"{m.__name__}.{name}": f for m in KERNEL_MODULES
            for name, f in vars(m).items() if isinstance(f, CPUDispatcher)}
 
 

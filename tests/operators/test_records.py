@@ -14,7 +14,7 @@ from config.model import DEFAULT_PATH, load_settings
 from operators.base import each_record
 from operators.json_kernels import OBJECT, PIECE
 from operators.records import CAUSES, CustomerTexts, Field, RecordBuilder, RecordKind
-from operators.state import ShardState
+from operators.state import CustomerIndex, ShardState
 from operators.window_kernels import (
     CLICKS,
     CONVERSIONS,
@@ -47,13 +47,22 @@ def mean(total: float, n: int) -> float | None:
     return float(total) / int(n) if n > 0 else None
 
 
-@given(st.lists(st.text(max_size=40), min_size=1, max_size=3000), st.lists(st.integers(0, 3000)))
+def index_of(ids: list[str]) -> CustomerIndex:
+    """A shard's index holding ``ids`` (distinct), row ``i`` for ``ids[i]``."""
+    index = CustomerIndex()
+    assert index.rows_for(ids).tolist() == list(range(len(ids)))
+    return index
+
+
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=3000, unique=True), st.lists(st.integers(0, 3000)))
 @hyp_settings(max_examples=30, deadline=None)
 def test_customer_texts_grow_with_the_shard(ids: list[str], cuts: list[int]) -> None:
-    texts = CustomerTexts()
+    texts, index = CustomerTexts(), CustomerIndex()
+    done = 0
     for cut in [*sorted(cuts), len(ids)]:
-        texts.cover(ids[:cut])
-    assert texts.keys == [cid.encode() for cid in ids]
+        index.rows_for(ids[done:max(cut, done)])
+        done = max(cut, done)
+        texts.cover(index)
     off = texts.offsets.tolist()
     pieces = [texts.blob[a: b - 1].tobytes() for a, b in pairwise(off)]
     assert pieces == [orjson.dumps(cid) for cid in ids]
@@ -67,7 +76,7 @@ def test_session_records(rb: RecordBuilder, data: st.DataObject) -> None:
     # plain ids take a faster path than ids that need escaping
     id_texts = data.draw(st.sampled_from([st.text(max_size=12),
                                           st.from_regex(r"[a-z0-9-]{0,12}", fullmatch=True)]))
-    ids = data.draw(st.lists(id_texts, min_size=n, max_size=n))
+    ids = data.draw(st.lists(id_texts, min_size=n, max_size=n, unique=True))
     c, stages = len(rb.channel_names), len(rb.names_by_index)
     start = np.array(data.draw(st.lists(st.integers(0, 2**62), min_size=n, max_size=n)), dtype=np.int64)
     closed = ClosedSessions(
@@ -81,9 +90,10 @@ def test_session_records(rb: RecordBuilder, data: st.DataObject) -> None:
         channels=np.array(data.draw(st.lists(st.lists(small, min_size=c, max_size=c),
                                              min_size=n, max_size=n)), dtype=np.int64),
     )
-    texts = CustomerTexts()
-    texts.cover(ids[: data.draw(st.integers(0, n))])  # texts made earlier are extended
-    out = each_record(rb.sessions(texts, ids, closed))
+    texts, earlier = CustomerTexts(), data.draw(st.integers(0, n))
+    texts.cover(index := index_of(ids[:earlier]))  # texts made earlier are extended
+    index.rows_for(ids[earlier:])
+    out = each_record(rb.sessions(texts, index, closed))
     assert len(out) == n
     for i, (topic, key, value) in enumerate(out):
         r, s, e = int(closed.rows[i]), int(closed.start[i]), int(closed.end[i])
@@ -161,8 +171,10 @@ def test_score_records(rb: RecordBuilder, data: st.DataObject) -> None:
     jmap = SETTINGS.journey
     n = data.draw(st.integers(min_value=1, max_value=12))
     ids = data.draw(st.lists(st.text(max_size=12), min_size=n, max_size=n, unique=True))
-    state = ShardState(jmap.arrays, capacity=1)
-    state.rows_for(ids)
+    state, earlier, texts = ShardState(jmap.arrays, capacity=1), data.draw(st.integers(0, n)), CustomerTexts()
+    state.rows_for(ids[:earlier])
+    texts.cover(state.index)  # texts made earlier are extended
+    state.rows_for(ids[earlier:])
     k = len(jmap.stage_names)
     cols = state.columns
     cols.S[:n] = data.draw(st.lists(finite, min_size=n, max_size=n))
@@ -174,8 +186,6 @@ def test_score_records(rb: RecordBuilder, data: st.DataObject) -> None:
     cols.stage[:n] = data.draw(st.lists(st.integers(0, k), min_size=n, max_size=n))
     rows = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True)),
                     dtype=np.int64)
-    texts = CustomerTexts()
-    texts.cover(ids[: data.draw(st.integers(0, n))])  # texts made earlier are extended
     out = each_record(rb.scores(texts, state, rows))
     assert len(out) == rows.size
     for r, (topic, key, value) in zip(rows.tolist(), out, strict=True):
@@ -209,8 +219,8 @@ def test_transition_records(rb: RecordBuilder, data: st.DataObject) -> None:
                                            st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True)]))
     event_ids = data.draw(st.lists(st.none() | eid_texts, min_size=m, max_size=m))
     causes = np.array(data.draw(st.lists(st.integers(0, len(CAUSES) - 1), min_size=m, max_size=m)))
-    out = each_record(rb.transitions(CustomerTexts(), ids, rows, from_stage, to_stage, ts, event_ids,
-                                     versions, causes))
+    out = each_record(rb.transitions(CustomerTexts(), index_of(ids), rows, from_stage, to_stage, ts,
+                                     event_ids, versions, causes))
     assert len(out) == m
     for i, (topic, key, value) in enumerate(out):
         r = int(rows[i])

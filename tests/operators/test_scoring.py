@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from config.model import JourneyMap, Settings, Topics
 from operators.base import NO_TIME, EventBatch
 from operators.records import RecordBuilder
-from operators.score_kernels import INLINE_IDS
+from operators.score_kernels import INLINE_IDS, CustomerColumns
 from operators.scoring import hash_ids, restage, score_batch
 from operators.state import ShardState
 from tests.reference import Reference, RememberedIds, close, stage_of
@@ -199,7 +199,7 @@ def test_state_snapshot_round_trip(settings: Settings) -> None:
     for s in (state, restored):
         score_batch(s, batch_of(events[10:], jmap), jmap.arrays, jmap.dormant_after_ms)
     assert restored.ids == state.ids
-    for name in ShardState._ARRAYS:
+    for name in CustomerColumns._fields:
         assert np.array_equal(getattr(restored, name)[: restored.size],
                               getattr(state, name)[: state.size]), name
 
@@ -278,7 +278,7 @@ def test_shuffled_arrival_gives_same_state(settings: Settings, data, seed: int) 
     random.Random(seed).shuffle(shuffled)
     a, _, _ = run_kernel(unique, jmap)
     b, _, _ = run_kernel(shuffled, jmap, cuts)
-    for cid, ra in a.index.items():
+    for ra, cid in enumerate(a.ids):
         rb = b.index[cid]
         assert a.T[ra] == b.T[rb] and a.n[ra] == b.n[rb]
         assert np.array_equal(a.counts[ra], b.counts[rb])

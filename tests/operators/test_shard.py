@@ -49,12 +49,11 @@ import random, sys
 from dataclasses import replace
 from numba.core.registry import CPUDispatcher
 from config.model import DEFAULT_PATH, load_settings
-from operators import json_kernels, score_kernels, window_kernels
-from operators.shard import warm_up
+from operators.shard import KERNEL_MODULES, warm_up
 from tests.operators.test_windows import BASE, CHANNELS, MINUTE, TYPES, event, run
 
 def signatures():
-    return {(m.__name__, name, str(sig)) for m in (json_kernels, score_kernels, window_kernels)
+    return {(m.__name__, name, str(sig)) for m in KERNEL_MODULES
             for name, f in vars(m).items() if isinstance(f, CPUDispatcher) for sig in f.signatures}
 
 settings = load_settings(DEFAULT_PATH)
