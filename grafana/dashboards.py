@@ -54,6 +54,7 @@ from operators.metrics import (
     REJECTED,
     SENTIMENT,
     SESSION_SLOTS,
+    STATE_BYTES,
     TRACKED,
     TRANSITIONS,
     WATERMARK_LAG,
@@ -185,6 +186,10 @@ def engine() -> Json:
                    [(gauge(PROCESS_MEMORY, "instance"), "{{instance}}")], "bytes", w=8),
         timeseries("Customers tracked by instance", "Customers in each process's state.",
                    [(gauge(TRACKED.name, "instance"), "{{instance}}")], "short", w=8),
+        timeseries("State memory by instance", "Bytes each process's state arrays hold (customers, their "
+                   "remembered event ids and id index, open sessions and windows), room reserved included; "
+                   "part of its resident memory.",
+                   [(gauge(STATE_BYTES.name, "instance"), "{{instance}}")], "bytes", w=8),
         timeseries("Python GC collections by instance", "Garbage collections per second, by generation.",
                    [(per_second(PYTHON_GC, "instance, generation"), "{{instance}} gen {{generation}}")],
                    "ops", w=8),

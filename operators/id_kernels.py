@@ -1,10 +1,11 @@
-"""Numba kernels of a shard's customer index: ids as bytes in one array, found by open addressing.
+"""Numba kernels of ids: their FNV-1a hashes, and a shard's customer index (bytes, open addressing).
 
 A million customers held as Python strings in a dict and a list cost about 130 bytes
 each in objects alone; here an id costs its UTF-8 bytes, where it ends (8 bytes) and
-its share of the table (under 11 bytes at the load the driver keeps). The driver
-(``operators.state.CustomerIndex``) reserves room before each call, so a kernel never
-runs out of it.
+its share of the table (under 11 bytes once a shard holds many more customers than a
+batch brings). The driver (``operators.state.CustomerIndex``) reserves room before each
+call, so a kernel never runs out of it. Event id hashes are kept in recovery stores:
+FNV-1a must stay as it is.
 """
 
 from typing import NamedTuple
@@ -42,6 +43,17 @@ def _fnv1a(buf, start, end):  # pragma: no cover - compiled
         h ^= np.uint64(buf[j])
         h *= _FNV_PRIME
     return h
+
+
+@njit(cache=True, nogil=True)
+def _fnv1a64(buf, ends):  # pragma: no cover - compiled
+    """FNV-1a of each slice ``buf[ends[i-1]:ends[i]]``: stable across processes and restarts."""
+    out = np.empty(ends.shape[0], dtype=np.uint64)
+    start = 0
+    for i in range(ends.shape[0]):
+        out[i] = _fnv1a(buf, start, ends[i])
+        start = ends[i]
+    return out
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -5,11 +5,12 @@ Records come by the hundred thousand in a replay, and building a dict per record
 ``orjson.dumps`` writes for the same dict (keys in order, no spaces), record after
 record, and notes where each ends. What it writes is a ``RecordLayout``: per field its
 format and where its value is, made once from a record kind's declaration
-(``records``). Everything textual arrives pre-rendered as pieces of three text tables
-(a blob of pieces one separator byte apart, with offsets): the layout's static table
-holds the literal ``{"name":`` pieces and the names a kind uses; the call brings a
-shard's customer ids and its own texts (floats in orjson's own text, event ids).
-Escaping and float formatting stay orjson's.
+(``records``). Text arrives pre-rendered as pieces of two text tables (a blob of
+pieces one separator byte apart, with offsets): the layout's static table holds the
+literal ``{"name":`` pieces and the names a kind uses; the call brings its own texts
+(floats in orjson's own text, event ids). Float formatting and those escapes stay
+orjson's. The customer ids come as a shard keeps them (``id_kernels.IdIndex``: UTF-8
+bytes one after another) and are escaped here as orjson escapes a string.
 """
 
 from typing import NamedTuple
@@ -26,12 +27,18 @@ INT, PIECE, OBJECT, ENTRIES = range(4)
 """Field formats: an integer; a piece of text; an object of one value per key (a block of
 columns); an object of entries (``RecordValues.first/keys/values``)."""
 STATIC_TEXT, CUSTOMER_TEXT, CALL_TEXT = range(3)
-"""Text tables a piece comes from."""
+"""Where a piece comes from: a text table, the customer ids, or the call's text table."""
 NUMBER = -1
 """An object's values are the integers themselves, not pieces of text."""
 
 _MINUS, _ZERO, _COMMA, _COLON, _QUOTE, _BACKSLASH = 45, 48, 44, 58, 34, 92
 _POW10 = np.array([10**k for k in range(20)], dtype=np.uint64)
+_SHORT = {"\b": "b", "\t": "t", "\n": "n", "\f": "f", "\r": "r"}
+_SHORT_ESCAPES = np.array([ord(_SHORT.get(chr(c), "\0")) for c in range(32)], dtype=np.uint8)
+"""The letter of each control character's short escape (``\\n``), or 0 where it has none."""
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+ESCAPED_BYTES = 6
+"""The most bytes one byte of a string takes in JSON (``\\u001f``), quotes aside."""
 
 
 class RecordLayout(NamedTuple):
@@ -58,8 +65,8 @@ class RecordValues(NamedTuple):
     first: I64  # record ``i``'s entries are ``first[i]:first[i + 1]``
     keys: I64  # the entry's key (static piece number - base)
     values: I64  # its value: an integer, or a piece number
-    customer_blob: U8  # the shard's customer ids (CUSTOMER_TEXT)
-    customer_offsets: I64
+    customer_text: U8  # the shard's customer ids (CUSTOMER_TEXT), as ``IdIndex`` holds them
+    customer_ends: I64
     text_blob: U8  # what the call brings (CALL_TEXT): floats, event ids
     text_offsets: I64
 
@@ -100,6 +107,40 @@ def _put_text(buf, pos, blob, off, i):  # pragma: no cover - compiled
     for k in range(b - a):  # a loop: pieces are short, and a slice copy costs more
         buf[pos + k] = blob[a + k]
     return pos + b - a
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_string(buf, pos, text, ends, i):  # pragma: no cover - compiled
+    r"""String ``i`` of ``text`` (UTF-8, ending at ``ends[i]``) in JSON, escaped as orjson escapes.
+
+    Quotes and backslashes are escaped, control characters get their short escape or
+    ``\u00XX``; every other byte (DEL and all of UTF-8's multi-byte characters) is copied.
+    """
+    buf[pos] = _QUOTE
+    pos += 1
+    for k in range(ends[i - 1] if i > 0 else 0, ends[i]):
+        c = text[k]
+        if c in (_QUOTE, _BACKSLASH):
+            buf[pos] = _BACKSLASH
+            buf[pos + 1] = c
+            pos += 2
+        elif c < 32 and _SHORT_ESCAPES[c]:
+            buf[pos] = _BACKSLASH
+            buf[pos + 1] = _SHORT_ESCAPES[c]
+            pos += 2
+        elif c < 32:
+            buf[pos] = _BACKSLASH
+            buf[pos + 1] = 117  # u
+            buf[pos + 2] = _ZERO
+            buf[pos + 3] = _ZERO
+            buf[pos + 4] = _HEX[c >> 4]
+            buf[pos + 5] = _HEX[c & 15]
+            pos += ESCAPED_BYTES
+        else:
+            buf[pos] = c
+            pos += 1
+    buf[pos] = _QUOTE
+    return pos + 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -148,7 +189,7 @@ def _render(buf, ends, layout, v):  # pragma: no cover - compiled
     sources, bases, skips = layout.source, layout.base, layout.skip_zeros
     ints, first, keys, values = v.ints, v.first, v.keys, v.values
     s_blob, s_off = layout.static_blob, layout.static_offsets
-    c_blob, c_off = v.customer_blob, v.customer_offsets
+    c_text, c_ends = v.customer_text, v.customer_ends
     t_blob, t_off = v.text_blob, v.text_offsets
     fields = fmts.shape[0]
     pos = 0
@@ -162,7 +203,7 @@ def _render(buf, ends, layout, v):  # pragma: no cover - compiled
                 if source == STATIC_TEXT:
                     pos = _put_text(buf, pos, s_blob, s_off, ints[i, col] + bases[f])
                 elif source == CUSTOMER_TEXT:
-                    pos = _put_text(buf, pos, c_blob, c_off, ints[i, col])
+                    pos = _put_string(buf, pos, c_text, c_ends, ints[i, col])
                 else:
                     pos = _put_text(buf, pos, t_blob, t_off, ints[i, col])
             elif fmt == OBJECT:

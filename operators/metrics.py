@@ -77,6 +77,9 @@ WATERMARK_LAG = Declared("journey_watermark_lag_seconds",
 CONSUMER_LAG = Declared("journey_consumer_lag_messages",
                         "Messages not handed to the flow yet, to the head of the log as of the last fetch",
                         ("topic", "partition"))
+STATE_BYTES = Declared("journey_state_bytes",
+                       "Bytes the state arrays of this process's shards hold, room reserved included: "
+                       "customers, their remembered event ids and id index, open sessions and windows")
 OPEN_SESSIONS = Declared("journey_open_sessions", "Sessions not closed yet")
 SESSION_SLOTS = Declared("journey_session_slots", "Session slots reserved (memory follows open sessions)")
 OPEN_WINDOWS = Declared("journey_open_windows", "Tumbling windows not closed yet, summed over shards")
@@ -106,8 +109,8 @@ BATCH_EVENTS_BUCKETS = (1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 ENGINE_METRICS = (EVENTS, REJECTED, DUPLICATES, LATE, TRANSITIONS, OUTPUT, DELIVERY_ERRORS, CUSTOMERS,
-                  MAP_UPDATES, TRACKED, SENTIMENT, ENGAGEMENT, WATERMARK_LAG, CONSUMER_LAG, OPEN_SESSIONS,
-                  SESSION_SLOTS, OPEN_WINDOWS, CHANNEL_EVENTS, CHANNEL_CTR, CHANNEL_RESPONSE,
+                  MAP_UPDATES, TRACKED, STATE_BYTES, SENTIMENT, ENGAGEMENT, WATERMARK_LAG, CONSUMER_LAG,
+                  OPEN_SESSIONS, SESSION_SLOTS, OPEN_WINDOWS, CHANNEL_EVENTS, CHANNEL_CTR, CHANNEL_RESPONSE,
                   CHANNEL_CONVERSIONS, BUILD_INFO, BATCH_SECONDS, BATCH_EVENTS, LATENCY, READ_DELAY)
 """Every metric of the engine's own (the standard process and Python collectors come on top)."""
 
@@ -187,6 +190,27 @@ CensusPart = Callable[[], npt.NDArray[np.float64]]
 their sentiments, the sum of engagements."""
 
 
+class StateBytes(Collector):
+    """``journey_state_bytes``, summed over this process's shards when Prometheus scrapes.
+
+    Asked at the scrape, as the census is: nothing is counted per batch for it.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.parts: list[Callable[[], int]] = []
+        registry.register(self)
+
+    def add(self, part: Callable[[], int]) -> None:
+        """Count one more shard's bytes."""
+        self.parts.append(part)
+
+    def collect(self) -> Iterator[Metric]:
+        """The gauge."""
+        gauge = GaugeMetricFamily(STATE_BYTES.name, STATE_BYTES.help)
+        gauge.add_metric([], float(sum(part() for part in list(self.parts))))
+        yield gauge
+
+
 class StageCensus(Collector):
     """Population, mean sentiment and mean engagement per stage, over this process's shards.
 
@@ -264,6 +288,7 @@ class EngineMetrics:
         self.latency = BulkHistogram(LATENCY, LATENCY_BUCKETS, r)
         self.read_delay = BulkHistogram(READ_DELAY, LATENCY_BUCKETS, r)  # the same buckets: comparable
         self.census = StageCensus(r)
+        self.state_bytes = StateBytes(r)
         if process_collectors:  # CPU, memory, file descriptors, GC: the same collectors as default
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 r.register(collector)

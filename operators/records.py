@@ -22,6 +22,7 @@ from operators.json_kernels import (
     CALL_TEXT,
     CUSTOMER_TEXT,
     ENTRIES,
+    ESCAPED_BYTES,
     INT,
     NUMBER,
     OBJECT,
@@ -182,61 +183,6 @@ def _block(topic: str, keys: list[bytes], buf: U8, ends: I64) -> list[Output]:
     return [RecordBlock(topic, keys, buf[: bounds[-1]].tobytes(), bounds)] if bounds else []
 
 
-class CustomerTexts:
-    """One shard's customer ids as a text table (JSON strings, by row) for the records' ``customer_id``.
-
-    Made once per customer, when a record first needs them: a replay of sparse history
-    closes about one session per event, and rendering the id for each cost more than the
-    rest of the record. Rows only ever get added, so the texts only ever get extended,
-    into room that doubles as it fills.
-    """
-
-    def __init__(self) -> None:
-        self.covered = 0  # rows with a text
-        self._blob = np.zeros(4096, dtype=np.uint8)
-        self._offsets = np.zeros(1024, dtype=np.int64)  # piece ``row`` as in ``_pieces``
-        self.longest = 0
-
-    @property
-    def blob(self) -> U8:
-        """The pieces, one separator byte apart (and room after them)."""
-        return self._blob
-
-    @property
-    def offsets(self) -> I64:
-        """Where piece ``row`` starts, for every row covered, and where the next would."""
-        return self._offsets[: self.covered + 1]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held, reserved room included."""
-        return int(self._blob.nbytes + self._offsets.nbytes)
-
-    def cover(self, index: CustomerIndex) -> None:
-        """Texts for every id of ``index`` (the shard's)."""
-        have = self.covered
-        if len(index) == have:
-            return
-        new = index.ids(have)
-        texts = _json_strings(new)
-        at = int(self._offsets[have])  # the new pieces start a separator byte after the last
-        end = at + texts.blob.size
-        if end > self._blob.size:
-            self._blob = _grown(self._blob, end)
-        if have + len(new) + 1 > self._offsets.size:
-            self._offsets = _grown(self._offsets, have + len(new) + 1)
-        self._blob[at: end] = texts.blob
-        self._offsets[have + 1: have + len(new) + 1] = texts.offsets[1:] + at
-        self.covered = have + len(new)
-        self.longest = max(self.longest, int((texts.offsets[1:] - texts.offsets[:-1]).max()) - 1)
-
-
-def _grown(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
-    new = np.empty(max(needed, 2 * arr.size), dtype=arr.dtype)
-    new[: arr.size] = arr
-    return new
-
-
 class RecordKind:
     """A record kind's layout, derived once from its declared fields; renders batches of records.
 
@@ -294,7 +240,7 @@ class RecordKind:
                                default=0)
 
     def render(self, topic: str, keys: list[bytes], columns: Mapping[str, npt.NDArray[Any]], *,
-               customers: CustomerTexts | None = None, texts: Texts = _NONE,
+               customers: CustomerIndex | None = None, texts: Texts = _NONE,
                entries: Entries = _NO_ENTRIES) -> list[Output]:
         """One record per key, from its ``columns``, the customer ids, a call's ``texts`` and ``entries``."""
         n = len(keys)
@@ -306,12 +252,13 @@ class RecordKind:
                 ints[:, at] = columns[name]
             else:
                 ints[:, at: at + width] = columns[name]
-        ids = _NONE if customers is None else Texts(customers.blob, customers.offsets)
         if self.customer_fields and customers is None:
-            msg = "this record kind writes customer ids: pass the shard's CustomerTexts"
+            msg = "this record kind writes customer ids: pass the shard's CustomerIndex"
             raise ValueError(msg)
-        size = (n * self.fixed + texts.blob.size + entries.keys.size * self.entry_bytes
-                + (0 if customers is None else n * self.customer_fields * customers.longest))
+        ids = (_NONE.blob, _NONE.offsets) if customers is None else (customers.ix.text, customers.ix.ends)
+        id_bytes = 0 if customers is None else ESCAPED_BYTES * customers.longest + 2  # quoted
+        size = n * self.fixed + texts.blob.size + entries.keys.size * self.entry_bytes + (
+            n * self.customer_fields * id_bytes)
         buf = np.empty(size, dtype=np.uint8)
         ends = np.empty(n, dtype=np.int64)
         written = _render(buf, ends, self.layout, RecordValues(ints, entries.first, entries.keys,
@@ -380,7 +327,7 @@ class RecordBuilder:
         """Name of a stage index; -1 (no stage yet) is None."""
         return self.names_by_index[index + 1]
 
-    def scores(self, customers: CustomerTexts, state: ShardState, rows: I64) -> list[Output]:
+    def scores(self, state: ShardState, rows: I64) -> list[Output]:
         """One score record per row, values derived as PRODUCT §4 says."""
         n, k = rows.size, self.n_stages
         if not n:
@@ -389,15 +336,14 @@ class RecordBuilder:
         floats = np.empty((n, 3 + k), dtype=np.float64)  # score, engagement, sentiment, evidence
         _score_values(c, rows, self.saturation, floats)
         piece = np.arange(0, n * (3 + k), 3 + k, dtype=np.int64)
-        customers.cover(state.index)
         return self.score_kind.render(
             self.topics.scores, state.index.keys(rows),
             {"row": rows, "stage": c.stage[rows] + 1, "score": piece, "engagement": piece + 1,
              "sentiment": piece + 2, "evidence": piece[:, None] + self.evidence_pieces,
              "events": c.n[rows], "last_event_ts": c.T[rows]},
-            customers=customers, texts=_float_texts(floats.ravel()))
+            customers=state.index, texts=_float_texts(floats.ravel()))
 
-    def transitions(self, customers: CustomerTexts, index: CustomerIndex, rows: I64,
+    def transitions(self, index: CustomerIndex, rows: I64,
                     from_stage: npt.NDArray[np.int16], to_stage: npt.NDArray[np.int16], ts: I64,
                     event_ids: Sequence[str | None], versions: I64, causes: I64) -> list[Output]:
         """One record per stage change, in the order given (``rows`` of the shard's ``index``).
@@ -406,23 +352,20 @@ class RecordBuilder:
         """
         if not rows.size:
             return []
-        customers.cover(index)
         return self.transition_kind.render(
             self.topics.transitions, index.keys(rows),
             {"row": rows, "from": from_stage + 1, "to": to_stage + 1, "ts": ts,
              "event": np.arange(rows.size), "version": versions, "cause": causes},
-            customers=customers, texts=_json_strings(event_ids))
+            customers=index, texts=_json_strings(event_ids))
 
-    def sessions(self, customers: CustomerTexts, index: CustomerIndex, closed: ClosedSessions
-                 ) -> list[Output]:
-        """One record per closed session (PRODUCT §5); ``index`` the shard's, ``customers`` their texts."""
-        customers.cover(index)
+    def sessions(self, index: CustomerIndex, closed: ClosedSessions) -> list[Output]:
+        """One record per closed session (PRODUCT §5); ``index`` the shard's customer ids."""
         return self.session_kind.render(
             self.topics.sessions, index.keys(closed.rows),
             {"row": closed.rows, "start": closed.start, "end": closed.end,
              "duration": closed.end - closed.start, "events": closed.events, "channels": closed.channels,
              "converted": closed.converted, "stage": closed.stage + 1},
-            customers=customers)
+            customers=index)
 
     def windows(self, w: WindowShares, width_ms: int, populations: I64) -> list[Output]:
         """The channel records and the funnel record of closed windows, from their totals.

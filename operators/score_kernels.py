@@ -17,7 +17,6 @@ from numba import njit
 
 from operators.base import END, NO_STAGE, NO_TIME
 from operators.columns import F64, I64, column
-from operators.id_kernels import _fnv1a
 
 I16 = npt.NDArray[np.int16]
 I32 = npt.NDArray[np.int32]
@@ -87,17 +86,6 @@ class Transitions(NamedTuple):
     dormant: BOOL  # a move to dormant, found when the event arrived
 
 
-@njit(cache=True, nogil=True)
-def _fnv1a64(buf, ends):  # pragma: no cover - compiled
-    """FNV-1a of each slice ``buf[ends[i-1]:ends[i]]``: stable across processes and restarts."""
-    out = np.empty(ends.shape[0], dtype=np.uint64)
-    start = 0
-    for i in range(ends.shape[0]):
-        out[i] = _fnv1a(buf, start, ends[i])
-        start = ends[i]
-    return out
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _stage_of(c, r, m):  # pragma: no cover - compiled
     """Row ``r``'s stage under map ``m``: the last stage whose rule holds, else the first."""
@@ -122,7 +110,7 @@ def _stage_of(c, r, m):  # pragma: no cover - compiled
 def _score_batch(c, more, b, m, dormant_after_ms, accepted, stage_after, out):  # pragma: no cover
     """Apply batch ``b`` to customers ``c`` (their ids past the inline ones in ``more``) under map ``m``.
 
-    Event by event; ``more`` has a free row for every event of the batch.
+    Event by event; ``more`` has a free row for every customer of the batch who may take one.
     Writes per event whether it was accepted and the stage after it, and every stage
     change to ``out`` (room for two per event); returns how many it wrote. Before an
     event is applied, its customer goes dormant if the watermark it was read under had

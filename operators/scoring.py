@@ -7,11 +7,11 @@ import numpy.typing as npt
 
 from config.arrays import JourneyArrays
 from operators.base import NO_STAGE, NO_TIME, EventBatch
+from operators.id_kernels import _fnv1a64
 from operators.score_kernels import (
     ScoreBatch,
     Transitions,
     _dormant_rows,
-    _fnv1a64,
     _restage,
     _score_batch,
     _stage_census,
@@ -52,8 +52,7 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays,
         raise ValueError(msg)
     known = state.size
     rows = state.rows_for(batch.customer_ids)
-    # a customer's first event fills an inline slot: only the others can take an overflow row
-    state.more.ensure(m - (state.size - known))
+    _reserve_overflow(state, rows, m - (state.size - known))
     accepted = np.zeros(m, dtype=np.bool_)
     stage_after = np.full(m, NO_STAGE, dtype=np.int16)
     room = 2 * m  # each event: at most dormant, then a stage
@@ -74,6 +73,19 @@ def score_batch(state: ShardState, batch: EventBatch, arrays: JourneyArrays,
         changed_rows=np.unique(np.concatenate([rows[accepted], rows[tr.event[tr.dormant]]])),
         transitions=tr,
     )
+
+
+def _reserve_overflow(state: ShardState, rows: npt.NDArray[np.int64], most: int) -> None:
+    """A free overflow row for every customer of ``rows`` who may take one in this batch.
+
+    A customer takes one at most, and not with its first event (that fills an inline
+    slot): ``most`` (the events less the new customers) bounds them. Only when the pool
+    has fewer free rows are the customers counted, so that it grows by what they need.
+    """
+    more = state.more
+    if more.cols.hash.shape[1] == 0 or most <= more.n_free:
+        return
+    more.ensure(min(most, int(np.unique(rows[state.columns.dd_more[rows] < 0]).size)))
 
 
 def dormancy(state: ShardState, watermark: int, dormant_after_ms: int) -> tuple[

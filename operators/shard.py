@@ -31,7 +31,7 @@ from operators.base import EMPTY_BATCH, END, NO_TIME, EventBatch, InputTimes, Ou
 from operators.columns import specs
 from operators.events import MIN_TS_MS
 from operators.metrics import EngineMetrics
-from operators.records import DORMANT_CAUSE, EVENT_CAUSE, MAP_CAUSE, CustomerTexts, RecordBuilder
+from operators.records import DORMANT_CAUSE, EVENT_CAUSE, MAP_CAUSE, RecordBuilder
 from operators.routing import DEFAULT_SHARDS, MapChange, ShardInput
 from operators.score_kernels import CustomerColumns, IdOverflow
 from operators.scoring import dormancy, restage, score_batch, stage_census
@@ -130,7 +130,6 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         self.width = journey.metrics_window_ms
         self.dormant_after = journey.dormant_after_ms
         self.windows = ShardWindows(journey) if windows else None
-        self.customer_texts = CustomerTexts()
         self.reports: dict[str, Report] = {}
         self.watermark = NO_TIME
         self.next_dormant = NO_TIME  # no customer can go dormant before the watermark passes this
@@ -166,6 +165,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         self.event_counts = metrics.events.counts(
             [(t, k, c) for t in r.topics.inputs for k in r.type_names for c in r.channel_names])
         metrics.census.add(records.funnel_names[1:], self.census)
+        metrics.state_bytes.add(self.nbytes)
         self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
         self._count_open()
 
@@ -208,14 +208,13 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             self.watermark = heard
             changed.append(self._dormancy(stream_end(self.reports) if heard == END else heard, out))
             if self.windows is not None:
-                out += self.records.sessions(self.customer_texts, self.state.index,
-                                             self.windows.close_sessions(heard))
+                out += self.records.sessions(self.state.index, self.windows.close_sessions(heard))
                 shares = self.windows.close_windows(heard)
             if heard == END or before == NO_TIME or heard // self.width != before // self.width:
                 mark = heard
         rows = np.unique(np.concatenate(changed))
         if rows.size:
-            out[:0] = self.records.scores(self.customer_texts, self.state, rows)
+            out[:0] = self.records.scores(self.state, rows)
         if batches:  # their scores are in ``out`` now: latency counts until they are delivered
             out.append(InputTimes(np.concatenate([b.appended for b in batches])))
         self._count_open()
@@ -245,7 +244,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         tr = result.transitions
         eids = batch.event_ids
         out += self.records.transitions(
-            self.customer_texts, self.state.index, result.rows[tr.event], tr.from_stage, tr.to_stage,
+            self.state.index, result.rows[tr.event], tr.from_stage, tr.to_stage,
             tr.ts, [None if d else eids[i] for i, d in zip(tr.event.tolist(), tr.dormant.tolist(),
                                                            strict=True)],
             tr.version, np.where(tr.dormant, DORMANT_CAUSE, EVENT_CAUSE))
@@ -261,7 +260,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             return _NO_ROWS
         rows, before, at, self.next_dormant = dormancy(self.state, watermark, self.dormant_after)
         if rows.size:
-            out += self.records.transitions(self.customer_texts, self.state.index, rows, before,
+            out += self.records.transitions(self.state.index, rows, before,
                                             self.state.columns.stage[rows], at, [None] * rows.size,
                                             self.state.columns.n[rows], np.full(rows.size, DORMANT_CAUSE))
             self._count_transitions(before.tolist(), self.state.columns.stage[rows].tolist())
@@ -285,7 +284,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         c = self.state.columns
         if rows.size:
             at = np.maximum(c.T[rows], max(self.watermark, self.saved_watermark))
-            out += self.records.transitions(self.customer_texts, self.state.index, rows, before,
+            out += self.records.transitions(self.state.index, rows, before,
                                             c.stage[rows], at, [None] * rows.size, c.n[rows],
                                             np.full(rows.size, MAP_CAUSE))
             self._count_transitions(before.tolist(), c.stage[rows].tolist())
@@ -314,7 +313,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         out: list[Output] = []
         rows = self._evaluate_again(out)
         if rows.size:
-            out[:0] = self.records.scores(self.customer_texts, self.state, rows)
+            out[:0] = self.records.scores(self.state, rows)
         return ([ShardOutput(out, None, None)] if out else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -329,6 +328,10 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         types, channels = len(self.records.type_names), len(self.records.channel_names)
         topic, kind, channel = batch.topic_idx[accepted], batch.type_idx[accepted], batch.chan_idx[accepted]
         counts += np.bincount((topic * types + kind) * channels + channel, minlength=counts.size)
+
+    def nbytes(self) -> int:
+        """Bytes the shard's state holds (``journey_state_bytes``): customers, sessions and windows."""
+        return self.state.nbytes + (0 if self.windows is None else self.windows.nbytes)
 
     def census(self) -> npt.NDArray[np.float64]:
         """Customers of the shard per stage, with sentiment and engagement sums (``StageCensus``)."""

@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from config.arrays import JourneyArrays
-from operators.columns import I64, Pool, capacity, copied, grown, restored, rows
+from operators.columns import I64, Pool, capacity, copied, grown, held, restored, room_for, rows
 from operators.id_kernels import U8, IdIndex, _gather, _place_all, _rows_of
 from operators.score_kernels import INLINE_IDS, CustomerColumns, IdOverflow
 
@@ -28,12 +28,14 @@ class CustomerIndex:
     """A shard's customer ids, a row each in order of arrival, kept as bytes (``IdIndex``).
 
     The table is kept at most three quarters full and doubles before it would be
-    fuller: lookups probe few slots, and it costs under 11 bytes a customer.
+    fuller: lookups probe few slots. Room is reserved before a batch as if all its ids
+    were new, so a shard always has room for one more batch of customers than it holds.
     """
 
     def __init__(self) -> None:
         self.ix = IdIndex(np.zeros(16, dtype=np.int64), np.zeros(256, dtype=np.uint8),
                           np.full(32, -1, dtype=np.int32), np.zeros(1, dtype=np.int64))
+        self.longest = 0  # bytes of the longest id added (at least)
 
     def __len__(self) -> int:
         return int(self.ix.in_use[0])
@@ -54,13 +56,14 @@ class CustomerIndex:
     @property
     def nbytes(self) -> int:
         """Bytes the index holds, reserved room included."""
-        return int(sum(a.nbytes for a in self.ix))
+        return held(self.ix)
 
     def rows_for(self, ids: Sequence[str], *, add: bool = True) -> I64:
         """Row of each id; an unknown id takes the next row (or is -1 when not ``add``)."""
         buf, ends = utf8(ids)
-        if add:
+        if add and len(ids):
             self._reserve(len(ids), buf.size)
+            self.longest = max(self.longest, int(np.diff(ends, prepend=0).max()))
         out = np.empty(len(ids), dtype=np.int64)
         _rows_of(self.ix, buf, ends, add, out)
         return out
@@ -90,9 +93,8 @@ class CustomerIndex:
 
     def keys(self, rows: I64) -> list[bytes]:
         """The ids of ``rows`` as bytes (message keys)."""
-        starts = np.where(rows > 0, self.ix.ends[rows - 1], 0)
         out_ends = np.empty(rows.size, dtype=np.int64)
-        out = np.empty(int((self.ix.ends[rows] - starts).sum()), dtype=np.uint8)
+        out = np.empty(rows.size * self.longest, dtype=np.uint8)
         _gather(self.ix, rows, out, out_ends)
         blob = out.tobytes()
         bounds = [0, *out_ends.tolist()]
@@ -111,6 +113,7 @@ class CustomerIndex:
         table = np.full(_slots_for(ends.size, index.ix.table.size), -1, dtype=np.int32)
         index.ix = IdIndex(ends, text, table, np.array([ends.size], dtype=np.int64))
         _place_all(index.ix)
+        index.longest = int(np.diff(ends, prepend=0).max(initial=0))
         return index
 
 
@@ -122,7 +125,7 @@ def _slots_for(n: int, slots: int) -> int:
 
 
 def _grown(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
-    new = np.empty(max(needed, 2 * arr.size), dtype=arr.dtype)
+    new = np.empty(room_for(needed, arr.size), dtype=arr.dtype)
     new[: arr.size] = arr
     return new
 
@@ -130,8 +133,8 @@ def _grown(arr: npt.NDArray[Any], needed: int) -> npt.NDArray[Any]:
 class ShardState:
     """The customers of one shard: a row each, looked up by customer id (``index``).
 
-    ``columns`` (a ``CustomerColumns`` bundle) grows by doubling; ``size`` rows are in
-    use. ``more`` holds the remembered event ids of the customers who need more than
+    ``columns`` (a ``CustomerColumns`` bundle) grows an eighth at a time (``room_for``);
+    ``size`` rows are in use. ``more`` holds the remembered event ids of the customers who need more than
     their row's (``IdOverflow``). A snapshot keeps only the rows in use, so it costs what
     the shard holds, not what it reserved. Columns read as attributes too (``state.T``), for tests and tools;
     the engine reads them typed, from ``columns``.
@@ -156,15 +159,14 @@ class ShardState:
         """Rows reserved."""
         return capacity(self.columns)
 
-    @property
-    def ids(self) -> list[str]:
-        """Every customer id by row, as strings: for tests and tools (the engine reads ``index``)."""
+    def all_ids(self) -> list[str]:
+        """Every customer id by row, decoded: for tests and tools (the engine reads ``index``)."""
         return self.index.ids()
 
     @property
     def nbytes(self) -> int:
         """Bytes the shard's customers hold, reserved room included: columns, index, remembered ids."""
-        return int(sum(a.nbytes for a in (*self.columns, *self.more.cols))) + self.index.nbytes
+        return held(self.columns, self.more.cols) + self.index.nbytes
 
     def rows_for(self, customer_ids: list[str]) -> npt.NDArray[np.int64]:
         """Row of each customer, adding rows for customers seen for the first time.
@@ -176,7 +178,7 @@ class ShardState:
         out = self.index.rows_for(customer_ids)
         size = len(self.index)
         if size > self.capacity:
-            self.columns = grown(self.columns, max(size, 2 * self.capacity, 16))
+            self.columns = grown(self.columns, room_for(size, self.capacity))
         self.size = size
         return out
 

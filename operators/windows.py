@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from config.model import JourneyMap
 from operators.base import EventBatch
-from operators.columns import Pool, capacity, copied, grown, restored, rows
+from operators.columns import Pool, capacity, copied, grown, held, restored, room_for, rows
 from operators.scoring import ScoreResult
 from operators.state import ShardState
 from operators.window_kernels import (
@@ -191,6 +191,12 @@ class ShardWindows:
         return self.map.width
 
     @property
+    def nbytes(self) -> int:
+        """Bytes the shard's sessions and windows hold, room reserved included."""
+        return held(self.customers, self.sessions.cols, self.heap, self.cells.cols, self.moves.cols,
+                    self.slots.cols, (self.h_slot,), self.keys)
+
+    @property
     def open_sessions(self) -> int:
         """Sessions not closed yet."""
         return self.sessions.in_use
@@ -210,7 +216,7 @@ class ShardWindows:
     def _ensure_rows(self, size: int) -> None:
         have = capacity(self.customers)
         if size > have:
-            self.customers = grown(self.customers, max(size, 2 * have, 256))
+            self.customers = grown(self.customers, room_for(size, have, 256))
 
     def _ensure_sessions(self, needed: int) -> None:
         """Free session slots for ``needed`` new sessions, and a heap row for every slot."""

@@ -24,8 +24,10 @@ against the same floor.
 2018: the output falls behind, or p99 grows past a second) and reports the highest rate
 it sustained. ``--cold-start`` times a fresh ``journey run`` from its start to its first
 score record, with the kernels cached as setup leaves them and with nothing cached.
-``--memory`` runs the engine without windows over one event each of 1M customers and
-reports memory per tracked customer.
+``--memory`` runs the engine without windows, live, over one event each of 10k and then
+1M customers and reports memory per tracked customer, from the difference: the bytes
+its state holds (its own ``journey_state_bytes``, room reserved included), its resident
+memory once it holds them all, and its peak.
 """
 
 import argparse
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,15 +48,12 @@ from typing import Literal
 import numpy as np
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.model import DEFAULT_PATH, OUTPUT_ROLES, load_settings
-from journey.broker import EmbeddedBroker
+from journey.broker import EmbeddedBroker, free_port
 from journey.kafka_io import cluster_metadata, ensure_topics
-from operators.columns import specs
-from operators.records import CustomerTexts
-from operators.routing import DEFAULT_SHARDS, shard_of
-from operators.score_kernels import INLINE_IDS, CustomerColumns
-from operators.state import ShardState
+from operators.metrics import STATE_BYTES, TRACKED
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -138,11 +138,17 @@ def machine_ticks() -> tuple[int, int]:
     return fields[3] + fields[4], sum(fields)  # guest time is counted in user time already
 
 
-def peak_mb(pid: int) -> float:
+def status_bytes(pid: int, field: str) -> float:
+    """A memory figure of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``: the peak), in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
     return float("nan")
+
+
+def peak_mb(pid: int) -> float:
+    """Peak resident memory of ``pid``, MB."""
+    return status_bytes(pid, "VmHWM") / 2**20
 
 
 def engine_command(config: Path, *options: str) -> list[str]:
@@ -445,11 +451,15 @@ def cold_start(directory: Path, numba_cache: str | None) -> float:
 
 
 def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
-    """Peak memory of ``journey run --no-windows --until-end`` over 1M customers against 10k."""
+    """Memory of ``journey run --no-windows`` holding 1M customers against 10k, read from the flow itself.
+
+    The engine runs live with ``--metrics-port``; once it tracks every customer, its own
+    ``journey_state_bytes`` and resident memory are read, and then its peak.
+    """
     from journey.simulate import SimMessage, produce
 
     settings = load_settings(DEFAULT_PATH).with_brokers(broker.bootstrap)
-    peaks = {}
+    seen: dict[int, dict[str, float]] = {}
     for customers in (10_000, 1_000_000):
         tag = f"mem{uuid.uuid4().hex[:8]}"
         now = int(time.time() * 1000)
@@ -471,51 +481,45 @@ def memory_per_customer(broker: EmbeddedBroker, directory: Path) -> None:
         ]
         ensure_topics(settings.kafka, [f"{tag}.touchpoints"], PARTITIONS)
         produce(settings.with_brokers(broker.bootstrap), msgs, progress=None, partitions=PARTITIONS)
+        port = free_port()
         proc = subprocess.Popen(
-            engine_command(config_for(broker.bootstrap, tag, directory), "--until-end", "--no-windows"),
+            engine_command(config_for(broker.bootstrap, tag, directory), "--no-windows",
+                           "--metrics-port", str(port)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        peaks[customers] = wait_measured(proc).peak_mb
-    per = (peaks[1_000_000] - peaks[10_000]) * 2**20 / 990_000
-    arrays = load_settings(DEFAULT_PATH).journey.arrays
-    dims = {"stages": arrays.n_stages, "required": arrays.n_req_slots, "inline": INLINE_IDS}
-    row = sum(
-        np.dtype(s.dtype).itemsize * int(np.prod([dims[d] for d in s.tail]))
-        for s in specs(CustomerColumns).values()
-    )
+        try:
+            seen[customers] = holding(proc, port, customers)
+        finally:
+            stop(proc)
+    low, high = seen[10_000], seen[1_000_000]
+    per = {name: (high[name] - low[name]) / 990_000 for name in high}
     print(
-        f"memory: peak {peaks[10_000]:.0f} MB with 10k customers, {peaks[1_000_000]:.0f} MB with 1M: "
-        f"{per:.0f} bytes per tracked customer ({row} of them the scoring state's columns)"
+        f"memory: holding 10k customers, then 1M: state {low['state'] / 2**20:.0f} / "
+        f"{high['state'] / 2**20:.0f} MB, resident {low['rss'] / 2**20:.0f} / {high['rss'] / 2**20:.0f} MB, "
+        f"peak {low['peak'] / 2**20:.0f} / {high['peak'] / 2**20:.0f} MB; per tracked customer: "
+        f"state {per['state']:.0f} bytes, resident {per['rss']:.0f}, peak {per['peak']:.0f}"
     )
-    held = state_held([f"m-{i}" for i in range(1_000_000)])
-    print("state held: " + ", ".join(f"{name} {size:.1f}" for name, size in held.items())
-          + " bytes per customer, room reserved included (1M customers, one event each, no flow)")
 
 
-def state_held(ids: list[str]) -> dict[str, float]:
-    """The bytes the engine's shards hold for ``ids``, one event each, as the flow adds them.
-
-    Built without a flow: the ids reach their shards in batches of 10,000 (the source's
-    batch size) and get rows and the texts their records are written with; with one
-    event each, no customer takes an overflow row of remembered event ids.
-    """
-    arrays = load_settings(DEFAULT_PATH).journey.arrays
-    states = [ShardState(arrays) for _ in range(DEFAULT_SHARDS)]
-    texts = [CustomerTexts() for _ in range(DEFAULT_SHARDS)]
-    for start in range(0, len(ids), 10_000):
-        parts: list[list[str]] = [[] for _ in range(DEFAULT_SHARDS)]
-        for cid in ids[start: start + 10_000]:
-            parts[shard_of(cid, DEFAULT_SHARDS)].append(cid)
-        for state, text, part in zip(states, texts, parts, strict=True):
-            state.rows_for(part)
-            text.cover(state.index)
-    n = len(ids)
-    columns = sum(sum(a.nbytes for a in (*s.columns, *s.more.cols)) for s in states) / n
-    index = sum(s.index.nbytes for s in states) / n
-    rendered = sum(t.nbytes for t in texts) / n
-    return {"all": columns + index + rendered, "columns": columns, "id index": index,
-            "ids as JSON text": rendered}
+def holding(proc: subprocess.Popen[bytes], port: int, customers: int) -> dict[str, float]:
+    """Bytes of state, resident and peak memory of ``proc`` once its metrics say it tracks ``customers``."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            msg = f"the engine exited ({proc.returncode}) before it tracked {customers:,} customers"
+            raise RuntimeError(msg)
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                values = {sample.name: sample.value
+                          for family in text_string_to_metric_families(response.read().decode())
+                          for sample in family.samples}
+            if values.get(TRACKED.name, 0) >= customers:
+                return {"state": values[STATE_BYTES.name], "rss": status_bytes(proc.pid, "VmRSS"),
+                        "peak": status_bytes(proc.pid, "VmHWM")}
+        time.sleep(0.2)
+    msg = f"the engine did not track {customers:,} customers within 10 minutes"
+    raise RuntimeError(msg)
 
 
 def main() -> int:

@@ -98,6 +98,39 @@ def test_census_is_the_reference_grouped_by_stage(settings: Settings, seed: int)
     assert sum(len(g) for g in by_stage.values()) == 60
 
 
+def arrays_in(obj: object, seen: set[int] | None = None) -> dict[int, np.ndarray]:
+    """Every numpy array ``obj`` holds, through attributes, tuples, lists and dicts (by identity)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return {}
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return {id(obj): obj}
+    parts = (obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (tuple, list))
+             else vars(obj).values() if hasattr(obj, "__dict__") else ())
+    found: dict[int, np.ndarray] = {}
+    for part in parts:
+        found |= arrays_in(part, seen)
+    return found
+
+
+def test_state_bytes_are_every_array_the_shards_hold(settings: Settings) -> None:
+    j = settings.journey
+    metrics = EngineMetrics()
+    records = RecordBuilder(j, settings.topics)
+    shards = [ShardScorer(j, records, metrics, 1, None, windows=w) for w in (True, False)]
+    for n, shard in enumerate(shards):
+        events = [{"customer_id": f"c{i % (40 + n)}", "event_id": f"e{i}", "ts": BASE + i * 60_000,
+                   "type": "page_view", "channel": "web"} for i in range(500)]
+        shard.on_batch([ShardInput(batch_of(events, j), None)])
+    # the windows' map holds the journey map's arrays, not state
+    held = [arrays_in(shard.state) | arrays_in(shard.windows, {id(shard.windows and shard.windows.map)})
+            for shard in shards]
+    assert all(a.base is None for part in held for a in part.values())  # no views counted twice
+    assert metrics.value("journey_state_bytes") == sum(a.nbytes for part in held for a in part.values())
+    assert metrics.value("journey_state_bytes") > 0
+
+
 def test_labels_known_in_advance_start_at_zero(settings: Settings) -> None:
     metrics = EngineMetrics()
     records = RecordBuilder(settings.journey, settings.topics)

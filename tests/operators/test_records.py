@@ -1,7 +1,6 @@
 """Records written by the JSON kernels are byte for byte what orjson writes for the obvious dict."""
 
 from dataclasses import replace
-from itertools import pairwise
 
 import numpy as np
 import orjson
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 from config.model import DEFAULT_PATH, load_settings
 from operators.base import each_record
 from operators.json_kernels import OBJECT, PIECE
-from operators.records import CAUSES, CustomerTexts, Field, RecordBuilder, RecordKind
+from operators.records import CAUSES, Field, RecordBuilder, RecordKind
 from operators.state import CustomerIndex, ShardState
 from operators.window_kernels import (
     CLICKS,
@@ -54,19 +53,16 @@ def index_of(ids: list[str]) -> CustomerIndex:
     return index
 
 
-@given(st.lists(st.text(max_size=40), min_size=1, max_size=3000, unique=True), st.lists(st.integers(0, 3000)))
-@hyp_settings(max_examples=30, deadline=None)
-def test_customer_texts_grow_with_the_shard(ids: list[str], cuts: list[int]) -> None:
-    texts, index = CustomerTexts(), CustomerIndex()
-    done = 0
-    for cut in [*sorted(cuts), len(ids)]:
-        index.rows_for(ids[done:max(cut, done)])
-        done = max(cut, done)
-        texts.cover(index)
-    off = texts.offsets.tolist()
-    pieces = [texts.blob[a: b - 1].tobytes() for a, b in pairwise(off)]
-    assert pieces == [orjson.dumps(cid) for cid in ids]
-    assert texts.longest == max(len(p) for p in pieces)
+def test_customer_ids_are_escaped_as_orjson_escapes_them() -> None:
+    ids = ["".join(map(chr, range(32))), '"quoted" \\back\\', "\x7f/é\u2028\U0001f600", "plain-0"]
+    state = ShardState(SETTINGS.journey.arrays, capacity=1)
+    state.rows_for(ids)
+    rb = RecordBuilder(SETTINGS.journey, SETTINGS.topics)
+    out = each_record(rb.scores(state, np.arange(len(ids), dtype=np.int64)))
+    assert [orjson.loads(value)["customer_id"] for _, _, value in out] == ids
+    assert [value.split(b',"stage"')[0] for _, _, value in out] == [
+        b'{"customer_id":' + orjson.dumps(cid) for cid in ids]
+    assert [key for _, key, _ in out] == [cid.encode() for cid in ids]
 
 
 @given(builders(), st.data())
@@ -90,10 +86,7 @@ def test_session_records(rb: RecordBuilder, data: st.DataObject) -> None:
         channels=np.array(data.draw(st.lists(st.lists(small, min_size=c, max_size=c),
                                              min_size=n, max_size=n)), dtype=np.int64),
     )
-    texts, earlier = CustomerTexts(), data.draw(st.integers(0, n))
-    texts.cover(index := index_of(ids[:earlier]))  # texts made earlier are extended
-    index.rows_for(ids[earlier:])
-    out = each_record(rb.sessions(texts, index, closed))
+    out = each_record(rb.sessions(index_of(ids), closed))
     assert len(out) == n
     for i, (topic, key, value) in enumerate(out):
         r, s, e = int(closed.rows[i]), int(closed.start[i]), int(closed.end[i])
@@ -171,10 +164,8 @@ def test_score_records(rb: RecordBuilder, data: st.DataObject) -> None:
     jmap = SETTINGS.journey
     n = data.draw(st.integers(min_value=1, max_value=12))
     ids = data.draw(st.lists(st.text(max_size=12), min_size=n, max_size=n, unique=True))
-    state, earlier, texts = ShardState(jmap.arrays, capacity=1), data.draw(st.integers(0, n)), CustomerTexts()
-    state.rows_for(ids[:earlier])
-    texts.cover(state.index)  # texts made earlier are extended
-    state.rows_for(ids[earlier:])
+    state = ShardState(jmap.arrays, capacity=1)
+    state.rows_for(ids)
     k = len(jmap.stage_names)
     cols = state.columns
     cols.S[:n] = data.draw(st.lists(finite, min_size=n, max_size=n))
@@ -186,7 +177,7 @@ def test_score_records(rb: RecordBuilder, data: st.DataObject) -> None:
     cols.stage[:n] = data.draw(st.lists(st.integers(0, k), min_size=n, max_size=n))
     rows = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True)),
                     dtype=np.int64)
-    out = each_record(rb.scores(texts, state, rows))
+    out = each_record(rb.scores(state, rows))
     assert len(out) == rows.size
     for r, (topic, key, value) in zip(rows.tolist(), out, strict=True):
         S, Sn, Sd = float(cols.S[r]), float(cols.Sn[r]), float(cols.Sd[r])
@@ -219,8 +210,8 @@ def test_transition_records(rb: RecordBuilder, data: st.DataObject) -> None:
                                            st.from_regex(r"[a-z0-9-]{1,12}", fullmatch=True)]))
     event_ids = data.draw(st.lists(st.none() | eid_texts, min_size=m, max_size=m))
     causes = np.array(data.draw(st.lists(st.integers(0, len(CAUSES) - 1), min_size=m, max_size=m)))
-    out = each_record(rb.transitions(CustomerTexts(), index_of(ids), rows, from_stage, to_stage, ts,
-                                     event_ids, versions, causes))
+    out = each_record(rb.transitions(index_of(ids), rows, from_stage, to_stage, ts, event_ids, versions,
+                                     causes))
     assert len(out) == m
     for i, (topic, key, value) in enumerate(out):
         r = int(rows[i])

@@ -64,7 +64,7 @@ def assert_state_matches(state: ShardState, ref: Reference, jmap: JourneyMap) ->
     builder = RecordBuilder(jmap, Topics())
     scale = max(abs(t.weight) for t in jmap.touchpoints.values()) * max(
         [1.0, *jmap.channels.values()])
-    assert set(state.ids) == set(ref.customers)
+    assert set(state.all_ids()) == set(ref.customers)
     for cid, c in ref.customers.items():
         r = state.index[cid]
         assert state.T[r] == c.T and state.n[r] == c.n, cid
@@ -198,7 +198,7 @@ def test_state_snapshot_round_trip(settings: Settings) -> None:
     restored = ShardState.from_snapshot(jmap.arrays, state.snapshot())
     for s in (state, restored):
         score_batch(s, batch_of(events[10:], jmap), jmap.arrays, jmap.dormant_after_ms)
-    assert restored.ids == state.ids
+    assert restored.all_ids() == state.all_ids()
     for name in CustomerColumns._fields:
         assert np.array_equal(getattr(restored, name)[: restored.size],
                               getattr(state, name)[: state.size]), name
@@ -278,7 +278,7 @@ def test_shuffled_arrival_gives_same_state(settings: Settings, data, seed: int) 
     random.Random(seed).shuffle(shuffled)
     a, _, _ = run_kernel(unique, jmap)
     b, _, _ = run_kernel(shuffled, jmap, cuts)
-    for ra, cid in enumerate(a.ids):
+    for ra, cid in enumerate(a.all_ids()):
         rb = b.index[cid]
         assert a.T[ra] == b.T[rb] and a.n[ra] == b.n[rb]
         assert np.array_equal(a.counts[ra], b.counts[rb])
@@ -364,15 +364,15 @@ def test_evaluating_again_under_new_rules_matches_the_reference(settings: Settin
     events, cuts = data.draw(event_lists(jmap))
     state, _, _ = run_kernel(events, jmap, cuts)
     ref = reference_of(events, jmap)
-    asleep = data.draw(st.sets(st.sampled_from(state.ids)))
+    asleep = data.draw(st.sets(st.sampled_from(state.all_ids())))
     dormant = len(jmap.stage_names)
     for cid in asleep:
-        state.columns.stage[state.ids.index(cid)] = dormant
+        state.columns.stage[state.index[cid]] = dormant
     before = state.columns.stage[: state.size].copy()
     new = new_rules(jmap, data.draw)
     rows, was = restage(state, new.arrays)
     names = jmap.stage_names
-    for r, cid in enumerate(state.ids):
+    for r, cid in enumerate(state.all_ids()):
         want = dormant if cid in asleep else names.index(stage_of(new, ref.customers[cid]))
         assert state.columns.stage[r] == want, cid
     moved = [r for r in range(state.size) if before[r] != state.columns.stage[r]]

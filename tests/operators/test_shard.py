@@ -99,7 +99,7 @@ def test_a_snapshot_resumes_only_under_its_layout(settings: Settings) -> None:
     heavier = replace(j, half_life_ms=j.half_life_ms // 2,
                       channels={name: 2 * m for name, m in j.channels.items()})
     resumed = ShardScorer(heavier, RecordBuilder(heavier, settings.topics), EngineMetrics(), 1, snap)
-    assert resumed.state.ids == ["a"]
+    assert resumed.state.all_ids() == ["a"]
 
 
 def lowered(j: JourneyMap, threshold: float, saturation: float | None = None) -> JourneyMap:
