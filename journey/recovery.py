@@ -24,6 +24,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from config.errors import ConfigError
 from config.model import layout_changes
 from flows.journey_flow import FLOW_ID, INPUT_STEP, SCORE_STEP
+from operators.shard import resumable_layout
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def check_layout(directory: Path, layout: dict[str, object]) -> None:
     saved = saved_layout(directory)
     if saved is None:
         return
-    changes = layout_changes(saved, layout)
+    changes = layout_changes(resumable_layout(saved), layout)
     if changes:
         msg = (f"--recovery-dir {directory} holds state of another journey map layout: "
                f"{'; '.join(changes)}. Resume it with the map that wrote it, or start with a new "

@@ -69,7 +69,19 @@ def _schema() -> str:
 KERNEL_MODULES = (id_kernels, score_kernels, window_kernels, json_kernels)
 """Every module of Numba kernels (``warm_up`` compiles them all)."""
 STATE_SCHEMA = _schema()
-"""What a shard's snapshot holds; a store of another schema is not resumed."""
+"""What a shard's snapshot holds; a store of another schema is not resumed, unless it is upgradable."""
+UPGRADABLE_SCHEMAS = frozenset({"1.b23fe296"})
+"""Schemas of stores a run resumes and rewrites in ``STATE_SCHEMA`` (``ShardState.from_snapshot``).
+
+``1.b23fe296``: customer ids as strings, every remembered event id in the customer's row.
+"""
+
+
+def resumable_layout(saved: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` as a run compares it with its own layout: an upgradable schema counts as the current one."""
+    if saved.get("schema") in UPGRADABLE_SCHEMAS:
+        return {**saved, "schema": STATE_SCHEMA}
+    return saved
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 _PENDING_POLL = timedelta(milliseconds=200)
 """How often a shard holding a new map looks whether its epoch ended (Bytewax asks ``notify_at``
@@ -145,7 +157,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         if resume is None:
             self.state = ShardState(self.arrays)
         else:
-            changes = layout_changes(resume.get("layout", {"schema": 0}), self.layout)
+            changes = layout_changes(resumable_layout(resume.get("layout", {"schema": 0})), self.layout)
             if changes:
                 msg = f"saved state of another layout: {'; '.join(changes)}"
                 raise ConfigError(msg)

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from config.arrays import JourneyArrays
+from operators.base import NO_TIME
 from operators.columns import I64, Pool, capacity, copied, grown, held, restored, room_for, rows
 from operators.id_kernels import U8, IdIndex, _gather, _place_all, _rows_of
 from operators.score_kernels import INLINE_IDS, CustomerColumns, IdOverflow
@@ -189,10 +190,33 @@ class ShardState:
 
     @classmethod
     def from_snapshot(cls, arrays: JourneyArrays, snap: dict[str, Any]) -> "ShardState":
-        """Rebuild a shard from ``snapshot()`` output (recovery resume)."""
+        """Rebuild a shard from ``snapshot()`` output (recovery resume), or from a format 1 one."""
+        if "ids" in snap:
+            snap = _from_format_1(snap)
         state = cls(arrays, capacity=0)
         state.index = CustomerIndex.from_snapshot(snap["index"])
         state.size = len(state.index)
         state.columns = restored(CustomerColumns, snap["columns"])
         state.more.restore(snap["more"])
         return state
+
+
+def _from_format_1(snap: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot of state format 1 as format 2 has it: the same customers, rows and remembered ids.
+
+    Format 1 kept the ids as a list of strings and every remembered event id in the
+    customer's row. The first ``INLINE_IDS`` slots stay in the row; a row that holds
+    any id past them gets an overflow row for the rest, slot for slot, so the slots
+    are filled and reused from here on as they would have been.
+    """
+    columns = dict(snap["columns"])
+    hashes, times = columns["dd_hash"], columns["dd_ts"]
+    inline = min(INLINE_IDS, hashes.shape[1])
+    needs = np.flatnonzero((times[:, inline:] != NO_TIME).any(axis=1))
+    more = np.full(len(times), -1, dtype=np.int32)
+    more[needs] = np.arange(needs.size, dtype=np.int32)
+    columns.update(dd_hash=hashes[:, :inline].copy(), dd_ts=times[:, :inline].copy(), dd_more=more)
+    buf, ends = utf8(snap["ids"])
+    return {"columns": columns, "index": {"ends": ends, "text": buf},
+            "more": {"hash": hashes[needs, inline:], "ts": times[needs, inline:],
+                     "free": np.zeros(needs.size, dtype=np.int64), "top": np.zeros(1, dtype=np.int64)}}
