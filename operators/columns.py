@@ -11,7 +11,7 @@ columns that are not per row (``column(np.int64, per_row=False)``), so a kernel 
 them in place instead of returning them.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -58,9 +58,14 @@ def room_for(needed: int, have: int, least: int = 16) -> int:
     An eighth more each time (at least ``least``), not twice as many: with a million
     customers or more, the room held but not used stays under a ninth of the array
     instead of up to half, for about eight copies of a row over its life instead of
-    two. A copy of a row costs nanoseconds; memory held for nobody is paid all along.
+    one. A copy of a row costs nanoseconds; memory held for nobody is paid all along.
     """
     return max(needed, have + have // 8, least)
+
+
+def _doubled(needed: int, have: int) -> int:
+    """Slots to reserve for ``needed`` in a pool of ``have``: twice as many (at least 256)."""
+    return max(needed, 2 * have, 256)
 
 
 def grown(bundle: B, capacity: int) -> B:
@@ -102,10 +107,13 @@ class Pool:
 
     The bundle class ends with ``free`` (a column: the stack) and ``top`` (a counter: free
     slots are ``free[:top[0]]``); kernels take slots from the top and push freed ones back.
+    ``room`` says how many slots to reserve for ``needed`` when ``have`` are: twice as many
+    by default, ``room_for`` for a pool whose slots are per customer.
     """
 
-    def __init__(self, kind: type[Any], **dims: int) -> None:
+    def __init__(self, kind: type[Any], *, room: Callable[[int, int], int] = _doubled, **dims: int) -> None:
         self.kind = kind
+        self.room = room
         self.cols: Any = rows(kind, 0, **dims)
 
     @property
@@ -129,7 +137,7 @@ class Pool:
         if top >= needed:
             return
         have = self.size
-        cols = grown(self.cols, max(have + needed - top, 2 * have, 256))
+        cols = grown(self.cols, self.room(have + needed - top, have))
         added = np.arange(capacity(cols) - 1, have - 1, -1, dtype=np.int64)
         cols.free[top: top + added.size] = added
         cols.top[0] = top + added.size

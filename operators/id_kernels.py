@@ -88,10 +88,12 @@ def _is(ix, r, buf, start, end):  # pragma: no cover - compiled
 def _rows_of(ix, buf, ends, add, out):  # pragma: no cover - compiled
     """The row of each id ``buf[ends[i - 1]:ends[i]]`` into ``out``; an unknown one is added (or -1).
 
-    Added ids take the next rows in order; ``ix`` has room for all of them.
+    Added ids take the next rows in order; ``ix`` has room for all of them. Returns the
+    length of the longest id added (0: none).
     """
     mask = ix.table.shape[0] - 1
     count = ix.in_use[0]
+    longest = 0
     start = 0
     for i in range(ends.shape[0]):
         end = ends[i]
@@ -106,6 +108,7 @@ def _rows_of(ix, buf, ends, add, out):  # pragma: no cover - compiled
                     ix.table[s] = count
                     r = count
                     count += 1
+                    longest = max(longest, end - start)
                 break
             if _is(ix, r, buf, start, end):
                 break
@@ -113,6 +116,7 @@ def _rows_of(ix, buf, ends, add, out):  # pragma: no cover - compiled
         out[i] = r
         start = end
     ix.in_use[0] = count
+    return longest
 
 
 @njit(cache=True, nogil=True)

@@ -115,6 +115,7 @@ def _put_string(buf, pos, text, ends, i):  # pragma: no cover - compiled
 
     Quotes and backslashes are escaped, control characters get their short escape or
     ``\u00XX``; every other byte (DEL and all of UTF-8's multi-byte characters) is copied.
+    Customer ids are valid UTF-8: the parser refuses a lone surrogate.
     """
     buf[pos] = _QUOTE
     pos += 1

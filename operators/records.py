@@ -53,7 +53,7 @@ _INT_WIDTH = 20  # the longest int64 in decimal, sign included
 CONST = -1
 """A field whose value is the same JSON text in every record (folded into the literal pieces)."""
 CUSTOMER_IDS = "customers"
-"""The text table of a shard's customer ids (by row)."""
+"""Where a field's text is the customer id of the record's row, from the shard's ``CustomerIndex``."""
 CAUSES = ("event", "dormant", "map")
 """What a transition record says moved the customer: an event, inactivity, or a new map applied live."""
 EVENT_CAUSE, DORMANT_CAUSE, MAP_CAUSE = range(len(CAUSES))

@@ -82,6 +82,8 @@ def resumable_layout(saved: dict[str, Any]) -> dict[str, Any]:
     if saved.get("schema") in UPGRADABLE_SCHEMAS:
         return {**saved, "schema": STATE_SCHEMA}
     return saved
+
+
 _NO_ROWS: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
 _PENDING_POLL = timedelta(milliseconds=200)
 """How often a shard holding a new map looks whether its epoch ended (Bytewax asks ``notify_at``
@@ -177,7 +179,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         self.event_counts = metrics.events.counts(
             [(t, k, c) for t in r.topics.inputs for k in r.type_names for c in r.channel_names])
         metrics.census.add(records.funnel_names[1:], self.census)
-        metrics.state_bytes.add(self.nbytes)
+        metrics.state_bytes.add(lambda: self.nbytes)
         self.open_counted = (0, 0, 0)  # this shard's part of the open-state gauges
         self._count_open()
 
@@ -341,6 +343,7 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
         topic, kind, channel = batch.topic_idx[accepted], batch.type_idx[accepted], batch.chan_idx[accepted]
         counts += np.bincount((topic * types + kind) * channels + channel, minlength=counts.size)
 
+    @property
     def nbytes(self) -> int:
         """Bytes the shard's state holds (``journey_state_bytes``): customers, sessions and windows."""
         return self.state.nbytes + (0 if self.windows is None else self.windows.nbytes)

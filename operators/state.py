@@ -36,7 +36,7 @@ class CustomerIndex:
     def __init__(self) -> None:
         self.ix = IdIndex(np.zeros(16, dtype=np.int64), np.zeros(256, dtype=np.uint8),
                           np.full(32, -1, dtype=np.int32), np.zeros(1, dtype=np.int64))
-        self.longest = 0  # bytes of the longest id added (at least)
+        self.longest = 0  # bytes of the longest id
 
     def __len__(self) -> int:
         return int(self.ix.in_use[0])
@@ -62,11 +62,10 @@ class CustomerIndex:
     def rows_for(self, ids: Sequence[str], *, add: bool = True) -> I64:
         """Row of each id; an unknown id takes the next row (or is -1 when not ``add``)."""
         buf, ends = utf8(ids)
-        if add and len(ids):
+        if add:
             self._reserve(len(ids), buf.size)
-            self.longest = max(self.longest, int(np.diff(ends, prepend=0).max()))
         out = np.empty(len(ids), dtype=np.int64)
-        _rows_of(self.ix, buf, ends, add, out)
+        self.longest = max(self.longest, _rows_of(self.ix, buf, ends, add, out))
         return out
 
     def _reserve(self, n: int, size: int) -> None:
@@ -83,13 +82,11 @@ class CustomerIndex:
         if table is not ix.table:
             _place_all(self.ix)
 
-    def ids(self, start: int = 0, stop: int | None = None) -> list[str]:
-        """The ids of rows ``start`` to ``stop`` (all after ``start`` by default), as strings."""
-        stop = len(self) if stop is None else stop
-        ends = self.ix.ends[start:stop].tolist()
-        first = int(self.ix.ends[start - 1]) if start > 0 else 0
-        blob = self.ix.text[first: ends[-1] if ends else first].tobytes()
-        bounds = [0, *(e - first for e in ends)]
+    def ids(self) -> list[str]:
+        """Every id, by row, as a string."""
+        ends = self.ix.ends[: len(self)].tolist()
+        blob = self.ix.text[: ends[-1] if ends else 0].tobytes()
+        bounds = [0, *ends]
         return [blob[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(bounds)]
 
     def keys(self, rows: I64) -> list[bytes]:
@@ -97,7 +94,7 @@ class CustomerIndex:
         out_ends = np.empty(rows.size, dtype=np.int64)
         out = np.empty(rows.size * self.longest, dtype=np.uint8)
         _gather(self.ix, rows, out, out_ends)
-        blob = out.tobytes()
+        blob = out[: out_ends[-1] if rows.size else 0].tobytes()
         bounds = [0, *out_ends.tolist()]
         return [blob[a:b] for a, b in itertools.pairwise(bounds)]
 
@@ -147,7 +144,7 @@ class ShardState:
         inline = min(INLINE_IDS, arrays.dedup_slots)
         self.columns = rows(CustomerColumns, capacity, stages=arrays.n_stages,
                             required=arrays.n_req_slots, inline=inline)
-        self.more = Pool(IdOverflow, more=arrays.dedup_slots - inline)
+        self.more = Pool(IdOverflow, room=room_for, more=arrays.dedup_slots - inline)
 
     def __getattr__(self, name: str) -> Any:
         """Column ``name`` (only reached for names that are not attributes of the state)."""
@@ -191,7 +188,7 @@ class ShardState:
     @classmethod
     def from_snapshot(cls, arrays: JourneyArrays, snap: dict[str, Any]) -> "ShardState":
         """Rebuild a shard from ``snapshot()`` output (recovery resume), or from a format 1 one."""
-        if "ids" in snap:
+        if "more" not in snap:  # written before event ids were remembered in two tiers
             snap = _from_format_1(snap)
         state = cls(arrays, capacity=0)
         state.index = CustomerIndex.from_snapshot(snap["index"])

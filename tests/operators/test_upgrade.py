@@ -7,6 +7,7 @@ scored in one batch (that module imports nothing the revision lacks, so it ran t
 """
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from operators.metrics import EngineMetrics
 from operators.records import RecordBuilder
 from operators.routing import ShardInput
 from operators.score_kernels import CustomerColumns
+from operators.scoring import score_batch
 from operators.shard import STATE_SCHEMA, UPGRADABLE_SCHEMAS, ShardScorer, resumable_layout
 from operators.state import ShardState
 from tests.operators.test_scoring import batch_of
@@ -75,3 +77,25 @@ def test_a_format_1_layout_is_resumed_and_other_schemas_are_not() -> None:
     (change,) = layout_changes(resumable_layout({**old, "schema": "1.00000000"}), now)
     assert change.startswith("the state's schema version")
     assert change.endswith(f"1.00000000 -> {STATE_SCHEMA}")
+
+
+def as_format_1(state: ShardState) -> dict:
+    """``state``'s snapshot as format 1 wrote it, where its ids fit one row (no overflow row held)."""
+    assert state.more.in_use == 0
+    snap = state.snapshot()
+    columns = {name: snap["columns"][name] for name in CustomerColumns._fields if name != "dd_more"}
+    return {"columns": columns, "ids": state.all_ids()}
+
+
+def test_format_1_snapshots_of_an_empty_shard_and_of_one_id_a_customer_resume() -> None:
+    for slots in (1, 32):
+        j = replace(SETTINGS.journey, dedup_slots=slots)
+        empty = ShardState.from_snapshot(j.arrays, as_format_1(ShardState(j.arrays)))
+        assert empty.size == 0 and empty.all_ids() == []
+        once = [e for e in history() if e["customer_id"].startswith("once-")]
+        state = ShardState(j.arrays)
+        score_batch(state, batch_of(once, j), j.arrays, j.dormant_after_ms)
+        for resumed in (ShardState.from_snapshot(j.arrays, as_format_1(state)), empty):
+            again = score_batch(resumed, batch_of(once, j), j.arrays, j.dormant_after_ms)
+            assert again.accepted.tolist() == [resumed is empty] * len(once)  # re-deliveries caught
+        assert remembered(ShardState.from_snapshot(j.arrays, as_format_1(state))) == remembered(state)
