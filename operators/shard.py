@@ -49,6 +49,8 @@ from operators.windows import ShardWindows, WindowShares
 
 log = logging.getLogger(__name__)
 Snapshot = dict[str, Any]
+KERNEL_MODULES = (id_kernels, score_kernels, window_kernels, json_kernels)
+"""Every module of Numba kernels (``warm_up`` compiles them all)."""
 STATE_FORMAT = 2
 """Version of how a shard's snapshot is put together around its columns (bump when that changes)."""
 
@@ -66,8 +68,6 @@ def _schema() -> str:
     return f"{STATE_FORMAT}.{hashlib.sha256('|'.join(columns).encode()).hexdigest()[:8]}"
 
 
-KERNEL_MODULES = (id_kernels, score_kernels, window_kernels, json_kernels)
-"""Every module of Numba kernels (``warm_up`` compiles them all)."""
 STATE_SCHEMA = _schema()
 """What a shard's snapshot holds; a store of another schema is not resumed, unless it is upgradable."""
 UPGRADABLE_SCHEMAS = frozenset({"1.b23fe296"})

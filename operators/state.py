@@ -132,10 +132,11 @@ class ShardState:
     """The customers of one shard: a row each, looked up by customer id (``index``).
 
     ``columns`` (a ``CustomerColumns`` bundle) grows an eighth at a time (``room_for``);
-    ``size`` rows are in use. ``more`` holds the remembered event ids of the customers who need more than
-    their row's (``IdOverflow``). A snapshot keeps only the rows in use, so it costs what
-    the shard holds, not what it reserved. Columns read as attributes too (``state.T``), for tests and tools;
-    the engine reads them typed, from ``columns``.
+    ``size`` rows are in use. ``more`` holds the remembered event ids of the customers
+    who need more than their row's (``IdOverflow``). A snapshot keeps only the rows in
+    use (and the overflow pool as it is), so it costs about what the shard holds.
+    Columns read as attributes too (``state.T``), for tests and tools; the engine reads
+    them typed, from ``columns``.
     """
 
     def __init__(self, arrays: JourneyArrays, capacity: int = 256) -> None:
