@@ -72,9 +72,10 @@ def grown(bundle: B, capacity: int) -> B:
     """The bundle with ``capacity`` rows: old rows kept, new ones filled (counters as they are)."""
     out = []
     for arr, spec in zip(bundle, specs(type(bundle)).values(), strict=True):
-        if spec.per_row:
-            new = np.full((capacity, *arr.shape[1:]), spec.fill, dtype=arr.dtype)
+        if spec.per_row:  # each byte written once: the old rows copied, only the new ones filled
+            new = np.empty((capacity, *arr.shape[1:]), dtype=arr.dtype)
             new[: arr.shape[0]] = arr
+            new[arr.shape[0]:] = spec.fill
             arr = new
         out.append(arr)
     return type(bundle)(*out)

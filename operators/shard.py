@@ -222,7 +222,9 @@ class ShardScorer(StatefulBatchLogic[ShardInput, ShardOutput, Snapshot | None]):
             self.watermark = heard
             changed.append(self._dormancy(stream_end(self.reports) if heard == END else heard, out))
             if self.windows is not None:
-                out += self.records.sessions(self.state.index, self.windows.close_sessions(heard))
+                closed = self.windows.close_sessions(heard)
+                if closed is not None:
+                    out += self.records.sessions(self.state.index, closed)
                 shares = self.windows.close_windows(heard)
             if heard == END or before == NO_TIME or heard // self.width != before // self.width:
                 mark = heard

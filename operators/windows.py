@@ -286,14 +286,27 @@ class ShardWindows:
 
     # -- closing ---------------------------------------------------------------------------
 
-    def close_sessions(self, watermark: int) -> ClosedSessions:
-        """Close and free the sessions no future event can join."""
+    def close_sessions(self, watermark: int) -> ClosedSessions | None:
+        """Close and free the sessions no future event can join; None while none can close.
+
+        The top of the heap is the first session the watermark can close: while it is not
+        due, a live step (the watermark a few ms further) is spared the kernel call.
+        """
+        heap = self.heap
+        if not heap.size[0] or heap.key[0] + self.map.gap > watermark:
+            return None
         return ClosedSessions(*_close_sessions(watermark, self.map.gap, self.customers,
                                                self.sessions.cols, self.heap))
 
     def close_windows(self, watermark: int) -> WindowShares | None:
-        """Hand on and free every window that ends at or before the watermark."""
-        if not self.slots.in_use:
+        """Hand on and free every window that ends at or before the watermark.
+
+        The windows open are few (their table is small): while the first of them does not
+        end yet, a live step (the watermark a few ms further) is spared the kernel call.
+        """
+        table = self.h_slot
+        open_now = table[table != NO_SLOT]
+        if not open_now.size or int(self.slots.cols.start[open_now].min()) > watermark - self.width:
             return None
         (starts, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count, pop_start,
          pop_stage, pop_change) = _close_windows(
