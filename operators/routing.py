@@ -18,7 +18,7 @@ from operators.watermark import Report
 DEFAULT_SHARDS = 4
 """Customer shards per worker of the cluster, when neither ``--shards`` nor a recovery store says.
 
-A shard step costs a fixed ~0.2 ms whatever it holds, so at live rates, where an
+A shard step costs a fixed ~0.3 ms whatever it holds, so at live rates, where an
 activation brings a few events, fewer shards answer sooner (on one worker at 5k events/s:
 p50 39 ms with 32 shards, 21 ms with one, against a floor of 10). More than one per worker
 gives Bytewax, which places shard keys on workers by their hash, some to even out with.

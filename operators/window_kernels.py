@@ -474,7 +474,9 @@ def _close_sessions(watermark, gap, cust, sess, heap):  # pragma: no cover - com
 
     Only the top of the heap is looked at: an entry whose session was extended since it
     was keyed gets its end as key and sinks. Returns the closed sessions' columns:
-    customer row, start, end, events, converted, stage, channel counts.
+    customer row, start, end, events, converted, stage, channel counts. The driver
+    (``ShardWindows.close_sessions``) tests the loop's first condition before calling:
+    change the two together.
     """
     closing = np.empty(16, np.int64)  # grows as needed: most steps close a few, if any
     n = 0
@@ -518,6 +520,8 @@ def _close_windows(last_start, wm, slots, table, cells, moves, keys):  # pragma:
     (ascending) and their entries: channel start/channel/counts/sums, one per cell;
     transition start/key/count, one per move cell with counted moves; population
     start/stage/change, two per move cell (its from and its to; summed by the aggregator).
+    The driver (``ShardWindows.close_windows``) calls only when a window of the table
+    starts at or before ``last_start``: change the two together.
     """
     width, funnel = wm.width, wm.funnel
     closing = np.empty(slots.free.shape[0] - slots.top[0], np.int64)  # the open ones at most
@@ -561,8 +565,8 @@ def _close_windows(last_start, wm, slots, table, cells, moves, keys):  # pragma:
             n_ch += 1
             c = cells.next[c]
     # distinct customers of the closed cells: the (row, cell) pairs noted in them; when no
-    # cell closes (most calls), the pairs are not read at all: they grow with the events
-    # of the windows still open
+    # channel cell closes (only windows of moves do), the pairs are not read at all: they
+    # grow with the events of the windows still open
     n_ck = keys.top[0] if n_ch else 0
     span = 1
     for i in range(n_ck):

@@ -287,10 +287,12 @@ class ShardWindows:
     # -- closing ---------------------------------------------------------------------------
 
     def close_sessions(self, watermark: int) -> ClosedSessions | None:
-        """Close and free the sessions no future event can join; None while none can close.
+        """Close and free the sessions no future event can join; None when none can close yet.
 
-        The top of the heap is the first session the watermark can close: while it is not
-        due, a live step (the watermark a few ms further) is spared the kernel call.
+        The heap's top key is a lower bound of every open session's end: while it is not
+        due, a live step (the watermark a few ms further) is spared the kernel call, whose
+        loop would stop there at once. Past it, the result may still be empty (the session
+        at the top was extended since it was keyed).
         """
         heap = self.heap
         if not heap.size[0] or heap.key[0] + self.map.gap > watermark:
@@ -299,21 +301,21 @@ class ShardWindows:
                                                self.sessions.cols, self.heap))
 
     def close_windows(self, watermark: int) -> WindowShares | None:
-        """Hand on and free every window that ends at or before the watermark.
+        """Hand on and free every window that ends at or before the watermark; None when none does.
 
-        The windows open are few (their table is small): while the first of them does not
-        end yet, a live step (the watermark a few ms further) is spared the kernel call.
+        One numpy pass over the table of open windows (a few times as many buckets as
+        windows, ``MIN_HASH`` at least) finds the first start: while that window does not
+        end yet, a live step (the watermark a few ms further) is spared the kernel call,
+        which would pick the same windows from the same table.
         """
+        last_start = watermark - self.width
         table = self.h_slot
         open_now = table[table != NO_SLOT]
-        if not open_now.size or int(self.slots.cols.start[open_now].min()) > watermark - self.width:
+        if not open_now.size or int(self.slots.cols.start[open_now].min()) > last_start:
             return None
         (starts, ch_start, ch_chan, ch_counts, ch_sums, tr_start, tr_key, tr_count, pop_start,
          pop_stage, pop_change) = _close_windows(
-            watermark - self.width, self.map, self.slots.cols, self.h_slot, self.cells.cols,
-            self.moves.cols, self.keys)
-        if not starts.size:
-            return None
+            last_start, self.map, self.slots.cols, self.h_slot, self.cells.cols, self.moves.cols, self.keys)
         return WindowShares(starts, ChannelEntries(ch_start, ch_chan, ch_counts, ch_sums),
                             Entries(tr_start, tr_key, tr_count), Entries(pop_start, pop_stage, pop_change))
 

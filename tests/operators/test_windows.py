@@ -294,6 +294,23 @@ def test_open_windows_are_found_and_closed_exactly(ops: list[tuple[str, Any]]) -
         assert windows.open_windows == len(moves)
 
 
+def test_a_window_closes_in_the_step_its_end_is_reached() -> None:
+    """Not a millisecond before its end, and in the very step the watermark reaches it (a
+    step skips the closing kernel only while no open window has ended)."""
+    windows = ShardWindows(SETTINGS.journey)
+    width = windows.width
+    at = np.array([BASE + 3 * width + 5, BASE + 9 * width], dtype=np.int64)
+    windows.count_moves(np.zeros(at.size, dtype=np.int16), to_dormant(at), at)
+    first, second = (int(t - t % width) for t in at.tolist())
+    assert windows.close_windows(first + width - 1) is None
+    shares = windows.close_windows(first + width)
+    assert shares is not None and shares.starts.tolist() == [first]
+    assert windows.close_windows(second + width - 1) is None
+    shares = windows.close_windows(second + width)
+    assert shares is not None and shares.starts.tolist() == [second]
+    assert windows.open_windows == 0
+
+
 def test_window_table_shrinks_after_a_burst() -> None:
     """Closing scans the hash table: after many windows closed, it does not stay large."""
     windows = ShardWindows(SETTINGS.journey)
