@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from config.model import Settings
-from journey.broker import free_port
 from journey.simulate import SimOptions, messages, produce
 from journey.supervisor import MAX_BACKOFF_S, Death, backoff_s, child_argv, exit_status
-from tests.broker_fixtures import journey_cli, read_topic, write_config
+from tests.broker_fixtures import free_ports, journey_cli, read_topic, write_config
 
 
 def test_backoff_doubles_to_a_ceiling() -> None:
@@ -42,7 +41,7 @@ def test_a_process_failing_on_configuration_is_not_restarted(
     settings = make_settings()
     produce(settings, messages(settings, SimOptions(customers=20, events=200, seed=8)), progress=None)
     config = write_config(settings, tmp_path / "map.toml")
-    port = free_port()
+    port = free_ports(2)
     with socket.socket() as taken:  # process 1 serves metrics on port + 1: taken
         taken.bind(("127.0.0.1", port + 1))
         taken.listen()

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -10,9 +11,8 @@ import orjson
 import pytest
 
 from config.model import DEFAULT_PATH, OUTPUT_ROLES, Settings, Topics, load_settings
-from journey.broker import free_port
 from journey.simulate import SimMessage, SimOptions, messages, produce
-from tests.broker_fixtures import ROOT, journey_cli, read_json, read_topic, write_config
+from tests.broker_fixtures import ROOT, free_ports, journey_cli, read_json, read_topic, write_config
 from tests.reference import Reference, records_match
 
 pytestmark = pytest.mark.slow
@@ -88,8 +88,9 @@ def test_scores_match_reference(faulty_input, tmp_path: Path, mode: str) -> None
         run_flow(settings, tmp_path, "--workers", "2")
     else:
         config = write_config(settings, tmp_path / "cluster.toml")
-        addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
-        metrics_port = free_port()  # process i serves its own metrics on the port plus i
+        first = free_ports(4)  # two for the cluster, and process i's metrics on the third plus i
+        addresses = f"127.0.0.1:{first};127.0.0.1:{first + 1}"
+        metrics_port = first + 2
         logs = [tmp_path / f"process-{i}.log" for i in range(2)]
         procs = []
         for i, log in enumerate(logs):
@@ -98,17 +99,23 @@ def test_scores_match_reference(faulty_input, tmp_path: Path, mode: str) -> None
                     [sys.executable, "-P", "-m", "journey.cli", "run", "--config", str(config), "--until-end",
                      "--process-id", str(i), "--addresses", addresses, "--metrics-port", str(metrics_port)],
                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 300
         try:
-            for p in procs:
-                p.wait(timeout=300)
+            while time.monotonic() < deadline:
+                codes = [p.poll() for p in procs]
+                if None not in codes or any(c not in (None, 0) for c in codes):
+                    break  # all done, or one failed: its peer would wait for it to the deadline
+                time.sleep(0.2)
         finally:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        for i, (p, log) in enumerate(zip(procs, logs, strict=True)):
-            err = log.read_text()
-            assert p.returncode == 0, err[-3000:]
-            assert f"metrics at http://127.0.0.1:{metrics_port + i}/metrics" in err
+                    p.wait()
+        failed = [(i, p.returncode, log.read_text()[-3000:])
+                  for i, (p, log) in enumerate(zip(procs, logs, strict=True)) if p.returncode != 0]
+        assert not failed, ("timed out after 300 s" if time.monotonic() >= deadline else "failed", failed)
+        for i, log in enumerate(logs):
+            assert f"metrics at http://127.0.0.1:{metrics_port + i}/metrics" in log.read_text()
     scores = assert_matches_reference(settings, ref)
     dead = read_json(settings, settings.topics.dlq)
     assert len(dead) == sum(1 for m in produced if m.kind == "malformed")
