@@ -5,6 +5,7 @@ bounded by the input read after the store's last snapshot before each kill. The 
 is produced live, its event time near the wall clock.
 """
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,9 @@ def test_kill_9_three_times_then_resume_loses_and_double_counts_nothing(
                                                 "progress after the restart", every_s=0.05))
                 wait_until(lambda f=fraction: durable(store) >= f * total, 120,
                            f"{fraction:.0%} of the input read and snapshotted")
+                # into the epoch after that snapshot (1 s long): the run has produced output the
+                # restart must produce again; a kill at once could land before any was
+                time.sleep(0.4)
             finally:
                 flow.kill()
                 flow.wait()
