@@ -354,9 +354,14 @@ class _WorkerConsumer:
             self.to_commit[topic, partition] = next_offset
 
     def release(self, topic: str, partition: int) -> bool:
-        """The partition is done with; True when it was the last, and the consumer is closed."""
+        """The partition is done with; True when it was the last, and the consumer is closed.
+
+        Until then the consumer reads on for the others, no longer fetching this one: what
+        is written to it after its end (a bounded run over a topic in use) is not read.
+        """
         del self.queues[topic, partition]
         if self.queues:
+            self.consumer.incremental_unassign([TopicPartition(topic, partition)])
             return False
         self._send_commits(wait=True)  # the last snapshot's offsets: no fetch comes after it
         self.consumer.close()
