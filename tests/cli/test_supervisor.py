@@ -1,5 +1,6 @@
 """``journey run --processes N``: what it refuses, how it backs off, what it does not retry."""
 
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -8,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from config.model import Settings
+from journey.broker import free_port
 from journey.simulate import SimOptions, messages, produce
 from journey.supervisor import MAX_BACKOFF_S, Death, backoff_s, child_argv, exit_status
-from tests.broker_fixtures import free_ports, journey_cli, read_topic, write_config
+from tests.broker_fixtures import journey_cli, read_topic, write_config
+
+EPHEMERAL_LOW = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
 
 
 def test_backoff_doubles_to_a_ceiling() -> None:
@@ -41,7 +45,7 @@ def test_a_process_failing_on_configuration_is_not_restarted(
     settings = make_settings()
     produce(settings, messages(settings, SimOptions(customers=20, events=200, seed=8)), progress=None)
     config = write_config(settings, tmp_path / "map.toml")
-    port = free_ports(2)
+    port = free_port(count=2)
     with socket.socket() as taken:  # process 1 serves metrics on port + 1: taken
         taken.bind(("127.0.0.1", port + 1))
         taken.listen()
@@ -52,4 +56,8 @@ def test_a_process_failing_on_configuration_is_not_restarted(
     assert f"cannot serve metrics on 127.0.0.1:{port + 1}" in done.stderr
     assert "process 1 exited with code 2 (a configuration error): not restarting" in done.stderr
     assert done.stderr.count("started 2 processes") == 1 and "Traceback" not in done.stderr
+    started = re.search(r"started 2 processes \(pids [\d, ]+\) on (\S+)", done.stderr)
+    assert started is not None
+    cluster = [int(address.rpartition(":")[2]) for address in started[1].split(";")]
+    assert cluster[1] == cluster[0] + 1 and cluster[1] < EPHEMERAL_LOW  # no outgoing connection takes one
     assert not read_topic(settings, settings.topics.scores)

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from config.model import DEFAULT_PATH, OUTPUT_ROLES, Settings, Topics, load_settings
+from journey.broker import free_port
 from journey.simulate import SimMessage, SimOptions, messages, produce
-from tests.broker_fixtures import ROOT, free_ports, journey_cli, read_json, read_topic, write_config
+from tests.broker_fixtures import ROOT, journey_cli, read_json, read_topic, write_config
 from tests.reference import Reference, records_match
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ def test_scores_match_reference(faulty_input, tmp_path: Path, mode: str) -> None
         run_flow(settings, tmp_path, "--workers", "2")
     else:
         config = write_config(settings, tmp_path / "cluster.toml")
-        first = free_ports(4)  # two for the cluster, and process i's metrics on the third plus i
+        first = free_port(count=4)  # two for the cluster, and process i's metrics on the third plus i
         addresses = f"127.0.0.1:{first};127.0.0.1:{first + 1}"
         metrics_port = first + 2
         logs = [tmp_path / f"process-{i}.log" for i in range(2)]
