@@ -1,7 +1,7 @@
 """Live latency of ``journey run`` against the floor of a pass-through loop, on the same broker.
 
     python -m benchmarks.latency [--rates 2000,5000,10000,20000] [--seconds 20] [--modes busy,quiet]
-                                 [--repeat 1] [--sustain] [--cold-start] [--memory]
+                                 [--repeat 1] [--runtime] [--sustain] [--cold-start] [--memory]
                                  [--engine-args "--shards 8"]
 
 For every mode and rate, each system (the floor, then the engine) runs on an embedded
@@ -16,9 +16,12 @@ only, ``touchpoints`` staying empty. Also reported: CPU of the system and of the
 while the driver ran, the system's peak memory, the share of that time its main thread
 was ready to run but waiting for a core, and how idle the machine's cores were: a
 system that falls behind while it waits for a core is short of CPU, not of work done.
-``LATENCY_TIMELINE=1`` prints the latencies per half second of each run;
-``LATENCY_ENGINE_TREE=DIR`` runs the engine of another checkout (an older revision, say)
-against the same floor.
+``--runtime`` runs a third system at every point, between the two: the runtime floor
+(``runtime.py``), ``journey run``'s own source and sink with no work between them, which
+says how much of the engine's latency is Bytewax's rounds and our reading and writing,
+and how much the scoring. ``LATENCY_TIMELINE=1`` prints the latencies per half second
+of each run; ``LATENCY_ENGINE_TREE=DIR`` runs the engine (and the runtime floor's source
+and sink) of another checkout (an older revision, say) against the same floor.
 
 ``--sustain`` raises the rate until the engine no longer keeps up (Karimov et al., ICDE
 2018: the output falls behind, or p99 grows past a second) and reports the highest rate
@@ -272,6 +275,10 @@ def _run_point(
     if system == "engine":
         output = f"{tag}.scores"
         cmd = engine_command(config_for(brokers, tag, directory), *engine_args)
+    elif system == "runtime":
+        output = f"{tag}.scores"
+        ensure_topics(settings.kafka, [output], PARTITIONS)
+        cmd = [sys.executable, "-P", str(HERE / "runtime.py"), str(config_for(brokers, tag, directory))]
     else:
         output = f"{tag}.passthrough"
         ensure_topics(settings.kafka, [output], PARTITIONS)
@@ -304,7 +311,7 @@ def _run_point(
         time.sleep(3)  # what was sent last gets its answer
         peak = peak_mb(proc.pid)
     finally:
-        stop(proc, signal.SIGINT if system == "engine" else signal.SIGTERM)
+        stop(proc, signal.SIGTERM if system == "floor" else signal.SIGINT)
     sent = np.load(record)
     event = {
         (f"lat-{c:06d}", int(t)): i
@@ -370,7 +377,7 @@ def stop(proc: subprocess.Popen[bytes], how: int = signal.SIGINT) -> None:
 def line(p: Point) -> str:
     c = p.costs
     return (
-        f"{p.system:>6} {p.mode:>5} {p.rate:>6,} ev/s: p50 {p.pct(50):6.0f}  p90 {p.pct(90):6.0f}  "
+        f"{p.system:>7} {p.mode:>5} {p.rate:>6,} ev/s: p50 {p.pct(50):6.0f}  p90 {p.pct(90):6.0f}  "
         f"p99 {p.pct(99):6.0f}  max {p.latencies.max() if p.latencies.size else 0:6.0f} ms  "
         f"({p.latencies.size:,} of {p.sent:,} events matched)  input acknowledged p99 "
         f"{p.pct(99, 'acked'):5.0f} ms, answered after that p50 {p.pct(50, 'after_ack'):5.0f} "
@@ -420,6 +427,19 @@ def print_tables(results: dict[tuple[str, str, int], list[Point]]) -> None:
               f"{cost(engine, 'cpu'):.2f} | {cost(engine, 'waiting'):.0%} | "
               f"{cost(engine, 'broker_cpu'):.2f} | "
               f"{cost(engine, 'machine_idle'):.0%} | {statistics.median(x.peak_mb for x in engine):.0f} |")
+    runtime = [(mode, rate, floor, results[key], engine) for mode, rate, floor, engine in points
+               if (key := ("runtime", mode, rate)) in results]
+    if not runtime:
+        return
+    print("\n| mode | rate (ev/s) | floor p50 / p99 (ms) | runtime floor p50 / p99 (ms) | ÷ floor (p50, p99) "
+          "| runtime CPU (cores) | journey-stream p50 / p99 (ms) | ÷ runtime floor (p50, p99) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, rate, floor, bare, engine in runtime:
+        print(f"| {mode} | {rate:,} | {med(floor, 50):.0f} / {med(floor, 99):.0f} | "
+              f"{med(bare, 50):.0f} / {med(bare, 99):.0f} | {ratio(med(bare, 50), med(floor, 50))}, "
+              f"{ratio(med(bare, 99), med(floor, 99))} | {cost(bare, 'cpu'):.2f} | "
+              f"{med(engine, 50):.0f} / {med(engine, 99):.0f} | {ratio(med(engine, 50), med(bare, 50))}, "
+              f"{ratio(med(engine, 99), med(bare, 99))} |")
 
 
 def cold_start(directory: Path, numba_cache: str | None) -> float:
@@ -528,19 +548,21 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--modes", default="busy,quiet")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--runtime", action="store_true", help="also run the runtime floor (runtime.py)")
     p.add_argument("--sustain", action="store_true")
     p.add_argument("--memory", action="store_true")
     p.add_argument("--cold-start", action="store_true")
     p.add_argument("--engine-args", default="", help="more `journey run` options, e.g. '--shards 8'")
     args = p.parse_args()
     engine_args = args.engine_args.split()
+    systems = ("floor", "runtime", "engine") if args.runtime else ("floor", "engine")
     results: dict[tuple[str, str, int], list[Point]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         for mode in filter(None, args.modes.split(",")):  # --modes '': no latency points
             for rate in (int(r) for r in args.rates.split(",")):
                 for _ in range(args.repeat):
-                    for system in ("floor", "engine"):
+                    for system in systems:
                         point = run_point(system, mode, rate, args.seconds, directory, engine_args)
                         results.setdefault((system, mode, rate), []).append(point)
                         print(line(point), flush=True)
