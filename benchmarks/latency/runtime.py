@@ -8,7 +8,9 @@ nothing is scored: every event read becomes one record ``{customer_id, last_even
 on the scores topic, which the benchmark matches like a score record. Between the
 broker's floor (a bare consume → produce loop) and the engine, it says how much of the
 engine's latency is the runtime's (Bytewax and our reading and writing) and how much
-is the work per event. Stops on SIGTERM or SIGINT, as ``journey run`` does.
+is the work per event. What a live ``journey run`` has besides (the control topic's
+input, the stall watch's metadata requests once a second) is left out. SIGTERM or
+SIGINT ends every partition at its next read, and the flow drains and exits.
 """
 
 import signal

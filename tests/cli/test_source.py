@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import Producer
 
 from config.model import Settings
@@ -23,13 +24,13 @@ def send(settings: Settings, topic: str, partition: int, first: int, count: int)
     assert producer.flush(10) == 0
 
 
-def read_to_end(part: object, deadline_s: float = 30.0) -> list[SourceRead]:
+def read_to_end(part: StatefulSourcePartition[SourceRead, int], deadline_s: float = 30.0) -> list[SourceRead]:
     """Every hand-over of a bounded partition until it ends (as Bytewax calls ``next_batch``)."""
     reads: list[SourceRead] = []
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         try:
-            reads += part.next_batch()  # type: ignore[attr-defined]
+            reads += part.next_batch()
         except StopIteration:
             return reads
         time.sleep(0.005)
@@ -47,9 +48,11 @@ def test_a_partition_closed_first_does_not_stop_the_others(make_settings: Callab
                               bounded=True, metrics=EngineMetrics())
     first, second = (source.build_part("in", f"{topic}{PART_SEP}{p}", None) for p in (0, 1))
     assert sum(len(r.events) for r in read_to_end(first)) == 5
-    first.close()  # as Bytewax does with a partition that ended; the worker's consumer reads on
-    send(settings, topic, 0, 5, 5)  # more for the closed partition: not read, and no error
-    time.sleep(1)  # ... fetched meanwhile, with its end of partition again
+    (shared,) = source.consumers.values()  # the worker's one consumer
+    first.close()  # as Bytewax does with a partition that ended; the consumer reads on for the other
+    assert [(tp.topic, tp.partition) for tp in shared.consumer.assignment()] == [(topic, 1)]
+    send(settings, topic, 0, 5, 5)  # more for the closed partition: not fetched, and no error
+    time.sleep(1)
     assert sum(len(r.events) for r in read_to_end(second)) == 5
     second.close()
     assert not source.consumers  # the last partition closed its worker's consumer

@@ -29,6 +29,8 @@ from tests.broker_fixtures import (
 from tests.flows.test_end_to_end import assert_matches_reference, reference_from
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
+SNAPSHOT_S = 1
+"""The runs' --snapshot-interval: an epoch's length."""
 
 
 def input_ends(settings: Settings) -> Counter[tuple[str, int]]:
@@ -73,16 +75,16 @@ def test_kill_9_three_times_then_resume_loses_and_double_counts_nothing(
         for i, fraction in enumerate((0.2, 0.5, 0.8)):
             log = tmp_path / f"run-{i}.log"
             flow = spawn_journey("run", "--config", config, "--recovery-dir", str(store),
-                                 "--snapshot-interval", "1", log=log)
+                                 "--snapshot-interval", str(SNAPSHOT_S), log=log)
             try:
                 if i:  # recovered: a durable snapshot beyond the one the killed run had
                     recovered.append(wait_until(lambda k=at_kill: durable(store) > k, 120,
                                                 "progress after the restart", every_s=0.05))
                 wait_until(lambda f=fraction: durable(store) >= f * total, 120,
                            f"{fraction:.0%} of the input read and snapshotted")
-                # into the epoch after that snapshot (1 s long): the run has produced output the
-                # restart must produce again; a kill at once could land before any was
-                time.sleep(0.4)
+                # into the epoch after that snapshot: the run has produced output the restart
+                # must produce again; a kill at once could land before any was
+                time.sleep(0.4 * SNAPSHOT_S)
             finally:
                 flow.kill()
                 flow.wait()
