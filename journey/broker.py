@@ -22,8 +22,7 @@ def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
     first metrics port plus i. A host whose ephemeral range leaves no room below it gets
     the kernel's choice, race and all.
     """
-    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ranges.read_text().split()[0]) if ranges.exists() else 49_152  # else IANA's range
+    low = ephemeral_start()
     start = 10_000 if low - count > 10_000 else 1_024  # clear of the well-known ports if it can
     rng = random.Random()
     for _ in range(1_000):
@@ -33,6 +32,12 @@ def free_port(host: str = "127.0.0.1", count: int = 1) -> int:
     msg = (f"no {count} consecutive free TCP ports found on {host}; free some, or choose them yourself "
            "(`journey broker --port`; the processes of a cluster with --process-id and --addresses)")
     raise JourneyError(msg)
+
+
+def ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (IANA's where the kernel does not say)."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    return int(ranges.read_text().split()[0]) if ranges.exists() else 49_152
 
 
 def _kernel_port(host: str) -> int:

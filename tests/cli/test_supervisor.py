@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 
 from config.model import Settings
-from journey.broker import free_port
+from journey.broker import ephemeral_start, free_port
 from journey.simulate import SimOptions, messages, produce
 from journey.supervisor import MAX_BACKOFF_S, Death, backoff_s, child_argv, exit_status
 from tests.broker_fixtures import journey_cli, read_topic, write_config
-
-EPHEMERAL_LOW = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
 
 
 def test_backoff_doubles_to_a_ceiling() -> None:
@@ -59,5 +57,5 @@ def test_a_process_failing_on_configuration_is_not_restarted(
     started = re.search(r"started 2 processes \(pids [\d, ]+\) on (\S+)", done.stderr)
     assert started is not None
     cluster = [int(address.rpartition(":")[2]) for address in started[1].split(";")]
-    assert cluster[1] == cluster[0] + 1 and cluster[1] < EPHEMERAL_LOW  # no outgoing connection takes one
+    assert cluster[1] == cluster[0] + 1 and cluster[1] < ephemeral_start()  # no outgoing connection takes one
     assert not read_topic(settings, settings.topics.scores)
